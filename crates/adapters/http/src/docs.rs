@@ -1,0 +1,44 @@
+//! The parts of the OpenAPI document that are not collected from the routes.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{FieldProblem, Problem};
+
+/// The document's header: metadata, tags, shared schemas and the bearer scheme.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Waiter",
+        description = "A REST/JSON API server: accounts and sessions, a books catalog, and chat \
+                       conversations. Errors are RFC 9457 `application/problem+json`.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(Problem, FieldProblem)),
+    tags(
+        (name = "accounts", description = "Sign up, manage your account, administer accounts"),
+        (name = "sessions", description = "Sign in, refresh tokens, sign out"),
+        (name = "operations", description = "Liveness and readiness probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the protected operations refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from `POST /api/v1/sessions`"))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every failure a handler or extractor can produce is an [`ApiError`], and
+//! every `ApiError` renders as RFC 9457 `application/problem+json`. Use-case
+//! errors convert with `From`, so handlers just use `?`. Internal failures are
+//! logged here, inside the request's span (which carries its request id), and
+//! reach the client as a bare 500 or 503 with no detail.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+use waiter_domain::ValidationErrors;
+use waiter_ports::PortError;
+use waiter_ports::identity::{AccountError, AuthError, RefreshError, SessionError, SignInError};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every way a request can fail, by what the client should understand.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed: unparseable JSON, a bad header or query.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credentials, or credentials that are not valid.
+    #[error("{detail}")]
+    Unauthenticated { detail: &'static str, invalid_token: bool },
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    /// Absent, or not the caller's to see.
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("this resource does not support {method}")]
+    MethodNotAllowed { method: String, allow: String },
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("the resource has changed; fetch it again and retry with its current ETag")]
+    PreconditionFailed,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// Well-formed, but some values are invalid.
+    #[error("{0}")]
+    Validation(ValidationErrors),
+    #[error("a dependency is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI identifying the kind of problem.
+    #[schema(example = "urn:waiter:problem:validation-failed")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    #[schema(example = "Validation failed")]
+    pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(example = 422)]
+    pub status: u16,
+    /// What went wrong with this request, in words.
+    pub detail: String,
+    /// For validation failures: each invalid field and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldProblem>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldProblem {
+    #[schema(example = "email")]
+    pub field: String,
+    #[schema(example = "is not a valid email address")]
+    pub message: String,
+}
+
+impl ApiError {
+    /// The problem type's slug and title.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("bad-request", "Bad request"),
+            ApiError::Unauthenticated { .. } => ("unauthenticated", "Authentication required"),
+            ApiError::Forbidden => ("forbidden", "Forbidden"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::PreconditionFailed => ("precondition-failed", "Precondition failed"),
+            ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
+            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::Validation(_) => ("validation-failed", "Validation failed"),
+            ApiError::Unavailable => ("unavailable", "Service unavailable"),
+            ApiError::Internal => ("internal", "Internal server error"),
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let (slug, title) = self.kind();
+        let errors = match self {
+            ApiError::Validation(errors) => errors
+                .fields()
+                .iter()
+                .map(|error| FieldProblem {
+                    field: error.field.clone(),
+                    message: error.message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Problem {
+            kind: format!("urn:waiter:problem:{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            errors,
+        }
+    }
+
+    /// Logs an infrastructure failure and returns the error the client sees.
+    fn from_port(err: PortError) -> Self {
+        match err {
+            PortError::Unavailable(source) => {
+                tracing::error!(error = ?source, "dependency unavailable");
+                ApiError::Unavailable
+            }
+            PortError::Unexpected(source) => {
+                tracing::error!(error = ?source, "unexpected failure");
+                ApiError::Internal
+            }
+        }
+    }
+
+    /// The 401 for a request that carried no usable credentials.
+    pub fn missing_token() -> Self {
+        ApiError::Unauthenticated {
+            detail: "this operation needs a bearer access token",
+            invalid_token: false,
+        }
+    }
+
+    /// The 401 for a request whose token is invalid, expired or revoked.
+    pub fn invalid_token() -> Self {
+        ApiError::Unauthenticated {
+            detail: "the access token is invalid, expired or revoked",
+            invalid_token: true,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type(PROBLEM_JSON);
+        match self {
+            ApiError::Unauthenticated { invalid_token: true, .. } => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                ));
+            }
+            ApiError::Unauthenticated { invalid_token: false, .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.as_str()));
+            }
+            ApiError::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));
+            }
+            _ => {}
+        }
+        response.json(self.problem())
+    }
+}
+
+impl From<PortError> for ApiError {
+    fn from(err: PortError) -> Self {
+        ApiError::from_port(err)
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::NotFound => ApiError::NotFound("no such account"),
+            AccountError::Forbidden => ApiError::Forbidden,
+            AccountError::EmailTaken => ApiError::Conflict("an account with this email already exists"),
+            AccountError::CurrentPasswordMismatch => ApiError::Validation(ValidationErrors::single(
+                "current_password",
+                "is required to change email or password, and must be the account's current password",
+            )),
+            AccountError::VersionMismatch { .. } => ApiError::PreconditionFailed,
+            AccountError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(err: SignInError) -> Self {
+        match err {
+            SignInError::InvalidCredentials => ApiError::Unauthenticated {
+                detail: "invalid email or password",
+                invalid_token: false,
+            },
+            SignInError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(err: RefreshError) -> Self {
+        match err {
+            RefreshError::InvalidToken | RefreshError::Reused => ApiError::Unauthenticated {
+                detail: "the refresh token is invalid, expired or already used",
+                invalid_token: true,
+            },
+            RefreshError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidToken => ApiError::invalid_token(),
+            AuthError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::NotFound => ApiError::NotFound("no such session"),
+            SessionError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        ApiError::Validation(errors)
+    }
+}

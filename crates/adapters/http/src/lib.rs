@@ -1,0 +1,121 @@
+//! Waiter's HTTP adapter (actix-web).
+//!
+//! It translates HTTP into calls on the inbound ports and their results back
+//! into HTTP: routes, request and response bodies, extractors, the error
+//! envelope, the OpenAPI document and Swagger UI. It never touches a store,
+//! hashes a password or decides a business rule.
+
+mod docs;
+mod dto;
+pub mod error;
+mod extract;
+mod fallback;
+mod pagination;
+mod routes;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpMessage as _, web};
+use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa::OpenApi as _;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{AppExt, scope};
+use utoipa_swagger_ui::SwaggerUi;
+use waiter_ports::health::HealthUseCases;
+use waiter_ports::identity::IdentityUseCases;
+
+pub use docs::ApiDoc;
+pub use extract::JSON_LIMIT;
+
+/// The use cases the HTTP adapter drives, injected by the server.
+#[derive(Clone)]
+pub struct HttpState {
+    pub identity: Arc<dyn IdentityUseCases>,
+    pub health: Arc<dyn HealthUseCases>,
+}
+
+/// Registers every documented route. The order matters where paths overlap:
+/// `/accounts/me` must come before `/accounts/{id}`.
+fn routes(config: &mut ServiceConfig) {
+    use routes::{accounts, health, sessions};
+    config.service(health::liveness).service(health::readiness).service(
+        scope("/api/v1")
+            .service(accounts::create_account)
+            .service(accounts::list_accounts)
+            .service(accounts::get_own_account)
+            .service(accounts::update_own_account)
+            .service(accounts::delete_own_account)
+            .service(accounts::get_account)
+            .service(accounts::update_account)
+            .service(accounts::delete_account)
+            .service(sessions::create_session)
+            .service(sessions::refresh_session)
+            .service(sessions::list_sessions)
+            .service(sessions::delete_all_sessions)
+            .service(sessions::get_current_session)
+            .service(sessions::delete_current_session)
+            .service(sessions::delete_session),
+    );
+}
+
+/// The OpenAPI document, collected from the routes themselves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts()
+        .1
+}
+
+/// The whole application: API routes, docs, probes, the fallback for unknown
+/// routes, request ids and per-request logging.
+pub fn app(
+    state: HttpState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .app_data(web::Data::from(state.identity))
+        .app_data(web::Data::from(state.health))
+        .app_data(extract::json_config())
+        .app_data(extract::path_config())
+        .app_data(extract::query_config())
+        .configure(routes)
+        .split_for_parts();
+    let known_routes = web::Data::new(fallback::KnownRoutes::from_openapi(&api));
+    app.service(web::redirect("/docs", "/docs/"))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        .app_data(known_routes)
+        .default_service(web::to(fallback::not_routed))
+        .wrap(from_fn(request_id_header))
+        .wrap(TracingLogger::default())
+}
+
+/// Echoes the request id that [`TracingLogger`] assigned (and logs) as `X-Request-Id`,
+/// so a client can quote it when reporting a failure.
+async fn request_id_header(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req.extensions().get::<RequestId>().copied();
+    let mut response = next.call(req).await?;
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), id);
+    }
+    Ok(response)
+}

@@ -1,0 +1,63 @@
+//! Keyset pagination: `limit` plus an opaque `cursor`, answered with
+//! `next_cursor` and a `Link: <…>; rel="next"` header.
+//!
+//! A cursor is the base64url encoding of a position the store understands
+//! (for accounts, the last id seen). Clients must treat it as opaque; anything
+//! that does not decode to a valid position is rejected with 400.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+
+/// The page size when `limit` is absent.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// The largest page a client may ask for.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The query parameters of a paginated list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The requested page size, checked against the bounds.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit.unwrap_or(DEFAULT_LIMIT) {
+            limit @ 1..=MAX_LIMIT => Ok(limit),
+            _ => Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}"))),
+        }
+    }
+
+    /// The decoded position, parsed by `parse`; `None` for the first page.
+    pub fn position<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| parse(&text))
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("cursor is not valid; use a next_cursor from a previous page".to_owned()))
+    }
+}
+
+/// The opaque cursor for a position.
+pub fn encode_cursor(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+/// The `Link` header value pointing at the next page.
+pub fn next_link(path: &str, limit: u32, cursor: &str) -> String {
+    format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"")
+}

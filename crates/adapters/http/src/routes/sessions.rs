@@ -1,0 +1,172 @@
+//! `/api/v1/sessions`: sign in, refresh, inspect and end sessions.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, post, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use waiter_domain::SessionId;
+use waiter_ports::identity::{Credentials, IdentityUseCases};
+
+use crate::dto::{ItemsBody, SessionBody, TokenBody};
+use crate::error::{ApiError, Problem};
+use crate::extract::Authenticated;
+
+type Identity = web::Data<dyn IdentityUseCases>;
+
+/// The body of a sign-in.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignInRequest {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+/// The body of a refresh.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token from the last sign-in or refresh.
+    pub refresh_token: String,
+}
+
+/// Token responses must never be cached (RFC 6749 §5.1).
+fn tokens_response(tokens: TokenBody) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(tokens)
+}
+
+/// Sign in: open a session and get an access and a refresh token.
+#[utoipa::path(
+    tag = "sessions",
+    request_body = SignInRequest,
+    responses(
+        (status = 201, description = "Signed in", body = TokenBody),
+        (status = 401, description = "Unknown email or wrong password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/sessions")]
+pub async fn create_session(
+    identity: Identity,
+    body: web::Json<SignInRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let SignInRequest { email, password } = body.into_inner();
+    let tokens = identity.sign_in(Credentials { email, password }).await?;
+    Ok(tokens_response(tokens.into()))
+}
+
+/// Exchange a refresh token for a new token pair. The old refresh token dies;
+/// presenting it again revokes the whole session.
+#[utoipa::path(
+    tag = "sessions",
+    request_body = RefreshRequest,
+    responses(
+        (status = 201, description = "A new token pair", body = TokenBody),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/sessions/refresh")]
+pub async fn refresh_session(
+    identity: Identity,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tokens = identity.refresh(&body.refresh_token).await?;
+    Ok(tokens_response(tokens.into()))
+}
+
+/// The session the access token belongs to.
+#[utoipa::path(
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The current session", body = SessionBody),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/sessions/me")]
+pub async fn get_current_session(
+    identity: Identity,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let session = identity.current_session(caller).await?;
+    Ok(HttpResponse::Ok().json(SessionBody::from(session)))
+}
+
+/// Sign out: end the current session.
+#[utoipa::path(
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/sessions/me")]
+pub async fn delete_current_session(
+    identity: Identity,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    identity.end_session(caller, caller.session_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's live sessions, newest first.
+#[utoipa::path(
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The sessions", body = ItemsBody<SessionBody>),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/sessions")]
+pub async fn list_sessions(
+    identity: Identity,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = identity.list_sessions(caller).await?;
+    Ok(HttpResponse::Ok().json(ItemsBody {
+        items: sessions.into_iter().map(SessionBody::from).collect(),
+    }))
+}
+
+/// Sign out everywhere: end every session of the caller.
+#[utoipa::path(
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/sessions")]
+pub async fn delete_all_sessions(
+    identity: Identity,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    identity.end_all_sessions(caller).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// End one of the caller's sessions.
+#[utoipa::path(
+    tag = "sessions",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A session id, `sess_…`")),
+    responses(
+        (status = 204, description = "Session ended"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such session among the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/sessions/{id}")]
+pub async fn delete_session(
+    identity: Identity,
+    Authenticated(caller): Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: SessionId = id.parse().map_err(|_| ApiError::NotFound("no such session"))?;
+    identity.end_session(caller, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

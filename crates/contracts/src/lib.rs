@@ -1,0 +1,11 @@
+//! Contract test suites for Waiter's outbound ports.
+//!
+//! Each suite is written once, against the port trait, and run by every
+//! adapter crate's tests against its own implementation (PostgreSQL and
+//! SQLite for the stores; Redis and in-process for the cache). A behaviour
+//! the suites do not pin down is not part of a port's contract.
+
+pub mod accounts;
+pub mod cache;
+pub mod external;
+pub mod sessions;

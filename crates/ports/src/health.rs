@@ -1,0 +1,31 @@
+//! Readiness: whether the dependencies a request needs are reachable.
+
+use async_trait::async_trait;
+
+use crate::PortError;
+
+/// A dependency that can be asked whether it is reachable (a database, a cache).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// A short name for reports, such as `"database"` or `"cache"`.
+    fn name(&self) -> &'static str;
+
+    /// Succeeds when the dependency answers a trivial request.
+    async fn ping(&self) -> Result<(), PortError>;
+}
+
+/// The state of one dependency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyStatus {
+    pub name: &'static str,
+    pub ready: bool,
+}
+
+/// Readiness as the HTTP adapter asks for it.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait HealthUseCases: Send + Sync {
+    /// Pings every dependency, concurrently and with a bound on the wait.
+    async fn readiness(&self) -> Vec<DependencyStatus>;
+}

@@ -1,0 +1,36 @@
+//! Waiter's ports: traits only, plus the record and error types that cross them.
+//!
+//! *Inbound* ports ([`identity::IdentityUseCases`], [`health::HealthUseCases`])
+//! are what the HTTP adapter and the CLI drive. *Outbound* ports
+//! ([`store::AccountStore`], [`store::SessionStore`], [`cache::Cache`],
+//! [`clock::Clock`], [`health::Probe`]) are what the services need from the
+//! world; adapters implement them. Every trait is object safe and is used as
+//! `Arc<dyn Trait>`; with the `mocks` feature each gets a mockall `Mock…` type.
+
+pub mod cache;
+pub mod clock;
+pub mod health;
+pub mod identity;
+pub mod store;
+
+use thiserror::Error;
+
+/// A failure of infrastructure behind an outbound port, as opposed to a
+/// business outcome. Adapters choose the variant; the HTTP adapter turns
+/// `Unavailable` into 503 and `Unexpected` into a bare 500.
+#[derive(Debug, Error)]
+pub enum PortError {
+    /// The dependency could not be reached in time (connection refused, pool exhausted, timeout).
+    #[error("a dependency is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug, corrupt data, a constraint nobody expected.
+    #[error("unexpected failure in a dependency")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl PortError {
+    /// Wraps an error that should never happen in normal operation.
+    pub fn unexpected(error: impl Into<anyhow::Error>) -> Self {
+        Self::Unexpected(error.into())
+    }
+}

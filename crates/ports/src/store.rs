@@ -1,0 +1,217 @@
+//! Persistence ports for identity: accounts and sessions.
+//!
+//! Each method's documentation is its contract; the contract test suites in
+//! `waiter-contracts` hold every adapter to it.
+
+use async_trait::async_trait;
+use thiserror::Error;
+use waiter_domain::{
+    Account, AccountId, DisplayName, Email, PasswordHash, Role, Session, SessionId, Timestamp,
+    Version,
+};
+
+use crate::PortError;
+
+/// Everything needed to store a new account.
+#[derive(Debug, Clone)]
+pub struct NewAccountRecord {
+    pub id: AccountId,
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub role: Role,
+    pub password_hash: PasswordHash,
+    pub created_at: Timestamp,
+}
+
+/// An account together with its password hash, for verifying a password.
+#[derive(Debug, Clone)]
+pub struct AccountCredentials {
+    pub account: Account,
+    pub password_hash: PasswordHash,
+}
+
+/// A change to an account: `None` fields stay as they are.
+#[derive(Debug, Clone)]
+pub struct AccountChanges {
+    pub email: Option<Email>,
+    pub display_name: Option<DisplayName>,
+    pub role: Option<Role>,
+    pub password_hash: Option<PasswordHash>,
+    /// Apply only if the stored version is this one (from `If-Match`).
+    pub expected_version: Option<Version>,
+    pub updated_at: Timestamp,
+}
+
+impl AccountChanges {
+    /// A change that alters nothing yet, stamped with `updated_at`.
+    pub fn at(updated_at: Timestamp) -> Self {
+        Self {
+            email: None,
+            display_name: None,
+            role: None,
+            password_hash: None,
+            expected_version: None,
+            updated_at,
+        }
+    }
+}
+
+/// One page of accounts in id order (which is creation order, ids being ULIDs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountPage {
+    /// Only accounts whose id sorts after this one.
+    pub after: Option<AccountId>,
+    /// At most this many; the caller bounds it.
+    pub limit: u32,
+}
+
+/// Why an account could not be inserted.
+#[derive(Debug, Error)]
+pub enum InsertAccountError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Why an account could not be updated.
+#[derive(Debug, Error)]
+pub enum UpdateAccountError {
+    #[error("no such account")]
+    NotFound,
+    #[error("the account changed since the expected version")]
+    VersionMismatch { current: Version },
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Stores accounts and their password hashes.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Stores a new account at [`Version::INITIAL`] with `updated_at = created_at`.
+    ///
+    /// MUST return [`InsertAccountError::EmailTaken`] when another account
+    /// has the same (already normalised) email, whatever the race.
+    async fn insert(&self, record: NewAccountRecord) -> Result<Account, InsertAccountError>;
+
+    /// The account with this id, if any.
+    async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError>;
+
+    /// The account with this email and its hash, if any.
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<AccountCredentials>, PortError>;
+
+    /// The account with this id and its hash, if any.
+    async fn find_credentials(&self, id: AccountId)
+    -> Result<Option<AccountCredentials>, PortError>;
+
+    /// Applies `changes` in one conditional statement and bumps the version by one.
+    ///
+    /// MUST return `NotFound` when no account has this id, `VersionMismatch`
+    /// (with the stored version) when `expected_version` is set and differs,
+    /// and `EmailTaken` when the new email belongs to another account.
+    async fn update(
+        &self,
+        id: AccountId,
+        changes: AccountChanges,
+    ) -> Result<Account, UpdateAccountError>;
+
+    /// Deletes the account and, with it, every session it has.
+    /// Returns `false` when there was no such account.
+    async fn delete(&self, id: AccountId) -> Result<bool, PortError>;
+
+    /// A page of accounts in ascending id order.
+    async fn list(&self, page: AccountPage) -> Result<Vec<Account>, PortError>;
+}
+
+/// The SHA-256 digest of a refresh token. Refresh tokens are high-entropy
+/// random strings, so a fast hash is enough; only digests are ever stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefreshTokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for RefreshTokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshTokenHash(..)")
+    }
+}
+
+/// A session to store with the digest of its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSessionRecord {
+    pub session: Session,
+    pub refresh_token_hash: RefreshTokenHash,
+}
+
+/// A request to swap a session's current refresh token for a new one.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRotation {
+    /// Digest of the token the client presented.
+    pub presented: RefreshTokenHash,
+    /// Digest of the token that replaces it.
+    pub replacement: RefreshTokenHash,
+    /// Becomes the session's `refreshed_at`; a session with `expires_at <= now` is not rotated.
+    pub now: Timestamp,
+    /// The session's new `expires_at`.
+    pub expires_at: Timestamp,
+}
+
+/// Why a refresh token could not be rotated.
+#[derive(Debug, Error)]
+pub enum RotateRefreshTokenError {
+    /// No session ever issued this token, or its session is gone.
+    #[error("unknown refresh token")]
+    Unknown,
+    /// The token was already rotated away: someone is replaying it.
+    #[error("refresh token was already used")]
+    Reused { session_id: SessionId, account_id: AccountId },
+    /// The token is current but its session has expired.
+    #[error("session expired")]
+    Expired,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Stores sign-in sessions and the digests of their refresh tokens.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session whose current refresh token has this digest.
+    async fn create(&self, record: NewSessionRecord) -> Result<(), PortError>;
+
+    /// The session with this id, if it exists (expired or not).
+    async fn find(&self, id: SessionId) -> Result<Option<Session>, PortError>;
+
+    /// The account's sessions with `expires_at > now`, newest `created_at` first.
+    async fn list_for_account(
+        &self,
+        account_id: AccountId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, PortError>;
+
+    /// Atomically retires the presented refresh token and makes `replacement`
+    /// the session's current one, returning the updated session.
+    ///
+    /// Of any number of concurrent calls presenting the same token, exactly
+    /// one MUST succeed. A token that was current once but has been rotated
+    /// away MUST give `Reused` (as long as its session exists); a token never
+    /// seen gives `Unknown`; a current token of an expired session gives `Expired`.
+    async fn rotate_refresh_token(
+        &self,
+        rotation: RefreshTokenRotation,
+    ) -> Result<Session, RotateRefreshTokenError>;
+
+    /// Deletes one session and its refresh tokens; `false` when it did not exist.
+    async fn delete(&self, id: SessionId) -> Result<bool, PortError>;
+
+    /// Deletes every session of the account except `keep`, returning the ids deleted.
+    async fn delete_for_account(
+        &self,
+        account_id: AccountId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionId>, PortError>;
+}

@@ -1,0 +1,100 @@
+//! Project automation, run as `cargo xtask <task>`.
+//!
+//! - `test`: the whole test suite.
+//! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
+//! - `ci`: format check, clippy with warnings denied, tests, and the OpenAPI check.
+//!
+//! It depends on nothing but the standard library, so it builds in seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let outcome = match args.as_slice() {
+        ["test", rest @ ..] => test(rest),
+        ["openapi"] => openapi(false),
+        ["openapi", "--check"] => openapi(true),
+        ["ci"] => ci(),
+        _ => Err(USAGE.to_owned()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo(args: &[&str]) -> Result {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// Runs every test of every crate; extra arguments go to `cargo test`.
+fn test(extra: &[&str]) -> Result {
+    let mut args = vec!["test", "--workspace", "--all-targets"];
+    args.extend_from_slice(extra);
+    cargo(&args)?;
+    cargo(&["test", "--workspace", "--doc"])
+}
+
+/// Renders the OpenAPI document from the code, then writes or compares it.
+fn openapi(check: bool) -> Result {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["run", "--quiet", "--package", "waiter", "--", "openapi"])
+        .current_dir(root())
+        .output()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`waiter openapi` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let path = root().join("openapi/openapi.json");
+    let rendered = String::from_utf8(output.stdout).map_err(|err| err.to_string())?;
+    if check {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != rendered {
+            return Err(format!(
+                "{} is out of date with the code; run `cargo xtask openapi` and commit it",
+                path.display()
+            ));
+        }
+        eprintln!("{} is up to date", path.display());
+    } else {
+        std::fs::write(&path, rendered).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn ci() -> Result {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    test(&[])?;
+    openapi(true)
+}

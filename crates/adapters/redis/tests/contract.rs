@@ -1,0 +1,199 @@
+//! Runs the cache contract suite against a real Redis, plus what only Redis
+//! promises: instances sharing a prefix share entries, other prefixes stay apart.
+//!
+//! Each test works under its own key prefix and deletes its keys afterwards,
+//! even when it fails. Without a reachable Redis the tests skip loudly, or
+//! fail when `WAITER_REQUIRE_SERVICES=1`.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use ulid::Ulid;
+use waiter_contracts::cache;
+use waiter_contracts::external::{redis_url, unavailable};
+use waiter_ports::PortError;
+use waiter_ports::cache::Cache;
+use waiter_ports::health::Probe;
+use waiter_redis::RedisCache;
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix() -> String {
+    format!("waiter-test:{}:", Ulid::generate())
+}
+
+/// A cache on the test Redis under `prefix`, or `None` (after a loud notice) when Redis is unreachable.
+async fn connect(prefix: &str) -> Option<RedisCache> {
+    match RedisCache::connect(&redis_url(), prefix).await {
+        Ok(cache) => Some(cache),
+        Err(error) => {
+            let (PortError::Unavailable(cause) | PortError::Unexpected(cause)) = &error;
+            unavailable("Redis", format!("{error}: {cause}"))
+        }
+    }
+}
+
+/// Runs `test`, then deletes every key under each cache's prefix, pass or fail.
+async fn cleaning_up(caches: &[&RedisCache], test: impl Future<Output = ()>) {
+    let outcome = AssertUnwindSafe(test).catch_unwind().await;
+    for cache in caches {
+        cache
+            .clear_prefix()
+            .await
+            .expect("delete the keys this test created");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! contract_tests {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            let Some(cache) = connect(&unique_prefix()).await else { return };
+            cleaning_up(&[&cache], cache::$check(&cache)).await;
+        }
+    )*};
+}
+
+contract_tests!(
+    round_trips_arbitrary_bytes,
+    set_overwrites,
+    absent_key_is_none,
+    delete_removes_and_tolerates_absent,
+    entries_expire,
+    zero_ttl_is_never_stored,
+    keys_are_independent,
+    concurrent_access_is_consistent,
+);
+
+#[tokio::test]
+async fn instances_with_the_same_prefix_share_entries() {
+    let prefix = unique_prefix();
+    let Some(first) = connect(&prefix).await else {
+        return;
+    };
+    let Some(second) = connect(&prefix).await else {
+        return;
+    };
+    cleaning_up(&[&first], async {
+        first.set("key", b"from first", TTL).await.expect("set");
+        assert_eq!(
+            second.get("key").await.expect("get").as_deref(),
+            Some(&b"from first"[..])
+        );
+
+        second.set("key", b"from second", TTL).await.expect("set");
+        assert_eq!(
+            first.get("key").await.expect("get").as_deref(),
+            Some(&b"from second"[..])
+        );
+
+        second.delete("key").await.expect("delete");
+        assert_eq!(first.get("key").await.expect("get"), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instances_with_different_prefixes_are_isolated() {
+    let Some(first) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let Some(second) = connect(&unique_prefix()).await else {
+        return;
+    };
+    cleaning_up(&[&first, &second], async {
+        first.set("key", b"first", TTL).await.expect("set");
+        assert_eq!(second.get("key").await.expect("get"), None);
+
+        second.set("key", b"second", TTL).await.expect("set");
+        second.delete("key").await.expect("delete");
+        second.clear_prefix().await.expect("clear");
+        assert_eq!(
+            first.get("key").await.expect("get").as_deref(),
+            Some(&b"first"[..])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clear_prefix_deletes_every_key_under_the_prefix() {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    cleaning_up(&[&cache], async {
+        // More keys than one SCAN batch, so the cursor loop is exercised.
+        let keys: Vec<String> = (0..1_200).map(|i| format!("key-{i}")).collect();
+        futures::future::join_all(keys.iter().map(|key| cache.set(key, b"value", TTL)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .expect("set");
+
+        cache.clear_prefix().await.expect("clear");
+
+        for key in &keys {
+            assert_eq!(cache.get(key).await.expect("get"), None, "key {key:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clear_prefix_refuses_an_empty_prefix() {
+    let Some(cache) = connect("").await else {
+        return;
+    };
+    assert!(matches!(
+        cache.clear_prefix().await,
+        Err(PortError::Unexpected(_))
+    ));
+}
+
+#[tokio::test]
+async fn probe_pings_redis() {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    assert_eq!(cache.name(), "cache");
+    cache.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    // Port 1 is reserved and nothing listens there, so the connection is refused.
+    let result = RedisCache::connect("redis://127.0.0.1:1", unique_prefix()).await;
+    assert!(
+        matches!(result, Err(PortError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn silent_server_is_unavailable_not_a_hang() {
+    // Accepts connections (the kernel completes the handshake) but never replies.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local port");
+    let url = format!("redis://{}", listener.local_addr().expect("local address"));
+    let result = RedisCache::connect(&url, unique_prefix()).await;
+    assert!(
+        matches!(result, Err(PortError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_url_is_unexpected() {
+    let result = RedisCache::connect("not a redis url", unique_prefix()).await;
+    assert!(
+        matches!(result, Err(PortError::Unexpected(_))),
+        "{result:?}"
+    );
+}

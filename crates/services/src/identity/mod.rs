@@ -409,3 +409,6 @@ impl IdentityUseCases for IdentityService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,7 +86,8 @@ fn openapi(check: bool) -> Result {
         }
         eprintln!("{} is up to date", path.display());
     } else {
-        std::fs::write(&path, rendered).map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        std::fs::write(&path, rendered)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -94,7 +95,14 @@ fn openapi(check: bool) -> Result {
 
 fn ci() -> Result {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     test(&[])?;
     openapi(true)
 }

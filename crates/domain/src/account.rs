@@ -260,7 +260,11 @@ pub struct SignUp {
 
 impl SignUp {
     /// Validates every field, reporting all failures together.
-    pub fn parse(email: &str, password: &str, display_name: &str) -> Result<Self, ValidationErrors> {
+    pub fn parse(
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         let email = errors.check("email", Email::parse(email));
         let password = errors.check("password", Password::parse(password));
@@ -289,7 +293,16 @@ mod tests {
 
     #[test]
     fn implausible_emails_are_refused() {
-        for raw in ["", "   ", "ann", "ann@", "@example.com", "ann@localhost", "a b@example.com", "Ann <ann@example.com>"] {
+        for raw in [
+            "",
+            "   ",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@localhost",
+            "a b@example.com",
+            "Ann <ann@example.com>",
+        ] {
             assert!(Email::parse(raw).is_err(), "{raw:?} was accepted");
         }
         assert_eq!(Email::parse(" ").unwrap_err(), EmailError::Empty);
@@ -299,11 +312,23 @@ mod tests {
 
     #[test]
     fn passwords_are_bounded_by_characters_not_bytes() {
-        assert_eq!(Password::parse("1234567").unwrap_err(), PasswordError::TooShort);
+        assert_eq!(
+            Password::parse("1234567").unwrap_err(),
+            PasswordError::TooShort
+        );
         assert!(Password::parse("12345678").is_ok());
-        assert!(Password::parse(&"é".repeat(128)).is_ok(), "128 two-byte characters are allowed");
-        assert_eq!(Password::parse(&"x".repeat(129)).unwrap_err(), PasswordError::TooLong);
-        assert!(Password::parse("        ").is_ok(), "passwords are not trimmed");
+        assert!(
+            Password::parse(&"é".repeat(128)).is_ok(),
+            "128 two-byte characters are allowed"
+        );
+        assert_eq!(
+            Password::parse(&"x".repeat(129)).unwrap_err(),
+            PasswordError::TooLong
+        );
+        assert!(
+            Password::parse("        ").is_ok(),
+            "passwords are not trimmed"
+        );
     }
 
     #[test]
@@ -317,10 +342,19 @@ mod tests {
     #[test]
     fn display_names_are_trimmed_and_bounded() {
         assert_eq!(DisplayName::parse("  Ann  ").unwrap().as_str(), "Ann");
-        assert_eq!(DisplayName::parse(" \t ").unwrap_err(), DisplayNameError::Empty);
+        assert_eq!(
+            DisplayName::parse(" \t ").unwrap_err(),
+            DisplayNameError::Empty
+        );
         assert!(DisplayName::parse(&"ü".repeat(64)).is_ok());
-        assert_eq!(DisplayName::parse(&"ü".repeat(65)).unwrap_err(), DisplayNameError::TooLong);
-        assert_eq!(DisplayName::parse("a\u{0}b").unwrap_err(), DisplayNameError::ControlCharacter);
+        assert_eq!(
+            DisplayName::parse(&"ü".repeat(65)).unwrap_err(),
+            DisplayNameError::TooLong
+        );
+        assert_eq!(
+            DisplayName::parse("a\u{0}b").unwrap_err(),
+            DisplayNameError::ControlCharacter
+        );
     }
 
     #[test]

@@ -36,11 +36,7 @@ impl ValidationErrors {
     }
 
     /// Keeps the value of `result`, or records its error against `field`.
-    pub fn check<T, E: fmt::Display>(
-        &mut self,
-        field: &str,
-        result: Result<T, E>,
-    ) -> Option<T> {
+    pub fn check<T, E: fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
         result.map_err(|err| self.add(field, err)).ok()
     }
 
@@ -56,7 +52,11 @@ impl ValidationErrors {
 
     /// `Ok(value)` when nothing failed, else these errors.
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, Self> {
-        if self.is_empty() { Ok(value()) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -160,8 +160,7 @@ pub trait IdentityUseCases: Send + Sync {
 
     /// Ends one of the caller's sessions. `NotFound` for an unknown session or
     /// one belonging to another account.
-    async fn end_session(&self, caller: Caller, session_id: SessionId)
-    -> Result<(), SessionError>;
+    async fn end_session(&self, caller: Caller, session_id: SessionId) -> Result<(), SessionError>;
 
     /// Ends every session of the caller, including the current one.
     async fn end_all_sessions(&self, caller: Caller) -> Result<(), SessionError>;

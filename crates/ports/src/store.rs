@@ -107,8 +107,10 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<Option<AccountCredentials>, PortError>;
 
     /// The account with this id and its hash, if any.
-    async fn find_credentials(&self, id: AccountId)
-    -> Result<Option<AccountCredentials>, PortError>;
+    async fn find_credentials(
+        &self,
+        id: AccountId,
+    ) -> Result<Option<AccountCredentials>, PortError>;
 
     /// Applies `changes` in one conditional statement and bumps the version by one.
     ///
@@ -168,7 +170,10 @@ pub enum RotateRefreshTokenError {
     Unknown,
     /// The token was already rotated away: someone is replaying it.
     #[error("refresh token was already used")]
-    Reused { session_id: SessionId, account_id: AccountId },
+    Reused {
+        session_id: SessionId,
+        account_id: AccountId,
+    },
     /// The token is current but its session has expired.
     #[error("session expired")]
     Expired,

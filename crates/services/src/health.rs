@@ -24,7 +24,9 @@ impl HealthService {
 impl std::fmt::Debug for HealthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.probes.iter().map(|probe| probe.name()).collect();
-        f.debug_struct("HealthService").field("probes", &names).finish()
+        f.debug_struct("HealthService")
+            .field("probes", &names)
+            .finish()
     }
 }
 
@@ -35,7 +37,11 @@ impl HealthUseCases for HealthService {
             let answer = tokio::time::timeout(PING_DEADLINE, probe.ping()).await;
             let ready = matches!(answer, Ok(Ok(())));
             if !ready {
-                tracing::warn!(dependency = probe.name(), ?answer, "dependency is not ready");
+                tracing::warn!(
+                    dependency = probe.name(),
+                    ?answer,
+                    "dependency is not ready"
+                );
             }
             DependencyStatus {
                 name: probe.name(),
@@ -59,7 +65,9 @@ mod tests {
             if up {
                 Ok(())
             } else {
-                Err(PortError::Unavailable(anyhow::anyhow!("connection refused")))
+                Err(PortError::Unavailable(anyhow::anyhow!(
+                    "connection refused"
+                )))
             }
         });
         Arc::new(probe)
@@ -72,8 +80,14 @@ mod tests {
         assert_eq!(
             report,
             [
-                DependencyStatus { name: "database", ready: true },
-                DependencyStatus { name: "cache", ready: false },
+                DependencyStatus {
+                    name: "database",
+                    ready: true
+                },
+                DependencyStatus {
+                    name: "cache",
+                    ready: false
+                },
             ]
         );
     }

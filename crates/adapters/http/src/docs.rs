@@ -10,8 +10,8 @@ use crate::error::{FieldProblem, Problem};
 #[openapi(
     info(
         title = "Waiter",
-        description = "A REST/JSON API server: accounts and sessions, a books catalog, and chat \
-                       conversations. Errors are RFC 9457 `application/problem+json`.",
+        description = "A REST/JSON API server. This version serves accounts and sign-in sessions; \
+                       every error is RFC 9457 `application/problem+json`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     modifiers(&BearerScheme),

@@ -26,7 +26,10 @@ pub enum ApiError {
     BadRequest(String),
     /// No credentials, or credentials that are not valid.
     #[error("{detail}")]
-    Unauthenticated { detail: &'static str, invalid_token: bool },
+    Unauthenticated {
+        detail: &'static str,
+        invalid_token: bool,
+    },
     #[error("you are not allowed to do this")]
     Forbidden,
     /// Absent, or not the caller's to see.
@@ -174,14 +177,21 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(PROBLEM_JSON);
         match self {
-            ApiError::Unauthenticated { invalid_token: true, .. } => {
+            ApiError::Unauthenticated {
+                invalid_token: true,
+                ..
+            } => {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 ));
             }
-            ApiError::Unauthenticated { invalid_token: false, .. } => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            ApiError::Unauthenticated {
+                invalid_token: false,
+                ..
+            } => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 response.insert_header((header::ALLOW, allow.as_str()));
@@ -206,11 +216,15 @@ impl From<AccountError> for ApiError {
         match err {
             AccountError::NotFound => ApiError::NotFound("no such account"),
             AccountError::Forbidden => ApiError::Forbidden,
-            AccountError::EmailTaken => ApiError::Conflict("an account with this email already exists"),
-            AccountError::CurrentPasswordMismatch => ApiError::Validation(ValidationErrors::single(
-                "current_password",
-                "is required to change email or password, and must be the account's current password",
-            )),
+            AccountError::EmailTaken => {
+                ApiError::Conflict("an account with this email already exists")
+            }
+            AccountError::CurrentPasswordMismatch => {
+                ApiError::Validation(ValidationErrors::single(
+                    "current_password",
+                    "is required to change email or password, and must be the account's current password",
+                ))
+            }
             AccountError::VersionMismatch { .. } => ApiError::PreconditionFailed,
             AccountError::Port(err) => err.into(),
         }

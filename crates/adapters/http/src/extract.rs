@@ -31,17 +31,17 @@ pub(crate) fn json_config() -> web::JsonConfig {
 
 fn json_error(err: JsonPayloadError) -> ApiError {
     match err {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            ApiError::PayloadTooLarge { limit }
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(err) if err.is_data() => {
             // A well-formed document with a missing or mistyped field.
             ApiError::Validation(ValidationErrors::single("body", strip_position(&err)))
         }
-        JsonPayloadError::Deserialize(err) => {
-            ApiError::BadRequest(format!("the body is not valid JSON: {}", strip_position(&err)))
-        }
+        JsonPayloadError::Deserialize(err) => ApiError::BadRequest(format!(
+            "the body is not valid JSON: {}",
+            strip_position(&err)
+        )),
         other => ApiError::BadRequest(format!("the body could not be read: {other}")),
     }
 }
@@ -57,7 +57,8 @@ fn strip_position(err: &serde_json::Error) -> String {
 
 /// Path parameters that fail to parse mean the resource cannot exist.
 pub(crate) fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_err: PathError, _req| ApiError::NotFound("no such resource").into())
+    web::PathConfig::default()
+        .error_handler(|_err: PathError, _req| ApiError::NotFound("no such resource").into())
 }
 
 /// Query strings that fail to parse are malformed requests.
@@ -125,7 +126,8 @@ pub(crate) fn if_match(req: &HttpRequest) -> Result<Option<Version>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let malformed = || ApiError::BadRequest("If-Match must be `*` or one strong ETag such as \"3\"".to_owned());
+    let malformed =
+        || ApiError::BadRequest("If-Match must be `*` or one strong ETag such as \"3\"".to_owned());
     let value = value.to_str().map_err(|_| malformed())?.trim();
     if value == "*" {
         return Ok(None);

@@ -14,7 +14,10 @@ use crate::error::ApiError;
 pub(crate) struct KnownRoutes(Vec<(Vec<String>, Vec<String>)>);
 
 fn segments(path: &str) -> Vec<String> {
-    path.trim_matches('/').split('/').map(str::to_owned).collect()
+    path.trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
 }
 
 impl KnownRoutes {

@@ -42,24 +42,27 @@ pub struct HttpState {
 /// `/accounts/me` must come before `/accounts/{id}`.
 fn routes(config: &mut ServiceConfig) {
     use routes::{accounts, health, sessions};
-    config.service(health::liveness).service(health::readiness).service(
-        scope("/api/v1")
-            .service(accounts::create_account)
-            .service(accounts::list_accounts)
-            .service(accounts::get_own_account)
-            .service(accounts::update_own_account)
-            .service(accounts::delete_own_account)
-            .service(accounts::get_account)
-            .service(accounts::update_account)
-            .service(accounts::delete_account)
-            .service(sessions::create_session)
-            .service(sessions::refresh_session)
-            .service(sessions::list_sessions)
-            .service(sessions::delete_all_sessions)
-            .service(sessions::get_current_session)
-            .service(sessions::delete_current_session)
-            .service(sessions::delete_session),
-    );
+    config
+        .service(health::liveness)
+        .service(health::readiness)
+        .service(
+            scope("/api/v1")
+                .service(accounts::create_account)
+                .service(accounts::list_accounts)
+                .service(accounts::get_own_account)
+                .service(accounts::update_own_account)
+                .service(accounts::delete_own_account)
+                .service(accounts::get_account)
+                .service(accounts::update_account)
+                .service(accounts::delete_account)
+                .service(sessions::create_session)
+                .service(sessions::refresh_session)
+                .service(sessions::list_sessions)
+                .service(sessions::delete_all_sessions)
+                .service(sessions::get_current_session)
+                .service(sessions::delete_current_session)
+                .service(sessions::delete_session),
+        );
 }
 
 /// The OpenAPI document, collected from the routes themselves.

@@ -33,12 +33,17 @@ impl PageQuery {
     pub fn limit(&self) -> Result<u32, ApiError> {
         match self.limit.unwrap_or(DEFAULT_LIMIT) {
             limit @ 1..=MAX_LIMIT => Ok(limit),
-            _ => Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}"))),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            ))),
         }
     }
 
     /// The decoded position, parsed by `parse`; `None` for the first page.
-    pub fn position<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+    pub fn position<T>(
+        &self,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ApiError> {
         let Some(cursor) = &self.cursor else {
             return Ok(None);
         };
@@ -48,7 +53,11 @@ impl PageQuery {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| parse(&text))
             .map(Some)
-            .ok_or_else(|| ApiError::BadRequest("cursor is not valid; use a next_cursor from a previous page".to_owned()))
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "cursor is not valid; use a next_cursor from a previous page".to_owned(),
+                )
+            })
     }
 }
 

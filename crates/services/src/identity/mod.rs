@@ -33,8 +33,8 @@ use waiter_ports::store::{
 use crate::ids::{new_account_id, new_session_id};
 use passwords::Passwords;
 use revocation::RevokedSessions;
-pub use tokens::{JwtSecret, JwtSecretError};
 use tokens::{AccessTokens, new_refresh_token, parse_refresh_token};
+pub use tokens::{JwtSecret, JwtSecretError};
 
 /// Tunables of the identity service.
 #[derive(Debug, Clone)]
@@ -149,8 +149,15 @@ impl IdentityService {
         account_id: AccountId,
         keep: Option<SessionId>,
     ) -> Result<(), PortError> {
-        let live = self.sessions.list_for_account(account_id, self.clock.now()).await?;
-        let ids: Vec<_> = live.iter().map(|s| s.id).filter(|id| Some(*id) != keep).collect();
+        let live = self
+            .sessions
+            .list_for_account(account_id, self.clock.now())
+            .await?;
+        let ids: Vec<_> = live
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| Some(*id) != keep)
+            .collect();
         for id in &ids {
             self.revoked.revoke(*id).await?;
         }
@@ -159,7 +166,11 @@ impl IdentityService {
     }
 
     fn require_admin(caller: Caller) -> Result<(), AccountError> {
-        if caller.role.is_admin() { Ok(()) } else { Err(AccountError::Forbidden) }
+        if caller.role.is_admin() {
+            Ok(())
+        } else {
+            Err(AccountError::Forbidden)
+        }
     }
 
     async fn update_account(
@@ -167,12 +178,17 @@ impl IdentityService {
         id: AccountId,
         changes: AccountChanges,
     ) -> Result<Account, AccountError> {
-        self.accounts.update(id, changes).await.map_err(|err| match err {
-            UpdateAccountError::NotFound => AccountError::NotFound,
-            UpdateAccountError::VersionMismatch { current } => AccountError::VersionMismatch { current },
-            UpdateAccountError::EmailTaken => AccountError::EmailTaken,
-            UpdateAccountError::Port(err) => AccountError::Port(err),
-        })
+        self.accounts
+            .update(id, changes)
+            .await
+            .map_err(|err| match err {
+                UpdateAccountError::NotFound => AccountError::NotFound,
+                UpdateAccountError::VersionMismatch { current } => {
+                    AccountError::VersionMismatch { current }
+                }
+                UpdateAccountError::EmailTaken => AccountError::EmailTaken,
+                UpdateAccountError::Port(err) => AccountError::Port(err),
+            })
     }
 
     async fn insert_account(
@@ -200,15 +216,24 @@ impl IdentityService {
     /// Deletes an account after ending its sessions.
     async fn remove_account(&self, id: AccountId) -> Result<(), AccountError> {
         self.end_account_sessions(id, None).await?;
-        if self.accounts.delete(id).await? { Ok(()) } else { Err(AccountError::NotFound) }
+        if self.accounts.delete(id).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound)
+        }
     }
 }
 
 #[async_trait]
 impl IdentityUseCases for IdentityService {
     async fn sign_up(&self, sign_up: SignUp) -> Result<Account, AccountError> {
-        let SignUp { email, password, display_name } = sign_up;
-        self.insert_account(email, display_name, &password, Role::Member).await
+        let SignUp {
+            email,
+            password,
+            display_name,
+        } = sign_up;
+        self.insert_account(email, display_name, &password, Role::Member)
+            .await
     }
 
     async fn sign_in(&self, credentials: Credentials) -> Result<IssuedTokens, SignInError> {
@@ -236,7 +261,10 @@ impl IdentityUseCases for IdentityService {
         };
         let session = match self.sessions.rotate_refresh_token(rotation).await {
             Ok(session) => session,
-            Err(RotateRefreshTokenError::Reused { session_id, account_id }) => {
+            Err(RotateRefreshTokenError::Reused {
+                session_id,
+                account_id,
+            }) => {
                 tracing::warn!(%session_id, %account_id, "refresh token reuse detected; revoking the session");
                 self.end_sessions(&[session_id]).await?;
                 return Err(RefreshError::Reused);
@@ -267,7 +295,10 @@ impl IdentityUseCases for IdentityService {
     }
 
     async fn own_account(&self, caller: Caller) -> Result<Account, AccountError> {
-        self.accounts.find(caller.account_id).await?.ok_or(AccountError::NotFound)
+        self.accounts
+            .find(caller.account_id)
+            .await?
+            .ok_or(AccountError::NotFound)
     }
 
     async fn update_own_account(
@@ -289,7 +320,11 @@ impl IdentityUseCases for IdentityService {
                 .await?
                 .ok_or(AccountError::NotFound)?;
             let current = current_password.ok_or(AccountError::CurrentPasswordMismatch)?;
-            if !self.passwords.verify(&current, Some(&stored.password_hash)).await? {
+            if !self
+                .passwords
+                .verify(&current, Some(&stored.password_hash))
+                .await?
+            {
                 return Err(AccountError::CurrentPasswordMismatch);
             }
         }
@@ -311,7 +346,8 @@ impl IdentityUseCases for IdentityService {
             )
             .await?;
         if changed_password {
-            self.end_account_sessions(caller.account_id, Some(caller.session_id)).await?;
+            self.end_account_sessions(caller.account_id, Some(caller.session_id))
+                .await?;
         }
         Ok(account)
     }
@@ -329,7 +365,10 @@ impl IdentityUseCases for IdentityService {
     }
 
     async fn list_sessions(&self, caller: Caller) -> Result<Vec<Session>, SessionError> {
-        Ok(self.sessions.list_for_account(caller.account_id, self.clock.now()).await?)
+        Ok(self
+            .sessions
+            .list_for_account(caller.account_id, self.clock.now())
+            .await?)
     }
 
     async fn end_session(&self, caller: Caller, session_id: SessionId) -> Result<(), SessionError> {
@@ -404,7 +443,8 @@ impl IdentityUseCases for IdentityService {
             }
             None => {
                 let password = password.ok_or(AccountError::NotFound)?;
-                self.insert_account(email, display_name, &password, Role::Admin).await
+                self.insert_account(email, display_name, &password, Role::Admin)
+                    .await
             }
         }
     }

@@ -114,9 +114,25 @@ mod tests {
         let first = passwords.hash(&password).await.unwrap();
         let second = passwords.hash(&password).await.unwrap();
         assert_ne!(first, second, "each hash gets its own salt");
-        assert!(first.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", first.as_str());
-        assert!(passwords.verify("correct horse", Some(&first)).await.unwrap());
-        assert!(!passwords.verify("correct horsf", Some(&first)).await.unwrap());
+        assert!(
+            first
+                .as_str()
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            first.as_str()
+        );
+        assert!(
+            passwords
+                .verify("correct horse", Some(&first))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("correct horsf", Some(&first))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

@@ -25,7 +25,10 @@ fn key(id: SessionId) -> String {
 impl RevokedSessions {
     pub(crate) fn new(cache: Arc<dyn Cache>, access_token_ttl: Duration) -> Self {
         // A second of margin for tokens issued in the same second as the revocation.
-        Self { cache, ttl: access_token_ttl + Duration::from_secs(1) }
+        Self {
+            cache,
+            ttl: access_token_ttl + Duration::from_secs(1),
+        }
     }
 
     /// Marks every access token of the session as dead from now on.

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use mockall::predicate::eq;
 use time::macros::datetime;
-use waiter_domain::{Account, AccountId, DisplayName, Email, Password, PasswordHash, Role, Session, SessionId, Version};
+use waiter_domain::{
+    Account, AccountId, DisplayName, Email, Password, PasswordHash, Role, Session, SessionId,
+    Version,
+};
 use waiter_ports::cache::MockCache;
 use waiter_ports::identity::{
-    AccountError, AuthError, Caller, Credentials, IdentityUseCases, OwnAccountChanges, RefreshError,
-    SessionError, SignInError,
+    AccountError, AuthError, Caller, Credentials, IdentityUseCases, OwnAccountChanges,
+    RefreshError, SessionError, SignInError,
 };
 use waiter_ports::store::{
     AccountCredentials, AccountPage, MockAccountStore, MockSessionStore, RotateRefreshTokenError,
@@ -111,21 +114,36 @@ fn hash_of(password: &str) -> PasswordHash {
 async fn unknown_email_and_wrong_password_get_the_same_answer() {
     let mut mocks = Mocks::new();
     let hash = hash_of("right password");
-    mocks.accounts.expect_find_credentials_by_email().returning(move |email| {
-        Ok((email.as_str() == "ann@example.com").then(|| AccountCredentials {
-            account: account(Role::Member),
-            password_hash: hash.clone(),
-        }))
-    });
+    mocks
+        .accounts
+        .expect_find_credentials_by_email()
+        .returning(move |email| {
+            Ok(
+                (email.as_str() == "ann@example.com").then(|| AccountCredentials {
+                    account: account(Role::Member),
+                    password_hash: hash.clone(),
+                }),
+            )
+        });
     mocks.sessions.expect_create().never();
     let (identity, _) = mocks.build();
 
-    for (email, password) in [("nobody@example.com", "right password"), ("ann@example.com", "wrong password"), ("not an email", "x")] {
+    for (email, password) in [
+        ("nobody@example.com", "right password"),
+        ("ann@example.com", "wrong password"),
+        ("not an email", "x"),
+    ] {
         let err = identity
-            .sign_in(Credentials { email: email.into(), password: password.into() })
+            .sign_in(Credentials {
+                email: email.into(),
+                password: password.into(),
+            })
             .await
             .unwrap_err();
-        assert!(matches!(err, SignInError::InvalidCredentials), "{email}: {err:?}");
+        assert!(
+            matches!(err, SignInError::InvalidCredentials),
+            "{email}: {err:?}"
+        );
     }
 }
 
@@ -133,14 +151,27 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
 async fn a_signed_in_caller_is_authenticated_until_the_token_expires() {
     let mut mocks = Mocks::new().with_empty_revocations();
     let hash = hash_of("right password");
-    mocks.accounts.expect_find_credentials_by_email().returning(move |_| {
-        Ok(Some(AccountCredentials { account: account(Role::Admin), password_hash: hash.clone() }))
-    });
-    mocks.sessions.expect_create().times(1).returning(|_| Ok(()));
+    mocks
+        .accounts
+        .expect_find_credentials_by_email()
+        .returning(move |_| {
+            Ok(Some(AccountCredentials {
+                account: account(Role::Admin),
+                password_hash: hash.clone(),
+            }))
+        });
+    mocks
+        .sessions
+        .expect_create()
+        .times(1)
+        .returning(|_| Ok(()));
     let (identity, clock) = mocks.build();
 
     let tokens = identity
-        .sign_in(Credentials { email: " ANN@example.com ".into(), password: "right password".into() })
+        .sign_in(Credentials {
+            email: " ANN@example.com ".into(),
+            password: "right password".into(),
+        })
         .await
         .unwrap();
     assert_eq!(tokens.expires_in, ACCESS_TTL);
@@ -153,20 +184,35 @@ async fn a_signed_in_caller_is_authenticated_until_the_token_expires() {
     clock.advance(ACCESS_TTL - Duration::from_secs(1));
     assert!(identity.authenticate(&tokens.access_token).await.is_ok());
     clock.advance(Duration::from_secs(1));
-    let err = identity.authenticate(&tokens.access_token).await.unwrap_err();
+    let err = identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap_err();
     assert!(matches!(err, AuthError::InvalidToken));
 
-    let err = identity.authenticate(&tokens.refresh_token).await.unwrap_err();
-    assert!(matches!(err, AuthError::InvalidToken), "a refresh token is not a bearer token");
+    let err = identity
+        .authenticate(&tokens.refresh_token)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthError::InvalidToken),
+        "a refresh token is not a bearer token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_session_fails_authentication_at_once() {
     let mut mocks = Mocks::new();
     let hash = hash_of("right password");
-    mocks.accounts.expect_find_credentials_by_email().returning(move |_| {
-        Ok(Some(AccountCredentials { account: account(Role::Member), password_hash: hash.clone() }))
-    });
+    mocks
+        .accounts
+        .expect_find_credentials_by_email()
+        .returning(move |_| {
+            Ok(Some(AccountCredentials {
+                account: account(Role::Member),
+                password_hash: hash.clone(),
+            }))
+        });
     mocks.sessions.expect_create().returning(|_| Ok(()));
     mocks
         .cache
@@ -175,20 +221,27 @@ async fn a_revoked_session_fails_authentication_at_once() {
         .returning(|_| Ok(Some(b"1".to_vec())));
     let (identity, _) = mocks.build();
     let tokens = identity
-        .sign_in(Credentials { email: "ann@example.com".into(), password: "right password".into() })
+        .sign_in(Credentials {
+            email: "ann@example.com".into(),
+            password: "right password".into(),
+        })
         .await
         .unwrap();
-    let err = identity.authenticate(&tokens.access_token).await.unwrap_err();
+    let err = identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap_err();
     assert!(matches!(err, AuthError::InvalidToken));
 }
 
 #[tokio::test]
 async fn a_cache_outage_fails_authentication_closed() {
     let mut mocks = Mocks::new();
-    mocks
-        .cache
-        .expect_get()
-        .returning(|_| Err(PortError::Unavailable(anyhow::anyhow!("connection refused"))));
+    mocks.cache.expect_get().returning(|_| {
+        Err(PortError::Unavailable(anyhow::anyhow!(
+            "connection refused"
+        )))
+    });
     let (identity, clock) = mocks.build();
     let token = identity
         .access_tokens
@@ -203,16 +256,30 @@ async fn replaying_a_rotated_refresh_token_revokes_its_session() {
     let mut mocks = Mocks::new();
     let victim = session(account(Role::Member).id);
     let (victim_id, victim_account) = (victim.id, victim.account_id);
-    mocks.sessions.expect_rotate_refresh_token().times(1).returning(move |_| {
-        Err(RotateRefreshTokenError::Reused { session_id: victim_id, account_id: victim_account })
-    });
+    mocks
+        .sessions
+        .expect_rotate_refresh_token()
+        .times(1)
+        .returning(move |_| {
+            Err(RotateRefreshTokenError::Reused {
+                session_id: victim_id,
+                account_id: victim_account,
+            })
+        });
     mocks
         .cache
         .expect_set()
-        .withf(move |key, _, ttl| key == format!("revoked-session:{victim_id}") && *ttl >= ACCESS_TTL)
+        .withf(move |key, _, ttl| {
+            key == format!("revoked-session:{victim_id}") && *ttl >= ACCESS_TTL
+        })
         .times(1)
         .returning(|_, _, _| Ok(()));
-    mocks.sessions.expect_delete().with(eq(victim_id)).times(1).returning(|_| Ok(true));
+    mocks
+        .sessions
+        .expect_delete()
+        .with(eq(victim_id))
+        .times(1)
+        .returning(|_| Ok(true));
     let (identity, _) = mocks.build();
     let (token, _) = tokens::new_refresh_token();
     let err = identity.refresh(&token).await.unwrap_err();
@@ -224,8 +291,16 @@ async fn malformed_refresh_tokens_never_reach_the_store() {
     let mut mocks = Mocks::new();
     mocks.sessions.expect_rotate_refresh_token().never();
     let (identity, _) = mocks.build();
-    for token in ["", "short", &"x".repeat(500), "eyJhbGciOiJIUzI1NiJ9.e30.sig"] {
-        assert!(matches!(identity.refresh(token).await, Err(RefreshError::InvalidToken)));
+    for token in [
+        "",
+        "short",
+        &"x".repeat(500),
+        "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+    ] {
+        assert!(matches!(
+            identity.refresh(token).await,
+            Err(RefreshError::InvalidToken)
+        ));
     }
 }
 
@@ -233,11 +308,17 @@ async fn malformed_refresh_tokens_never_reach_the_store() {
 async fn refreshing_issues_tokens_with_the_current_role() {
     let mut mocks = Mocks::new().with_empty_revocations();
     let live = session(account(Role::Member).id);
-    mocks.sessions.expect_rotate_refresh_token().returning(move |rotation| {
-        assert_ne!(rotation.presented, rotation.replacement);
-        Ok(live.clone())
-    });
-    mocks.accounts.expect_find().returning(|_| Ok(Some(account(Role::Admin))));
+    mocks
+        .sessions
+        .expect_rotate_refresh_token()
+        .returning(move |rotation| {
+            assert_ne!(rotation.presented, rotation.replacement);
+            Ok(live.clone())
+        });
+    mocks
+        .accounts
+        .expect_find()
+        .returning(|_| Ok(Some(account(Role::Admin))));
     let (identity, _) = mocks.build();
     let (token, _) = tokens::new_refresh_token();
     let tokens = identity.refresh(&token).await.unwrap();
@@ -248,13 +329,22 @@ async fn refreshing_issues_tokens_with_the_current_role() {
 
 #[tokio::test]
 async fn an_expired_or_unknown_refresh_token_is_invalid() {
-    for outcome in [RotateRefreshTokenError::Unknown, RotateRefreshTokenError::Expired] {
+    for outcome in [
+        RotateRefreshTokenError::Unknown,
+        RotateRefreshTokenError::Expired,
+    ] {
         let mut mocks = Mocks::new();
         let mut outcome = Some(outcome);
-        mocks.sessions.expect_rotate_refresh_token().returning(move |_| Err(outcome.take().unwrap()));
+        mocks
+            .sessions
+            .expect_rotate_refresh_token()
+            .returning(move |_| Err(outcome.take().unwrap()));
         let (identity, _) = mocks.build();
         let (token, _) = tokens::new_refresh_token();
-        assert!(matches!(identity.refresh(&token).await, Err(RefreshError::InvalidToken)));
+        assert!(matches!(
+            identity.refresh(&token).await,
+            Err(RefreshError::InvalidToken)
+        ));
     }
 }
 
@@ -263,9 +353,15 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
     let mut mocks = Mocks::new();
     let hash = hash_of("old password");
     let me = caller(Role::Member);
-    mocks.accounts.expect_find_credentials().returning(move |_| {
-        Ok(Some(AccountCredentials { account: account(Role::Member), password_hash: hash.clone() }))
-    });
+    mocks
+        .accounts
+        .expect_find_credentials()
+        .returning(move |_| {
+            Ok(Some(AccountCredentials {
+                account: account(Role::Member),
+                password_hash: hash.clone(),
+            }))
+        });
     mocks
         .accounts
         .expect_update()
@@ -273,13 +369,16 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
         .times(1)
         .returning(|_, _| Ok(account(Role::Member)));
     let other = SessionId::from_ulid(ulid::Ulid::from(7_u128));
-    mocks.sessions.expect_list_for_account().returning(move |account_id, _| {
-        let mut current = session(account_id);
-        current.id = me.session_id;
-        let mut second = session(account_id);
-        second.id = other;
-        Ok(vec![current, second])
-    });
+    mocks
+        .sessions
+        .expect_list_for_account()
+        .returning(move |account_id, _| {
+            let mut current = session(account_id);
+            current.id = me.session_id;
+            let mut second = session(account_id);
+            second.id = other;
+            Ok(vec![current, second])
+        });
     mocks
         .cache
         .expect_set()
@@ -300,10 +399,19 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
         ..OwnAccountChanges::default()
     };
     for wrong in [None, Some("not my password")] {
-        let err = identity.update_own_account(me, change(wrong)).await.unwrap_err();
-        assert!(matches!(err, AccountError::CurrentPasswordMismatch), "{wrong:?}: {err:?}");
+        let err = identity
+            .update_own_account(me, change(wrong))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AccountError::CurrentPasswordMismatch),
+            "{wrong:?}: {err:?}"
+        );
     }
-    identity.update_own_account(me, change(Some("old password"))).await.unwrap();
+    identity
+        .update_own_account(me, change(Some("old password")))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -315,14 +423,26 @@ async fn members_cannot_administer_accounts() {
     let (identity, _) = mocks.build();
     let member = caller(Role::Member);
     let other = AccountId::from_ulid(ulid::Ulid::from(5_u128));
-    let page = AccountPage { after: None, limit: 10 };
-    assert!(matches!(identity.list_accounts(member, page).await, Err(AccountError::Forbidden)));
-    assert!(matches!(identity.account(member, other).await, Err(AccountError::Forbidden)));
+    let page = AccountPage {
+        after: None,
+        limit: 10,
+    };
+    assert!(matches!(
+        identity.list_accounts(member, page).await,
+        Err(AccountError::Forbidden)
+    ));
+    assert!(matches!(
+        identity.account(member, other).await,
+        Err(AccountError::Forbidden)
+    ));
     assert!(matches!(
         identity.set_role(member, other, Role::Admin, None).await,
         Err(AccountError::Forbidden)
     ));
-    assert!(matches!(identity.delete_account(member, other).await, Err(AccountError::Forbidden)));
+    assert!(matches!(
+        identity.delete_account(member, other).await,
+        Err(AccountError::Forbidden)
+    ));
 }
 
 #[tokio::test]
@@ -331,11 +451,17 @@ async fn another_accounts_session_cannot_be_ended() {
     let stranger = AccountId::from_ulid(ulid::Ulid::from(8_u128));
     let theirs = session(stranger);
     let their_id = theirs.id;
-    mocks.sessions.expect_find().returning(move |_| Ok(Some(theirs.clone())));
+    mocks
+        .sessions
+        .expect_find()
+        .returning(move |_| Ok(Some(theirs.clone())));
     mocks.sessions.expect_delete().never();
     mocks.cache.expect_set().never();
     let (identity, _) = mocks.build();
-    let err = identity.end_session(caller(Role::Member), their_id).await.unwrap_err();
+    let err = identity
+        .end_session(caller(Role::Member), their_id)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SessionError::NotFound));
 }
 
@@ -353,7 +479,11 @@ async fn a_role_change_signs_the_account_out_everywhere() {
         .sessions
         .expect_list_for_account()
         .returning(|account_id, _| Ok(vec![session(account_id)]));
-    mocks.cache.expect_set().times(1).returning(|_, _, _| Ok(()));
+    mocks
+        .cache
+        .expect_set()
+        .times(1)
+        .returning(|_, _, _| Ok(()));
     mocks
         .sessions
         .expect_delete_for_account()
@@ -361,7 +491,13 @@ async fn a_role_change_signs_the_account_out_everywhere() {
         .times(1)
         .returning(|_, _| Ok(vec![]));
     let (identity, _) = mocks.build();
-    let admin = Caller { role: Role::Admin, ..caller(Role::Admin) };
-    let updated = identity.set_role(admin, target_id, Role::Admin, None).await.unwrap();
+    let admin = Caller {
+        role: Role::Admin,
+        ..caller(Role::Admin)
+    };
+    let updated = identity
+        .set_role(admin, target_id, Role::Admin, None)
+        .await
+        .unwrap();
     assert_eq!(updated.role, Role::Admin);
 }

@@ -33,7 +33,9 @@ impl JwtSecret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, JwtSecretError> {
         let bytes = bytes.into();
         if bytes.len() < Self::MIN_LEN {
-            return Err(JwtSecretError { actual: bytes.len() });
+            return Err(JwtSecretError {
+                actual: bytes.len(),
+            });
         }
         Ok(Self(bytes))
     }
@@ -78,7 +80,9 @@ pub(crate) struct AccessTokens {
 
 impl std::fmt::Debug for AccessTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessTokens").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("AccessTokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,7 +185,10 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(JwtSecret::new(vec![7; 31]).unwrap_err(), JwtSecretError { actual: 31 });
+        assert_eq!(
+            JwtSecret::new(vec![7; 31]).unwrap_err(),
+            JwtSecretError { actual: 31 }
+        );
         assert!(JwtSecret::new(vec![7; 32]).is_ok());
     }
 
@@ -190,7 +197,10 @@ mod tests {
         let tokens = tokens(&[1; 32]);
         let token = tokens.issue(caller(), NOW).unwrap();
         assert_eq!(tokens.verify(&token, NOW), Some(caller()));
-        assert_eq!(tokens.verify(&token, NOW + Duration::from_secs(899)), Some(caller()));
+        assert_eq!(
+            tokens.verify(&token, NOW + Duration::from_secs(899)),
+            Some(caller())
+        );
         assert_eq!(tokens.verify(&token, NOW + Duration::from_secs(900)), None);
     }
 
@@ -206,7 +216,9 @@ mod tests {
         let token = tokens.issue(caller(), NOW).unwrap();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let claims = URL_SAFE_NO_PAD.decode(&parts[1]).unwrap();
-        let forged = String::from_utf8(claims).unwrap().replace("admin", "member");
+        let forged = String::from_utf8(claims)
+            .unwrap()
+            .replace("admin", "member");
         parts[1] = URL_SAFE_NO_PAD.encode(forged);
         assert_eq!(tokens.verify(&parts.join("."), NOW), None);
     }

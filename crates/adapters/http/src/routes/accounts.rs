@@ -60,7 +60,8 @@ fn account_response(account: waiter_domain::Account) -> HttpResponse {
 
 /// An account id from the path; one that cannot parse cannot exist.
 fn account_id(raw: &str) -> Result<AccountId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("no such account"))
+    raw.parse()
+        .map_err(|_| ApiError::NotFound("no such account"))
 }
 
 /// Sign up: create a member account.
@@ -132,12 +133,17 @@ pub async fn update_own_account(
     let display_name = body
         .display_name
         .and_then(|raw| errors.check("display_name", DisplayName::parse(&raw)));
-    let email = body.email.and_then(|raw| errors.check("email", Email::parse(&raw)));
+    let email = body
+        .email
+        .and_then(|raw| errors.check("email", Email::parse(&raw)));
     let new_password = body
         .password
         .and_then(|raw| errors.check("password", Password::parse(&raw)));
     if errors.is_empty() && display_name.is_none() && email.is_none() && new_password.is_none() {
-        errors.add("body", "must change at least one of display_name, email, password");
+        errors.add(
+            "body",
+            "must change at least one of display_name, email, password",
+        );
     }
     let changes = errors.into_result(|| OwnAccountChanges {
         display_name,
@@ -150,7 +156,9 @@ pub async fn update_own_account(
         expected_version: if_match(&req)?,
         ..changes
     };
-    Ok(account_response(identity.update_own_account(caller, changes).await?))
+    Ok(account_response(
+        identity.update_own_account(caller, changes).await?,
+    ))
 }
 
 /// Delete the caller's account and end all its sessions.
@@ -194,12 +202,22 @@ pub async fn list_accounts(
     let after = query.position(|text| text.parse::<AccountId>().ok())?;
     // One extra row tells whether another page follows.
     let mut accounts = identity
-        .list_accounts(caller, AccountPage { after, limit: limit + 1 })
+        .list_accounts(
+            caller,
+            AccountPage {
+                after,
+                limit: limit + 1,
+            },
+        )
         .await?;
     let has_more = accounts.len() > limit as usize;
     accounts.truncate(limit as usize);
     let next_cursor = has_more
-        .then(|| accounts.last().map(|last| encode_cursor(&last.id.to_string())))
+        .then(|| {
+            accounts
+                .last()
+                .map(|last| encode_cursor(&last.id.to_string()))
+        })
         .flatten();
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {

@@ -166,7 +166,9 @@ pub async fn delete_session(
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: SessionId = id.parse().map_err(|_| ApiError::NotFound("no such session"))?;
+    let id: SessionId = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such session"))?;
     identity.end_session(caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

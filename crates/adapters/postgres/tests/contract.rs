@@ -1,0 +1,31 @@
+//! The store contracts, each check against a fresh PostgreSQL database.
+
+use waiter_ports::store::{AccountStore, SessionStore};
+use waiter_postgres::TestDatabase;
+
+/// Runs `check` on the account store of a fresh database.
+async fn with_accounts(check: impl AsyncFnOnce(&dyn AccountStore)) {
+    let Some(test) = TestDatabase::create().await else {
+        return;
+    };
+    check(&test.database().accounts()).await;
+    test.drop_database().await;
+}
+
+/// Runs `check` on the account and session stores of a fresh database.
+async fn with_sessions(check: impl AsyncFnOnce(&dyn AccountStore, &dyn SessionStore)) {
+    let Some(test) = TestDatabase::create().await else {
+        return;
+    };
+    let database = test.database();
+    check(&database.accounts(), &database.sessions()).await;
+    test.drop_database().await;
+}
+
+mod accounts {
+    waiter_contracts::account_store_contract_tests!(super::with_accounts);
+}
+
+mod sessions {
+    waiter_contracts::session_store_contract_tests!(super::with_sessions);
+}

@@ -1,0 +1,97 @@
+//! SQLite-specific behaviour beyond the store contracts.
+
+use sqlx::{Connection, SqliteConnection};
+use waiter_contracts::accounts::insert_account;
+use waiter_contracts::sessions;
+use waiter_ports::PortError;
+use waiter_ports::health::Probe;
+use waiter_ports::store::AccountStore;
+use waiter_sqlite::SqliteDatabase;
+
+/// A directory of its own under the temp directory (not yet created).
+fn scratch_directory() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("waiter-sqlite-{}", uuid::Uuid::new_v4()))
+}
+
+#[tokio::test]
+async fn connect_creates_the_file_and_its_directory_in_wal_mode() {
+    let directory = scratch_directory().join("nested");
+    let file = directory.join("waiter.db");
+    let database = SqliteDatabase::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("connect");
+    database.migrate().await.expect("migrate");
+    database
+        .migrate()
+        .await
+        .expect("migrations already applied are skipped");
+    assert_eq!(database.name(), "database");
+    database.ping().await.expect("ping");
+    database.close().await;
+    assert!(file.exists());
+
+    let mut raw = SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("connect");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    raw.close().await.expect("close");
+    std::fs::remove_dir_all(directory.parent().expect("parent")).expect("clean up");
+}
+
+#[tokio::test]
+async fn an_in_memory_database_keeps_its_data_and_honours_the_contract() {
+    let database = SqliteDatabase::connect("sqlite::memory:")
+        .await
+        .expect("connect");
+    database.migrate().await.expect("migrate");
+    let accounts = database.accounts();
+    let account = insert_account(&accounts).await;
+    assert_eq!(
+        accounts.find(account.id).await.expect("find"),
+        Some(account)
+    );
+    sessions::of_twenty_concurrent_rotations_of_one_token_exactly_one_wins(
+        &accounts,
+        &database.sessions(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unopenable_file_is_an_error_not_a_panic() {
+    let directory = scratch_directory();
+    std::fs::create_dir_all(&directory).expect("create directory");
+    // The path is a directory, which SQLite cannot open as a database.
+    let result = SqliteDatabase::connect(&format!("sqlite://{}", directory.display())).await;
+    assert!(result.is_err(), "expected an error, got {result:?}");
+    std::fs::remove_dir_all(directory).expect("clean up");
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_an_unexpected_error_not_a_panic() {
+    let directory = scratch_directory();
+    let url = format!("sqlite://{}", directory.join("waiter.db").display());
+    let database = SqliteDatabase::connect(&url).await.expect("connect");
+    database.migrate().await.expect("migrate");
+    let accounts = database.accounts();
+    let account = insert_account(&accounts).await;
+
+    let mut raw = SqliteConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("PRAGMA ignore_check_constraints = ON; UPDATE accounts SET role = 'root';")
+        .execute(&mut raw)
+        .await
+        .expect("corrupt the row");
+    raw.close().await.expect("close");
+
+    let result = accounts.find(account.id).await;
+    assert!(
+        matches!(result, Err(PortError::Unexpected(_))),
+        "expected Unexpected, got {result:?}"
+    );
+    database.close().await;
+    std::fs::remove_dir_all(directory).expect("clean up");
+}

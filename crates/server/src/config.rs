@@ -1,0 +1,237 @@
+//! Configuration: command-line flags, each backed by an environment variable
+//! (12-factor), parsed and validated before anything starts.
+//!
+//! A bad value stops start-up with one line naming the variable, because each
+//! flag's value name *is* its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use waiter_services::JwtSecret;
+
+/// Waiter: a REST/JSON API server for accounts, books and conversations.
+#[derive(Debug, Parser)]
+#[command(name = "waiter", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when omitted.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run migrations, then serve HTTP until SIGTERM or Ctrl-C.
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document as JSON.
+    Openapi,
+    /// Administer accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Operator commands on accounts.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account, or promote an existing account to admin.
+    ///
+    /// A new account's password comes from WAITER_ADMIN_PASSWORD, or else
+    /// from the first line of standard input.
+    Create(AdminCreate),
+}
+
+/// The account to create or promote.
+#[derive(Debug, Args)]
+pub struct AdminCreate {
+    /// The account's email.
+    #[arg(long)]
+    pub email: String,
+    /// The display name of a new account.
+    #[arg(long, default_value = "Administrator")]
+    pub display_name: String,
+}
+
+/// Where logs go and how they look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for development.
+    Pretty,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// The address to listen on.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_ADDR",
+        value_name = "WAITER_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub addr: SocketAddr,
+
+    /// Holds the SQLite database and the generated signing key.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_DATA_DIR",
+        value_name = "WAITER_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` selects PostgreSQL, `sqlite:…` a SQLite file; default: SQLite in the data dir.
+    #[arg(long, global = true, env = "DATABASE_URL", value_name = "DATABASE_URL", value_parser = parse_database_url)]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// `redis://…` selects Redis as the shared cache; default: in-process.
+    #[arg(long, global = true, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key, so several deployments can share a server.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_REDIS_PREFIX",
+        value_name = "WAITER_REDIS_PREFIX",
+        default_value = "waiter:"
+    )]
+    pub redis_prefix: String,
+
+    /// The HS256 signing key for access tokens, at least 32 bytes; default:
+    /// generated on first start and kept in the data dir.
+    #[arg(long, global = true, env = "WAITER_JWT_SECRET", value_name = "WAITER_JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true)]
+    pub jwt_secret: Option<JwtSecret>,
+
+    /// Access token lifetime, such as `15m`.
+    #[arg(long, global = true, env = "WAITER_ACCESS_TOKEN_TTL", value_name = "WAITER_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_ttl)]
+    pub access_token_ttl: Duration,
+
+    /// Refresh token lifetime, renewed on each refresh, such as `30d`.
+    #[arg(long, global = true, env = "WAITER_REFRESH_TOKEN_TTL", value_name = "WAITER_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_ttl)]
+    pub refresh_token_ttl: Duration,
+
+    /// Log filter in `tracing` syntax, such as `info` or `waiter=debug,info`.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_LOG",
+        value_name = "WAITER_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+
+    /// `pretty` for people, `json` for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_LOG_FORMAT",
+        value_name = "WAITER_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+
+    /// HTTP worker threads; default: one per CPU.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_WORKERS",
+        value_name = "WAITER_WORKERS"
+    )]
+    pub workers: Option<std::num::NonZeroUsize>,
+}
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    Sqlite(String),
+}
+
+fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(DatabaseUrl::Postgres(raw.to_owned()))
+    } else if raw.starts_with("sqlite:") {
+        Ok(DatabaseUrl::Sqlite(raw.to_owned()))
+    } else {
+        Err("must start with postgres://, postgresql:// or sqlite:".to_owned())
+    }
+}
+
+fn parse_redis_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("redis://") || raw.starts_with("rediss://") {
+        Ok(raw.to_owned())
+    } else {
+        Err("must start with redis:// or rediss://".to_owned())
+    }
+}
+
+fn parse_jwt_secret(raw: &str) -> Result<JwtSecret, String> {
+    JwtSecret::new(raw.as_bytes()).map_err(|err| err.to_string())
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(raw)
+        .map_err(|err| format!("{err} (try `15m`, `1h` or `30d`)"))?;
+    if ttl < Duration::from_secs(1) {
+        return Err("must be at least one second".to_owned());
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("waiter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_on_localhost() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.config.access_token_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(
+            cli.config.refresh_token_ttl,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(cli.config.database_url, None);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = parse(&["--access-token-ttl", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WAITER_ACCESS_TOKEN_TTL"), "{err}");
+        let err = parse(&["--jwt-secret", "short"]).unwrap_err().to_string();
+        assert!(
+            err.contains("WAITER_JWT_SECRET") && err.contains("at least 32 bytes"),
+            "{err}"
+        );
+        let err = parse(&["--database-url", "mysql://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn postgres_urls_select_postgres() {
+        let cli = parse(&["--database-url", "postgres://localhost/w"]).unwrap();
+        assert_eq!(
+            cli.config.database_url,
+            Some(DatabaseUrl::Postgres("postgres://localhost/w".into()))
+        );
+    }
+}

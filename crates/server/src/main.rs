@@ -1,0 +1,114 @@
+//! `waiter`: serve the API, migrate, export the OpenAPI document, or bootstrap an admin.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+use waiter::config::{AdminCommand, AdminCreate, LogFormat};
+use waiter::{Application, Cli, Command, Config, Database, Wiring};
+use waiter_domain::{DisplayName, Email, Password};
+use waiter_services::SystemClock;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.config);
+    let runtime = actix_web::rt::System::new();
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("waiter: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|err| {
+        eprintln!("waiter: WAITER_LOG is not a valid filter ({err}); using `info`");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            Database::connect(&config).await?;
+            tracing::info!("migrations are up to date");
+            Ok(())
+        }
+        Command::Openapi => {
+            let document = waiter_http::openapi()
+                .to_pretty_json()
+                .context("cannot render the OpenAPI document")?;
+            println!("{document}");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Create(args)) => create_admin(&config, args).await,
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let wiring = Wiring::connect(config, Arc::new(SystemClock)).await?;
+    let listener = TcpListener::bind(config.addr)
+        .with_context(|| format!("cannot listen on WAITER_ADDR {}", config.addr))?;
+    let app = Application::build(&wiring, listener, config.workers.map(usize::from))?;
+    tracing::info!(addr = %config.addr, docs = %format!("http://{}/docs/", config.addr), "waiter is serving");
+    app.run_until_stopped().await?;
+    tracing::info!("waiter stopped");
+    Ok(())
+}
+
+async fn create_admin(config: &Config, args: AdminCreate) -> anyhow::Result<()> {
+    let email = Email::parse(&args.email).context("--email")?;
+    let display_name = DisplayName::parse(&args.display_name).context("--display-name")?;
+    let wiring = Wiring::connect(config, Arc::new(SystemClock)).await?;
+    let password = admin_password()?;
+    let account = wiring
+        .identity()
+        .bootstrap_admin(email, display_name, password)
+        .await
+        .map_err(|err| match err {
+            waiter_ports::identity::AccountError::NotFound => anyhow::anyhow!(
+                "no account has this email; give a password (WAITER_ADMIN_PASSWORD or stdin) to create one"
+            ),
+            other => anyhow::Error::new(other),
+        })?;
+    println!("{} is an admin ({})", account.email, account.id);
+    Ok(())
+}
+
+/// The password for a new admin: `WAITER_ADMIN_PASSWORD`, else the first line
+/// of stdin (empty when only promoting an existing account).
+fn admin_password() -> anyhow::Result<Option<Password>> {
+    let raw = match std::env::var("WAITER_ADMIN_PASSWORD") {
+        Ok(password) => Some(password),
+        Err(_) => {
+            if std::io::stdin().is_terminal() {
+                eprint!("Password for a new account (empty to only promote an existing one): ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from stdin")?;
+            let line = line.trim_end_matches(['\r', '\n']).to_owned();
+            (!line.is_empty()).then_some(line)
+        }
+    };
+    raw.map(|raw| Password::parse(&raw).context("WAITER_ADMIN_PASSWORD"))
+        .transpose()
+}

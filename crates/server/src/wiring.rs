@@ -1,0 +1,174 @@
+//! Dependency injection: concrete adapters in, `Arc<dyn Port>` out.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use waiter_http::HttpState;
+use waiter_memory::MemoryCache;
+use waiter_ports::PortError;
+use waiter_ports::cache::Cache;
+use waiter_ports::clock::Clock;
+use waiter_ports::health::{HealthUseCases, Probe};
+use waiter_ports::identity::IdentityUseCases;
+use waiter_ports::store::{AccountStore, SessionStore};
+use waiter_postgres::PostgresDatabase;
+use waiter_redis::RedisCache;
+use waiter_services::{HealthService, IdentityPorts, IdentityService, IdentitySettings};
+use waiter_sqlite::SqliteDatabase;
+
+use crate::config::{Config, DatabaseUrl};
+use crate::secret;
+
+/// Entries the in-process cache holds. Revocations are tiny (a key and one
+/// byte), and an evicted revocation would resurrect a token, so this is
+/// generous: a million entries is on the order of 100 MiB at most.
+const MEMORY_CACHE_ENTRIES: u64 = 1_000_000;
+
+/// The database a configuration selects, connected and migrated.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PostgresDatabase),
+    Sqlite(SqliteDatabase),
+}
+
+impl Database {
+    /// Connects to the configured database (SQLite in the data dir by default)
+    /// and applies any pending migrations.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let database =
+            match &config.database_url {
+                Some(DatabaseUrl::Postgres(url)) => Database::Postgres(
+                    PostgresDatabase::connect(url)
+                        .await
+                        .context("cannot connect to PostgreSQL (DATABASE_URL)")?,
+                ),
+                Some(DatabaseUrl::Sqlite(url)) => Database::Sqlite(
+                    SqliteDatabase::connect(url)
+                        .await
+                        .context("cannot open SQLite (DATABASE_URL)")?,
+                ),
+                None => {
+                    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                        format!(
+                            "cannot create WAITER_DATA_DIR {}",
+                            config.data_dir.display()
+                        )
+                    })?;
+                    let path = config.data_dir.join("waiter.db");
+                    let url = format!("sqlite://{}", path.display());
+                    Database::Sqlite(SqliteDatabase::connect(&url).await.with_context(|| {
+                        format!("cannot open the SQLite file {}", path.display())
+                    })?)
+                }
+            };
+        database
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+        Ok(database)
+    }
+
+    async fn migrate(&self) -> Result<(), PortError> {
+        match self {
+            Database::Postgres(db) => db.migrate().await,
+            Database::Sqlite(db) => db.migrate().await,
+        }
+    }
+
+    fn stores(&self) -> (Arc<dyn AccountStore>, Arc<dyn SessionStore>, Arc<dyn Probe>) {
+        match self {
+            Database::Postgres(db) => (
+                Arc::new(db.accounts()),
+                Arc::new(db.sessions()),
+                Arc::new(db.clone()),
+            ),
+            Database::Sqlite(db) => (
+                Arc::new(db.accounts()),
+                Arc::new(db.sessions()),
+                Arc::new(db.clone()),
+            ),
+        }
+    }
+}
+
+/// Connects the configured cache: Redis when `REDIS_URL` is set, else in-process.
+async fn connect_cache(config: &Config) -> anyhow::Result<(Arc<dyn Cache>, Arc<dyn Probe>)> {
+    match &config.redis_url {
+        Some(url) => {
+            let redis = RedisCache::connect(url, config.redis_prefix.clone())
+                .await
+                .context("cannot connect to Redis (REDIS_URL)")?;
+            Ok((Arc::new(redis.clone()), Arc::new(redis)))
+        }
+        None => {
+            let memory = MemoryCache::new(MEMORY_CACHE_ENTRIES);
+            Ok((Arc::new(memory.clone()), Arc::new(memory)))
+        }
+    }
+}
+
+/// The services, built from the configured adapters.
+#[derive(Clone)]
+pub struct Wiring {
+    identity: Arc<dyn IdentityUseCases>,
+    health: Arc<dyn HealthUseCases>,
+}
+
+impl std::fmt::Debug for Wiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring").finish_non_exhaustive()
+    }
+}
+
+impl Wiring {
+    /// Connects every adapter the configuration names and builds the services on them.
+    pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let database = Database::connect(config).await?;
+        let (cache, cache_probe) = connect_cache(config).await?;
+        let jwt_secret = match &config.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!(
+                        "cannot create WAITER_DATA_DIR {}",
+                        config.data_dir.display()
+                    )
+                })?;
+                secret::load_or_generate(&config.data_dir)?
+            }
+        };
+        let (accounts, sessions, database_probe) = database.stores();
+        let identity = IdentityService::new(
+            IdentityPorts {
+                accounts,
+                sessions,
+                cache,
+                clock,
+            },
+            IdentitySettings {
+                jwt_secret,
+                access_token_ttl: config.access_token_ttl,
+                refresh_token_ttl: config.refresh_token_ttl,
+                max_concurrent_hashes: std::thread::available_parallelism().map_or(1, usize::from),
+            },
+        )
+        .context("cannot start the identity service")?;
+        Ok(Self {
+            identity: Arc::new(identity),
+            health: Arc::new(HealthService::new(vec![database_probe, cache_probe])),
+        })
+    }
+
+    /// The identity use cases, for the CLI.
+    pub fn identity(&self) -> Arc<dyn IdentityUseCases> {
+        self.identity.clone()
+    }
+
+    /// What the HTTP adapter needs.
+    pub fn http_state(&self) -> HttpState {
+        HttpState {
+            identity: self.identity.clone(),
+            health: self.health.clone(),
+        }
+    }
+}

@@ -20,7 +20,10 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpMessage as _, web};
-use tracing_actix_web::{RequestId, TracingLogger};
+use std::time::Instant;
+
+use tracing::Span;
+use tracing_actix_web::{RequestId, RootSpanBuilder, TracingLogger};
 use utoipa::OpenApi as _;
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt, scope};
@@ -103,22 +106,58 @@ pub fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .app_data(known_routes)
         .default_service(web::to(fallback::not_routed))
-        .wrap(from_fn(request_id_header))
-        .wrap(TracingLogger::default())
+        .wrap(from_fn(log_request))
+        .wrap(TracingLogger::<RequestSpan>::new())
 }
 
-/// Echoes the request id that [`TracingLogger`] assigned (and logs) as `X-Request-Id`,
-/// so a client can quote it when reporting a failure.
-async fn request_id_header(
+/// Logs one line per request (method, route, status, latency; the request id
+/// comes from the enclosing span) and echoes the request id that
+/// [`TracingLogger`] assigned as `X-Request-Id`, so a client can quote it
+/// when reporting a failure.
+async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
     let request_id = req.extensions().get::<RequestId>().copied();
+    let method = req.method().clone();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "(unrouted)".to_owned());
     let mut response = next.call(req).await?;
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-request-id"), id);
     }
     Ok(response)
+}
+
+/// The request span: tracing-actix-web's fields (request id, method, route…),
+/// without its extra event per error response, since [`log_request`] already
+/// logs every request and `ApiError` logs every internal failure.
+struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        tracing_actix_web::root_span!(request)
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("http.status_code", status.as_u16());
+    }
 }

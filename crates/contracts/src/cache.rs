@@ -29,6 +29,13 @@ async fn set(cache: &dyn Cache, key: &str, value: &[u8], ttl: Duration) {
         .unwrap_or_else(|error| panic!("set {key:?} failed: {error:?}"));
 }
 
+async fn set_if_absent(cache: &dyn Cache, key: &str, value: &[u8], ttl: Duration) -> bool {
+    cache
+        .set_if_absent(key, value, ttl)
+        .await
+        .unwrap_or_else(|error| panic!("set_if_absent {key:?} failed: {error:?}"))
+}
+
 async fn delete(cache: &dyn Cache, key: &str) {
     cache
         .delete(key)
@@ -78,12 +85,36 @@ pub async fn delete_removes_and_tolerates_absent(cache: &dyn Cache) {
     delete(cache, "never-set").await;
 }
 
+/// `set_if_absent` stores into an absent key, and leaves a present one alone.
+pub async fn set_if_absent_stores_only_when_absent(cache: &dyn Cache) {
+    assert!(
+        set_if_absent(cache, "key", b"first", LONG).await,
+        "set_if_absent on an absent key must store"
+    );
+    assert_eq!(get(cache, "key").await.as_deref(), Some(&b"first"[..]));
+
+    assert!(
+        !set_if_absent(cache, "key", b"second", LONG).await,
+        "set_if_absent on a present key must not store"
+    );
+    assert_eq!(get(cache, "key").await.as_deref(), Some(&b"first"[..]));
+
+    delete(cache, "key").await;
+    assert!(
+        set_if_absent(cache, "key", b"third", LONG).await,
+        "a deleted key is absent again"
+    );
+    assert_eq!(get(cache, "key").await.as_deref(), Some(&b"third"[..]));
+}
+
 /// Entries expire after their TTL, and a `set` replaces the TTL along with the value.
+/// An expired entry is absent to `set_if_absent`, which honours its own TTL.
 ///
 /// The one check that sleeps, because expiry in real time is the behaviour under test.
 pub async fn entries_expire(cache: &dyn Cache) {
     let short = Duration::from_millis(200);
     set(cache, "short", b"value", short).await;
+    assert!(set_if_absent(cache, "short-if-absent", b"value", short).await);
     set(cache, "extended", b"value", short).await;
     set(cache, "extended", b"value", LONG).await;
     set(cache, "shortened", b"value", LONG).await;
@@ -109,6 +140,17 @@ pub async fn entries_expire(cache: &dyn Cache) {
         None,
         "overwriting with a shorter TTL must shorten the entry's life"
     );
+    assert_eq!(
+        get(cache, "short-if-absent").await,
+        None,
+        "set_if_absent must honour its TTL"
+    );
+
+    assert!(
+        set_if_absent(cache, "short", b"again", LONG).await,
+        "an expired entry must count as absent"
+    );
+    assert_eq!(get(cache, "short").await.as_deref(), Some(&b"again"[..]));
 }
 
 /// A zero TTL means "already expired": nothing is stored, and an earlier value is gone.
@@ -127,6 +169,12 @@ pub async fn zero_ttl_is_never_stored(cache: &dyn Cache) {
         None,
         "a zero-TTL set must replace the earlier value with nothing"
     );
+
+    assert!(
+        !set_if_absent(cache, "fresh", b"value", Duration::ZERO).await,
+        "a zero-TTL set_if_absent must report that it stored nothing"
+    );
+    assert_eq!(get(cache, "fresh").await, None);
 }
 
 /// Operations on one key leave every other key alone, including keys that share a prefix.
@@ -169,4 +217,28 @@ pub async fn concurrent_access_is_consistent(cache: &dyn Cache) {
         last.as_ref().is_some_and(|last| values.contains(last)),
         "concurrent writes to one key must leave one of the written values, got {last:?}"
     );
+}
+
+/// Of fifty concurrent `set_if_absent` calls on one absent key exactly one
+/// stores, and the value left is that caller's.
+pub async fn concurrent_set_if_absent_stores_once(cache: &dyn Cache) {
+    const TASKS: usize = 50;
+    let values: Vec<Vec<u8>> = (0..TASKS)
+        .map(|i| format!("value-{i}").into_bytes())
+        .collect();
+
+    let stored = join_all(
+        values
+            .iter()
+            .map(|value| set_if_absent(cache, "shared", value, LONG)),
+    )
+    .await;
+
+    let winners: Vec<&Vec<u8>> = values
+        .iter()
+        .zip(&stored)
+        .filter_map(|(value, &stored)| stored.then_some(value))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one caller must store");
+    assert_eq!(get(cache, "shared").await.as_ref(), Some(winners[0]));
 }

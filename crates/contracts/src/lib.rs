@@ -6,6 +6,8 @@
 //! the suites do not pin down is not part of a port's contract.
 
 pub mod accounts;
+pub mod books;
 pub mod cache;
 pub mod external;
+pub mod idempotency;
 pub mod sessions;

@@ -5,6 +5,7 @@
 //! `Password::parse`), so past this boundary nothing re-checks a value.
 
 pub mod account;
+pub mod book;
 pub mod id;
 pub mod session;
 pub mod validation;
@@ -12,6 +13,9 @@ pub mod validation;
 pub use account::{
     Account, AccountId, DisplayName, DisplayNameError, Email, EmailError, Password, PasswordError,
     PasswordHash, Role, RoleError, SignUp,
+};
+pub use book::{
+    Author, Book, BookDraft, BookId, Date, Isbn, IsbnError, Price, PriceError, TextError, Title,
 };
 pub use id::IdError;
 pub use session::{Session, SessionId};

@@ -1,15 +1,19 @@
 //! Waiter's ports: traits only, plus the record and error types that cross them.
 //!
-//! *Inbound* ports ([`identity::IdentityUseCases`], [`health::HealthUseCases`])
-//! are what the HTTP adapter and the CLI drive. *Outbound* ports
-//! ([`store::AccountStore`], [`store::SessionStore`], [`cache::Cache`],
-//! [`clock::Clock`], [`health::Probe`]) are what the services need from the
-//! world; adapters implement them. Every trait is object safe and is used as
+//! *Inbound* ports ([`identity::IdentityUseCases`],
+//! [`catalog::CatalogUseCases`], [`idempotency::IdempotencyUseCases`],
+//! [`health::HealthUseCases`]) are what the HTTP adapter and the CLI drive.
+//! *Outbound* ports ([`store::AccountStore`], [`store::SessionStore`],
+//! [`catalog::BookStore`], [`idempotency::IdempotencyStore`],
+//! [`cache::Cache`], [`clock::Clock`], [`health::Probe`]) are what the
+//! services need from the world; adapters implement them. Every trait is object safe and is used as
 //! `Arc<dyn Trait>`; with the `mocks` feature each gets a mockall `Mock…` type.
 
 pub mod cache;
+pub mod catalog;
 pub mod clock;
 pub mod health;
+pub mod idempotency;
 pub mod identity;
 pub mod store;
 

@@ -33,6 +33,30 @@ pub enum Command {
     /// Administer accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Load generated data, for trying things out and for benchmarks.
+    #[command(subcommand)]
+    Seed(SeedCommand),
+}
+
+/// What to generate.
+#[derive(Debug, Subcommand)]
+pub enum SeedCommand {
+    /// Add varied, realistic books owned by an existing account.
+    Books(SeedBooks),
+}
+
+/// How many books, and whose.
+#[derive(Debug, Args)]
+pub struct SeedBooks {
+    /// How many books to add.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// The email of the account that will own them (it must exist).
+    #[arg(long)]
+    pub owner: String,
+    /// Seed of the generator: the same seed gives the same books.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Operator commands on accounts.

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod secret;
+pub mod seed;
 mod wiring;
 
 use std::net::TcpListener;
@@ -16,7 +17,7 @@ use actix_web::HttpServer;
 use actix_web::dev::Server;
 
 pub use config::{Cli, Command, Config};
-pub use wiring::{Database, Wiring};
+pub use wiring::{Database, Stores, Wiring};
 
 /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
-use waiter::config::{AdminCommand, AdminCreate, LogFormat};
+use waiter::config::{AdminCommand, AdminCreate, LogFormat, SeedBooks, SeedCommand};
 use waiter::{Application, Cli, Command, Config, Database, Wiring};
 use waiter_domain::{DisplayName, Email, Password};
 use waiter_services::SystemClock;
@@ -58,7 +58,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(AdminCommand::Create(args)) => create_admin(&config, args).await,
+        Command::Seed(SeedCommand::Books(args)) => seed_books(&config, args).await,
     }
+}
+
+/// Books are inserted this many at a time: one statement per batch on PostgreSQL.
+const SEED_BATCH: usize = 10_000;
+
+async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
+    let email = Email::parse(&args.owner).context("--owner")?;
+    let stores = Database::connect(config).await?.stores();
+    let owner = stores
+        .accounts
+        .find_credentials_by_email(&email)
+        .await?
+        .with_context(|| {
+            format!("no account has the email {email}; sign up or `waiter admin create` first")
+        })?
+        .account;
+    let started = std::time::Instant::now();
+    let now = waiter_ports::clock::Clock::now(&SystemClock);
+    let mut books = waiter::seed::generate_books(args.count, owner.id, args.seed, now).peekable();
+    let mut stored = 0;
+    while books.peek().is_some() {
+        let batch: Vec<_> = books.by_ref().take(SEED_BATCH).collect();
+        stored += stores.books.insert_batch(batch).await?;
+        tracing::info!(stored, "seeding books");
+    }
+    println!(
+        "added {stored} books (of {}) owned by {email} in {:.1} s",
+        args.count,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {

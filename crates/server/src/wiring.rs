@@ -4,25 +4,53 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use waiter_http::HttpState;
-use waiter_memory::MemoryCache;
+use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
+use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
 use waiter_ports::health::{HealthUseCases, Probe};
+use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::IdentityUseCases;
 use waiter_ports::store::{AccountStore, SessionStore};
 use waiter_postgres::PostgresDatabase;
-use waiter_redis::RedisCache;
-use waiter_services::{HealthService, IdentityPorts, IdentityService, IdentitySettings};
+use waiter_redis::{RedisCache, RedisIdempotencyStore};
+use waiter_services::{
+    CatalogService, HealthService, IdempotencyService, IdempotencySettings, IdentityPorts,
+    IdentityService, IdentitySettings,
+};
 use waiter_sqlite::SqliteDatabase;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::secret;
 
-/// Entries the in-process cache holds. Revocations are tiny (a key and one
-/// byte), and an evicted revocation would resurrect a token, so this is
-/// generous: a million entries is on the order of 100 MiB at most.
-const MEMORY_CACHE_ENTRIES: u64 = 1_000_000;
+/// Entries the in-process revocation set holds. Revocations are tiny (a key
+/// and one byte), and an evicted revocation would resurrect a token, so this
+/// is generous and the set gets a cache of its own, which cached books can
+/// never crowd out.
+const REVOCATION_ENTRIES: u64 = 1_000_000;
+/// Entries the in-process cache for reads holds.
+const READ_CACHE_ENTRIES: u64 = 100_000;
+/// Idempotency keys the in-process store remembers.
+const IDEMPOTENCY_ENTRIES: u64 = 100_000;
+
+/// The stores of one database, as ports.
+pub struct Stores {
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub books: Arc<dyn BookStore>,
+    pub probe: Arc<dyn Probe>,
+}
+
+/// The cache-side adapters, as ports.
+struct CacheAdapters {
+    /// Session revocations; must not lose entries early.
+    revocations: Arc<dyn Cache>,
+    /// Cache-aside reads.
+    reads: Arc<dyn Cache>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    probe: Arc<dyn Probe>,
+}
 
 /// The database a configuration selects, connected and migrated.
 #[derive(Debug, Clone)]
@@ -75,34 +103,47 @@ impl Database {
         }
     }
 
-    fn stores(&self) -> (Arc<dyn AccountStore>, Arc<dyn SessionStore>, Arc<dyn Probe>) {
+    /// The database's stores, as ports.
+    pub fn stores(&self) -> Stores {
         match self {
-            Database::Postgres(db) => (
-                Arc::new(db.accounts()),
-                Arc::new(db.sessions()),
-                Arc::new(db.clone()),
-            ),
-            Database::Sqlite(db) => (
-                Arc::new(db.accounts()),
-                Arc::new(db.sessions()),
-                Arc::new(db.clone()),
-            ),
+            Database::Postgres(db) => Stores {
+                accounts: Arc::new(db.accounts()),
+                sessions: Arc::new(db.sessions()),
+                books: Arc::new(db.books()),
+                probe: Arc::new(db.clone()),
+            },
+            Database::Sqlite(db) => Stores {
+                accounts: Arc::new(db.accounts()),
+                sessions: Arc::new(db.sessions()),
+                books: Arc::new(db.books()),
+                probe: Arc::new(db.clone()),
+            },
         }
     }
 }
 
 /// Connects the configured cache: Redis when `REDIS_URL` is set, else in-process.
-async fn connect_cache(config: &Config) -> anyhow::Result<(Arc<dyn Cache>, Arc<dyn Probe>)> {
+async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
     match &config.redis_url {
         Some(url) => {
             let redis = RedisCache::connect(url, config.redis_prefix.clone())
                 .await
                 .context("cannot connect to Redis (REDIS_URL)")?;
-            Ok((Arc::new(redis.clone()), Arc::new(redis)))
+            Ok(CacheAdapters {
+                revocations: Arc::new(redis.clone()),
+                reads: Arc::new(redis.clone()),
+                idempotency: Arc::new(RedisIdempotencyStore::new(&redis)),
+                probe: Arc::new(redis),
+            })
         }
         None => {
-            let memory = MemoryCache::new(MEMORY_CACHE_ENTRIES);
-            Ok((Arc::new(memory.clone()), Arc::new(memory)))
+            let revocations = MemoryCache::new(REVOCATION_ENTRIES);
+            Ok(CacheAdapters {
+                revocations: Arc::new(revocations.clone()),
+                reads: Arc::new(MemoryCache::new(READ_CACHE_ENTRIES)),
+                idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_ENTRIES)),
+                probe: Arc::new(revocations),
+            })
         }
     }
 }
@@ -111,6 +152,8 @@ async fn connect_cache(config: &Config) -> anyhow::Result<(Arc<dyn Cache>, Arc<d
 #[derive(Clone)]
 pub struct Wiring {
     identity: Arc<dyn IdentityUseCases>,
+    catalog: Arc<dyn CatalogUseCases>,
+    idempotency: Arc<dyn IdempotencyUseCases>,
     health: Arc<dyn HealthUseCases>,
 }
 
@@ -124,7 +167,7 @@ impl Wiring {
     /// Connects every adapter the configuration names and builds the services on them.
     pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let database = Database::connect(config).await?;
-        let (cache, cache_probe) = connect_cache(config).await?;
+        let caches = connect_cache(config).await?;
         let jwt_secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
             None => {
@@ -137,13 +180,13 @@ impl Wiring {
                 secret::load_or_generate(&config.data_dir)?
             }
         };
-        let (accounts, sessions, database_probe) = database.stores();
+        let stores = database.stores();
         let identity = IdentityService::new(
             IdentityPorts {
-                accounts,
-                sessions,
-                cache,
-                clock,
+                accounts: stores.accounts,
+                sessions: stores.sessions,
+                cache: caches.revocations,
+                clock: clock.clone(),
             },
             IdentitySettings {
                 jwt_secret,
@@ -153,9 +196,14 @@ impl Wiring {
             },
         )
         .context("cannot start the identity service")?;
+        let catalog = CatalogService::new(stores.books, caches.reads, clock);
+        let idempotency =
+            IdempotencyService::new(caches.idempotency, IdempotencySettings::default());
         Ok(Self {
             identity: Arc::new(identity),
-            health: Arc::new(HealthService::new(vec![database_probe, cache_probe])),
+            catalog: Arc::new(catalog),
+            idempotency: Arc::new(idempotency),
+            health: Arc::new(HealthService::new(vec![stores.probe, caches.probe])),
         })
     }
 
@@ -168,6 +216,8 @@ impl Wiring {
     pub fn http_state(&self) -> HttpState {
         HttpState {
             identity: self.identity.clone(),
+            catalog: self.catalog.clone(),
+            idempotency: self.idempotency.clone(),
             health: self.health.clone(),
         }
     }

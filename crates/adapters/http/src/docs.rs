@@ -10,7 +10,7 @@ use crate::error::{FieldProblem, Problem};
 #[openapi(
     info(
         title = "Waiter",
-        description = "A REST/JSON API server. This version serves accounts and sign-in sessions; \
+        description = "A REST/JSON API server. This version serves accounts, sign-in sessions and a books catalog; \
                        every error is RFC 9457 `application/problem+json`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
@@ -19,6 +19,7 @@ use crate::error::{FieldProblem, Problem};
     tags(
         (name = "accounts", description = "Sign up, manage your account, administer accounts"),
         (name = "sessions", description = "Sign in, refresh tokens, sign out"),
+        (name = "books", description = "The books catalog: public reads, owner-or-admin writes"),
         (name = "operations", description = "Liveness and readiness probes"),
     )
 )]

@@ -13,6 +13,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use waiter_domain::ValidationErrors;
 use waiter_ports::PortError;
+use waiter_ports::catalog::CatalogError;
+use waiter_ports::idempotency::IdempotencyError;
 use waiter_ports::identity::{AccountError, AuthError, RefreshError, SessionError, SignInError};
 
 /// The media type of every error body.
@@ -269,6 +271,35 @@ impl From<SessionError> for ApiError {
         match err {
             SessionError::NotFound => ApiError::NotFound("no such session"),
             SessionError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::NotFound => ApiError::NotFound("no such book"),
+            CatalogError::Forbidden => ApiError::Forbidden,
+            CatalogError::IsbnTaken => ApiError::Conflict("a book with this ISBN already exists"),
+            CatalogError::VersionMismatch { .. } => ApiError::PreconditionFailed,
+            CatalogError::Invalid(errors) => ApiError::Validation(errors),
+            CatalogError::Port(err) => err.into(),
+        }
+    }
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(err: IdempotencyError) -> Self {
+        match err {
+            IdempotencyError::InvalidKey => ApiError::BadRequest(err.to_string()),
+            IdempotencyError::InFlight => ApiError::Conflict(
+                "a request with this Idempotency-Key is still in progress; retry later",
+            ),
+            IdempotencyError::Mismatch => ApiError::Validation(ValidationErrors::single(
+                "Idempotency-Key",
+                "was already used for a different request",
+            )),
+            IdempotencyError::Port(err) => err.into(),
         }
     }
 }

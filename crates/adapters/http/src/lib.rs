@@ -10,6 +10,7 @@ mod dto;
 pub mod error;
 mod extract;
 mod fallback;
+mod idempotency;
 mod pagination;
 mod routes;
 
@@ -28,7 +29,9 @@ use utoipa::OpenApi as _;
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt, scope};
 use utoipa_swagger_ui::SwaggerUi;
+use waiter_ports::catalog::CatalogUseCases;
 use waiter_ports::health::HealthUseCases;
+use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::IdentityUseCases;
 
 pub use docs::ApiDoc;
@@ -38,13 +41,15 @@ pub use extract::JSON_LIMIT;
 #[derive(Clone)]
 pub struct HttpState {
     pub identity: Arc<dyn IdentityUseCases>,
+    pub catalog: Arc<dyn CatalogUseCases>,
+    pub idempotency: Arc<dyn IdempotencyUseCases>,
     pub health: Arc<dyn HealthUseCases>,
 }
 
 /// Registers every documented route. The order matters where paths overlap:
-/// `/accounts/me` must come before `/accounts/{id}`.
+/// `/accounts/me` must come before `/accounts/{id}`, `/books/recent` before `/books/{id}`.
 fn routes(config: &mut ServiceConfig) {
-    use routes::{accounts, health, sessions};
+    use routes::{accounts, books, health, sessions};
     config
         .service(health::liveness)
         .service(health::readiness)
@@ -64,7 +69,14 @@ fn routes(config: &mut ServiceConfig) {
                 .service(sessions::delete_all_sessions)
                 .service(sessions::get_current_session)
                 .service(sessions::delete_current_session)
-                .service(sessions::delete_session),
+                .service(sessions::delete_session)
+                .service(books::list_books)
+                .service(books::list_recent_books)
+                .service(books::create_book)
+                .service(books::get_book)
+                .service(books::replace_book)
+                .service(books::update_book)
+                .service(books::delete_book),
         );
 }
 
@@ -95,6 +107,8 @@ pub fn app(
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .app_data(web::Data::from(state.identity))
+        .app_data(web::Data::from(state.catalog))
+        .app_data(web::Data::from(state.idempotency))
         .app_data(web::Data::from(state.health))
         .app_data(extract::json_config())
         .app_data(extract::path_config())

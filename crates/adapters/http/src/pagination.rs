@@ -66,7 +66,15 @@ pub fn encode_cursor(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
 
-/// The `Link` header value pointing at the next page.
-pub fn next_link(path: &str, limit: u32, cursor: &str) -> String {
-    format!("<{path}?limit={limit}&cursor={cursor}>; rel=\"next\"")
+/// The `Link` header value pointing at the next page: the same request, with
+/// the same filters and sort, and `cursor` set to `cursor`.
+pub fn next_link(req: &actix_web::HttpRequest, cursor: &str) -> String {
+    let mut query: Vec<&str> = req
+        .query_string()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("cursor="))
+        .collect();
+    let cursor = format!("cursor={cursor}");
+    query.push(&cursor);
+    format!("<{}?{}>; rel=\"next\"", req.path(), query.join("&"))
 }

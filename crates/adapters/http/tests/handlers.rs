@@ -13,7 +13,9 @@ use time::macros::datetime;
 use waiter_domain::{Account, AccountId, DisplayName, Email, Role, SessionId, Version};
 use waiter_http::{HttpState, JSON_LIMIT, app};
 use waiter_ports::PortError;
+use waiter_ports::catalog::MockCatalogUseCases;
 use waiter_ports::health::{DependencyStatus, MockHealthUseCases};
+use waiter_ports::idempotency::MockIdempotencyUseCases;
 use waiter_ports::identity::{AccountError, AuthError, Caller, MockIdentityUseCases};
 
 fn account() -> Account {
@@ -49,10 +51,31 @@ fn identity() -> MockIdentityUseCases {
     identity
 }
 
+/// The use cases behind the app under test.
+struct Mocks {
+    identity: MockIdentityUseCases,
+    catalog: MockCatalogUseCases,
+    idempotency: MockIdempotencyUseCases,
+}
+
+impl Mocks {
+    fn new(identity: MockIdentityUseCases) -> Self {
+        Self {
+            identity,
+            catalog: MockCatalogUseCases::new(),
+            idempotency: MockIdempotencyUseCases::new(),
+        }
+    }
+}
+
 async fn call(
     identity: MockIdentityUseCases,
     request: TestRequest,
 ) -> (StatusCode, header::HeaderMap, Value) {
+    send(Mocks::new(identity), request).await
+}
+
+async fn send(mocks: Mocks, request: TestRequest) -> (StatusCode, header::HeaderMap, Value) {
     let mut health = MockHealthUseCases::new();
     health.expect_readiness().returning(|| {
         vec![DependencyStatus {
@@ -61,7 +84,9 @@ async fn call(
         }]
     });
     let state = HttpState {
-        identity: Arc::new(identity),
+        identity: Arc::new(mocks.identity),
+        catalog: Arc::new(mocks.catalog),
+        idempotency: Arc::new(mocks.idempotency),
         health: Arc::new(health),
     };
     let service = test::init_service(app(state)).await;
@@ -378,4 +403,216 @@ async fn the_openapi_document_declares_the_bearer_scheme() {
     assert!(body["paths"]["/api/v1/sessions/refresh"]["post"].is_object());
     let (status, _, _) = call(identity(), TestRequest::get().uri("/docs/")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+fn a_book(version: i64) -> waiter_domain::Book {
+    waiter_domain::Book {
+        id: "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".parse().unwrap(),
+        title: waiter_domain::Title::parse("Dune").unwrap(),
+        author: waiter_domain::Author::parse("Frank Herbert").unwrap(),
+        isbn: waiter_domain::Isbn::parse("9780441172719").unwrap(),
+        published_date: time::macros::date!(1965 - 08 - 01),
+        price: "19.90".parse().unwrap(),
+        owner: account().id,
+        version: Version::new(version),
+        created_at: datetime!(2026-11-21 12:00 UTC),
+        updated_at: datetime!(2026-11-21 12:00 UTC),
+    }
+}
+
+fn book_json() -> Value {
+    json!({"title": "Dune", "author": "Frank Herbert", "isbn": "978-0-441-17271-9", "published_date": "1965-08-01", "price": 19.90})
+}
+
+#[actix_web::test]
+async fn a_created_book_has_location_etag_and_an_exact_price() {
+    let mut mocks = Mocks::new(identity());
+    mocks
+        .catalog
+        .expect_create_book()
+        .withf(|_, draft| draft.price.cents() == 1990 && draft.isbn.as_str() == "9780441172719")
+        .returning(|_, _| Ok(a_book(1)));
+    let request = TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .set_json(book_json());
+    let (status, headers, body) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        value(&headers, header::LOCATION),
+        "/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC"
+    );
+    assert_eq!(value(&headers, header::ETAG), "\"1\"");
+    assert_eq!(
+        body["price"].to_string(),
+        "19.90",
+        "two places, as a JSON number"
+    );
+}
+
+#[actix_web::test]
+async fn book_bodies_are_checked_field_by_field() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_create_book().never();
+    let request = TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .set_payload(r#"{"title": "", "isbn": "978-0-441-17271-8", "published_date": "1965-13-01", "price": 19.999999999999999999999, "owner": "acct_x", "colour": "red"}"#)
+        .insert_header(header::ContentType::json());
+    let (status, _, body) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut fields: Vec<String> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "author",
+            "colour",
+            "isbn",
+            "owner",
+            "price",
+            "published_date",
+            "title"
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn a_merge_patch_cannot_remove_fields_or_touch_read_only_ones() {
+    for patch in [
+        json!({"title": null}),
+        json!({"version": 7}),
+        json!({"id": "book_x"}),
+    ] {
+        let mut mocks = Mocks::new(identity());
+        mocks.catalog.expect_patch_book().never();
+        let request = TestRequest::patch()
+            .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header((header::CONTENT_TYPE, "application/merge-patch+json"))
+            .set_payload(patch.to_string());
+        let (status, _, _) = send(mocks, request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}");
+    }
+}
+
+#[actix_web::test]
+async fn a_matching_if_none_match_is_304_without_a_body() {
+    for (tag, expected) in [
+        ("\"4\"", StatusCode::NOT_MODIFIED),
+        ("W/\"4\"", StatusCode::NOT_MODIFIED),
+        ("\"3\"", StatusCode::OK),
+        ("*", StatusCode::NOT_MODIFIED),
+    ] {
+        let mut mocks = Mocks::new(identity());
+        mocks.catalog.expect_book().returning(|_| Ok(a_book(4)));
+        let request = TestRequest::get()
+            .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
+            .insert_header((header::IF_NONE_MATCH, tag));
+        let (status, headers, _) = send(mocks, request).await;
+        assert_eq!(status, expected, "{tag}");
+        assert_eq!(value(&headers, header::ETAG), "\"4\"");
+    }
+}
+
+#[actix_web::test]
+async fn bad_list_parameters_are_400s() {
+    for uri in [
+        "/api/v1/books?sort=colour",
+        "/api/v1/books?published_after=yesterday",
+        "/api/v1/books?cursor=Zm9yZ2Vk",
+        "/api/v1/books?limit=1000",
+    ] {
+        let mut mocks = Mocks::new(identity());
+        mocks.catalog.expect_list_books().never();
+        let (status, headers, _) = send(mocks, TestRequest::get().uri(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(is_problem(&headers));
+    }
+}
+
+#[actix_web::test]
+async fn the_next_link_keeps_filters_and_sort() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_list_books().returning(|query| {
+        assert_eq!(
+            query.limit, 2,
+            "one more than asked, to see if a page follows"
+        );
+        assert_eq!(query.filter.author.as_deref(), Some("Frank Herbert"));
+        Ok(vec![a_book(1), a_book(1)])
+    });
+    let (status, headers, body) = send(
+        mocks,
+        TestRequest::get().uri("/api/v1/books?author=Frank%20Herbert&sort=-price&limit=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = body["next_cursor"].as_str().unwrap();
+    assert_eq!(
+        value(&headers, header::LINK),
+        format!(
+            "</api/v1/books?author=Frank%20Herbert&sort=-price&limit=1&cursor={cursor}>; rel=\"next\""
+        )
+    );
+}
+
+#[actix_web::test]
+async fn idempotency_failures_map_to_their_statuses() {
+    use waiter_ports::idempotency::IdempotencyError;
+    let cases: [(fn() -> IdempotencyError, StatusCode); 3] = [
+        (|| IdempotencyError::InvalidKey, StatusCode::BAD_REQUEST),
+        (|| IdempotencyError::InFlight, StatusCode::CONFLICT),
+        (
+            || IdempotencyError::Mismatch,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (error, expected) in cases {
+        let mut mocks = Mocks::new(identity());
+        mocks
+            .idempotency
+            .expect_begin()
+            .returning(move |_, _, _| Err(error()));
+        mocks.catalog.expect_create_book().never();
+        let request = TestRequest::post()
+            .uri("/api/v1/books")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header(("Idempotency-Key", "k1"))
+            .set_json(book_json());
+        let (status, headers, _) = send(mocks, request).await;
+        assert_eq!(status, expected);
+        assert!(is_problem(&headers));
+    }
+}
+
+#[actix_web::test]
+async fn a_replay_returns_the_stored_response_marked_as_such() {
+    use waiter_ports::idempotency::{Admission, StoredResponse};
+    let mut mocks = Mocks::new(identity());
+    mocks.idempotency.expect_begin().returning(|scope, key, _| {
+        assert_eq!(scope, format!("account:{}", member().account_id));
+        assert_eq!(key, "k1");
+        Ok(Admission::Replay(StoredResponse {
+            status: 201,
+            headers: vec![("location".into(), "/api/v1/books/book_1".into())],
+            body: br#"{"first":true}"#.to_vec(),
+        }))
+    });
+    mocks.catalog.expect_create_book().never();
+    let request = TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header(("Idempotency-Key", "k1"))
+        .set_json(book_json());
+    let (status, headers, body) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(value(&headers, header::LOCATION), "/api/v1/books/book_1");
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(body, json!({"first": true}));
 }

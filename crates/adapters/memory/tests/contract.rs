@@ -1,31 +1,61 @@
-//! Runs the cache contract suite against the in-process adapter, one fresh cache per check.
+//! Runs the cache and idempotency contract suites against the in-process
+//! adapters, one fresh adapter per check.
 
-use waiter_contracts::cache;
-use waiter_memory::MemoryCache;
+use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
 use waiter_ports::health::Probe;
 
 fn fresh_cache() -> MemoryCache {
     MemoryCache::new(1_000)
 }
 
+fn fresh_store() -> MemoryIdempotencyStore {
+    MemoryIdempotencyStore::new(1_000)
+}
+
+/// One module of tests per suite, named after it, as suites share check names.
 macro_rules! contract_tests {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $check() {
-            cache::$check(&fresh_cache()).await;
+    ($suite:ident, $fresh:ident, [$($check:ident),* $(,)?]) => {
+        mod $suite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    waiter_contracts::$suite::$check(&super::$fresh()).await;
+                }
+            )*
         }
-    )*};
+    };
 }
 
 contract_tests!(
-    round_trips_arbitrary_bytes,
-    set_overwrites,
-    absent_key_is_none,
-    delete_removes_and_tolerates_absent,
-    entries_expire,
-    zero_ttl_is_never_stored,
-    keys_are_independent,
-    concurrent_access_is_consistent,
+    cache,
+    fresh_cache,
+    [
+        round_trips_arbitrary_bytes,
+        set_overwrites,
+        absent_key_is_none,
+        delete_removes_and_tolerates_absent,
+        set_if_absent_stores_only_when_absent,
+        entries_expire,
+        zero_ttl_is_never_stored,
+        keys_are_independent,
+        concurrent_access_is_consistent,
+        concurrent_set_if_absent_stores_once,
+    ]
+);
+
+contract_tests!(
+    idempotency,
+    fresh_store,
+    [
+        claiming_a_free_key_claims_it,
+        claimed_key_is_in_flight,
+        completed_key_replays_the_response,
+        release_frees_the_key,
+        release_keeps_a_completed_response,
+        claims_and_responses_expire,
+        concurrent_claims_admit_exactly_one,
+        keys_are_independent,
+    ]
 );
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! turns constraint violations into the ports' typed errors.
 
 mod accounts;
+mod books;
 mod error;
 mod sessions;
 #[cfg(feature = "test-support")]
@@ -23,6 +24,7 @@ use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
 pub use accounts::PostgresAccountStore;
+pub use books::PostgresBookStore;
 pub use sessions::PostgresSessionStore;
 #[cfg(feature = "test-support")]
 pub use test_support::TestDatabase;
@@ -73,6 +75,11 @@ impl PostgresDatabase {
     /// The session store on this pool.
     pub fn sessions(&self) -> PostgresSessionStore {
         PostgresSessionStore::new(self.pool.clone())
+    }
+
+    /// The book store on this pool.
+    pub fn books(&self) -> PostgresBookStore {
+        PostgresBookStore::new(self.pool.clone())
     }
 
     /// Closes every connection, waiting for those in use to be returned.

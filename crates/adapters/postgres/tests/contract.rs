@@ -1,5 +1,6 @@
 //! The store contracts, each check against a fresh PostgreSQL database.
 
+use waiter_ports::catalog::BookStore;
 use waiter_ports::store::{AccountStore, SessionStore};
 use waiter_postgres::TestDatabase;
 
@@ -22,10 +23,24 @@ async fn with_sessions(check: impl AsyncFnOnce(&dyn AccountStore, &dyn SessionSt
     test.drop_database().await;
 }
 
+/// Runs `check` on the account and book stores of a fresh database.
+async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) {
+    let Some(test) = TestDatabase::create().await else {
+        return;
+    };
+    let database = test.database();
+    check(&database.accounts(), &database.books()).await;
+    test.drop_database().await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
 
 mod sessions {
     waiter_contracts::session_store_contract_tests!(super::with_sessions);
+}
+
+mod books {
+    waiter_contracts::book_store_contract_tests!(super::with_books);
 }

@@ -1,5 +1,6 @@
-//! Runs the cache contract suite against a real Redis, plus what only Redis
-//! promises: instances sharing a prefix share entries, other prefixes stay apart.
+//! Runs the cache and idempotency contract suites against a real Redis, plus
+//! what only Redis promises: instances sharing a prefix share entries, other
+//! prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -11,12 +12,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ulid::Ulid;
-use waiter_contracts::cache;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
-use waiter_redis::RedisCache;
+use waiter_ports::idempotency::{ClaimOutcome, Fingerprint, IdempotencyStore};
+use waiter_redis::{RedisCache, RedisIdempotencyStore};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -50,25 +51,56 @@ async fn cleaning_up(caches: &[&RedisCache], test: impl Future<Output = ()>) {
     }
 }
 
+/// One module of tests per suite, named after it, as suites share check
+/// names. `$adapter` builds what the suite tests from a cache with a fresh
+/// prefix, whose keys are cleared afterwards.
 macro_rules! contract_tests {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $check() {
-            let Some(cache) = connect(&unique_prefix()).await else { return };
-            cleaning_up(&[&cache], cache::$check(&cache)).await;
+    ($suite:ident, $adapter:expr, [$($check:ident),* $(,)?]) => {
+        mod $suite {
+            use super::*;
+
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let Some(cache) = connect(&unique_prefix()).await else { return };
+                    let adapter = $adapter(&cache);
+                    cleaning_up(&[&cache], waiter_contracts::$suite::$check(&adapter)).await;
+                }
+            )*
         }
-    )*};
+    };
 }
 
 contract_tests!(
-    round_trips_arbitrary_bytes,
-    set_overwrites,
-    absent_key_is_none,
-    delete_removes_and_tolerates_absent,
-    entries_expire,
-    zero_ttl_is_never_stored,
-    keys_are_independent,
-    concurrent_access_is_consistent,
+    cache,
+    RedisCache::clone,
+    [
+        round_trips_arbitrary_bytes,
+        set_overwrites,
+        absent_key_is_none,
+        delete_removes_and_tolerates_absent,
+        set_if_absent_stores_only_when_absent,
+        entries_expire,
+        zero_ttl_is_never_stored,
+        keys_are_independent,
+        concurrent_access_is_consistent,
+        concurrent_set_if_absent_stores_once,
+    ]
+);
+
+contract_tests!(
+    idempotency,
+    RedisIdempotencyStore::new,
+    [
+        claiming_a_free_key_claims_it,
+        claimed_key_is_in_flight,
+        completed_key_replays_the_response,
+        release_frees_the_key,
+        release_keeps_a_completed_response,
+        claims_and_responses_expire,
+        concurrent_claims_admit_exactly_one,
+        keys_are_independent,
+    ]
 );
 
 #[tokio::test]
@@ -117,6 +149,89 @@ async fn instances_with_different_prefixes_are_isolated() {
         assert_eq!(
             first.get("key").await.expect("get").as_deref(),
             Some(&b"first"[..])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_stores_with_the_same_prefix_share_claims() {
+    let prefix = unique_prefix();
+    let Some(first) = connect(&prefix).await else {
+        return;
+    };
+    let Some(second) = connect(&prefix).await else {
+        return;
+    };
+    let (first_store, second_store) = (
+        RedisIdempotencyStore::new(&first),
+        RedisIdempotencyStore::new(&second),
+    );
+    cleaning_up(&[&first], async {
+        let fingerprint = Fingerprint([1; 32]);
+        assert_eq!(
+            first_store
+                .claim("key", fingerprint, TTL)
+                .await
+                .expect("claim"),
+            ClaimOutcome::Claimed
+        );
+        assert_eq!(
+            second_store
+                .claim("key", Fingerprint([2; 32]), TTL)
+                .await
+                .expect("claim"),
+            ClaimOutcome::InFlight { fingerprint }
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_records_do_not_collide_with_cache_entries() {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let store = RedisIdempotencyStore::new(&cache);
+    cleaning_up(&[&cache], async {
+        cache.set("key", b"cached", TTL).await.expect("set");
+        assert_eq!(
+            store
+                .claim("key", Fingerprint([1; 32]), TTL)
+                .await
+                .expect("claim"),
+            ClaimOutcome::Claimed
+        );
+        assert_eq!(
+            cache.get("key").await.expect("get").as_deref(),
+            Some(&b"cached"[..])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn undecodable_idempotency_records_are_unexpected() {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let store = RedisIdempotencyStore::new(&cache);
+    cleaning_up(&[&cache], async {
+        // What the store keeps under "key", written behind its back.
+        cache
+            .set("idempotency:key", b"\xff not a record", TTL)
+            .await
+            .expect("set");
+        let claim = store.claim("key", Fingerprint([1; 32]), TTL).await;
+        assert!(matches!(claim, Err(PortError::Unexpected(_))), "{claim:?}");
+        let release = store.release("key").await;
+        assert!(
+            matches!(release, Err(PortError::Unexpected(_))),
+            "{release:?}"
+        );
+        assert!(
+            cache.get("idempotency:key").await.expect("get").is_some(),
+            "neither may overwrite or delete a record it cannot read"
         );
     })
     .await;

@@ -9,6 +9,7 @@
 //! the contract suites in `waiter-contracts` run every one of them.
 
 mod accounts;
+mod books;
 mod error;
 mod sessions;
 mod timestamp;
@@ -24,6 +25,7 @@ use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
 pub use accounts::SqliteAccountStore;
+pub use books::SqliteBookStore;
 pub use sessions::SqliteSessionStore;
 
 use error::{migrate_error, port_error};
@@ -107,6 +109,11 @@ impl SqliteDatabase {
     /// The session store on this pool.
     pub fn sessions(&self) -> SqliteSessionStore {
         SqliteSessionStore::new(self.pool.clone())
+    }
+
+    /// The book store on this pool.
+    pub fn books(&self) -> SqliteBookStore {
+        SqliteBookStore::new(self.pool.clone())
     }
 
     /// Closes every connection, checkpointing the write-ahead log.

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use waiter_ports::catalog::BookStore;
 use waiter_ports::store::{AccountStore, SessionStore};
 use waiter_sqlite::SqliteDatabase;
 
@@ -36,10 +37,21 @@ async fn with_sessions(check: impl AsyncFnOnce(&dyn AccountStore, &dyn SessionSt
     remove(database, directory).await;
 }
 
+/// Runs `check` on the account and book stores of a fresh database.
+async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) {
+    let (database, directory) = create().await;
+    check(&database.accounts(), &database.books()).await;
+    remove(database, directory).await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
 
 mod sessions {
     waiter_contracts::session_store_contract_tests!(super::with_sessions);
+}
+
+mod books {
+    waiter_contracts::book_store_contract_tests!(super::with_books);
 }

@@ -1,3 +1,6 @@
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
 //! Spawns the real application on port 0 for black-box tests, in either
 //! configuration: the embedded default (SQLite file + in-process cache) or
 //! PostgreSQL + Redis, each test with its own database / key prefix.

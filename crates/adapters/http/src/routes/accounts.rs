@@ -1,27 +1,32 @@
 //! `/api/v1/accounts`: sign-up, the caller's own account, and administration.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waiter_domain::{AccountId, DisplayName, Email, Password, Role, SignUp, ValidationErrors};
+use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::{IdentityUseCases, OwnAccountChanges};
 use waiter_ports::store::AccountPage;
 
 use crate::dto::{AccountBody, PageBody};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Authenticated, etag, if_match};
+use crate::idempotency::{Replayable, run_idempotently, scope};
 use crate::pagination::{PageQuery, encode_cursor, next_link};
 
 type Identity = web::Data<dyn IdentityUseCases>;
 
 /// The body of a sign-up. Fields a client may not set (such as `role`) are ignored.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct SignUpRequest {
     #[schema(example = "ann@example.com")]
     pub email: String,
     /// 8 to 128 characters.
     #[schema(example = "correct horse battery staple")]
+    // Left out of the idempotency fingerprint, so no digest of it is ever stored.
+    #[serde(skip_serializing)]
     pub password: String,
     /// 1 to 64 characters after trimming.
     #[schema(example = "Ann")]
@@ -68,26 +73,34 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
 #[utoipa::path(
     tag = "accounts",
     request_body = SignUpRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key gets the first response")),
     responses(
         (status = 201, description = "Created", body = AccountBody,
             headers(("Location" = String, description = "The new account's URL"), ("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email already taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already taken, or the same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/accounts")]
 pub async fn create_account(
+    req: HttpRequest,
     identity: Identity,
+    idempotency: web::Data<dyn IdempotencyUseCases>,
     body: web::Json<SignUpRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sign_up = SignUp::parse(&body.email, &body.password, &body.display_name)?;
-    let account = identity.sign_up(sign_up).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location(account.id)))
-        .insert_header((header::ETAG, etag(account.version)))
-        .json(AccountBody::from(account)))
+    let scope = scope(&req, None);
+    run_idempotently(&req, idempotency.as_ref(), &scope, &*body, async {
+        let account = identity.sign_up(sign_up).await?;
+        Ok(
+            Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
+                .header(header::LOCATION, location(account.id))
+                .header(header::ETAG, etag(account.version)),
+        )
+    })
+    .await
 }
 
 /// The caller's own account.
@@ -194,6 +207,7 @@ pub async fn delete_own_account(
 )]
 #[get("/accounts")]
 pub async fn list_accounts(
+    req: HttpRequest,
     identity: Identity,
     Authenticated(caller): Authenticated,
     query: web::Query<PageQuery>,
@@ -221,7 +235,7 @@ pub async fn list_accounts(
         .flatten();
     let mut response = HttpResponse::Ok();
     if let Some(cursor) = &next_cursor {
-        response.insert_header((header::LINK, next_link("/api/v1/accounts", limit, cursor)));
+        response.insert_header((header::LINK, next_link(&req, cursor)));
     }
     Ok(response.json(PageBody {
         items: accounts.into_iter().map(AccountBody::from).collect(),

@@ -2,5 +2,6 @@
 //! use-case calls and results back; they hold no business rule.
 
 pub mod accounts;
+pub mod books;
 pub mod health;
 pub mod sessions;

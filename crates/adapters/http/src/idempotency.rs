@@ -1,0 +1,162 @@
+//! `Idempotency-Key` handling for creating requests, shared by every POST
+//! that creates: the first response is stored and replayed to retries.
+//!
+//! A handler builds its success as a [`Replayable`] (status, the headers that
+//! describe the created resource, and the JSON body) and runs through
+//! [`run_idempotently`], which consults the idempotency use cases around it.
+
+use std::future::Future;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use waiter_ports::idempotency::{Admission, Fingerprint, IdempotencyUseCases, StoredResponse};
+use waiter_ports::identity::Caller;
+
+use crate::error::ApiError;
+
+/// The request header carrying the client's key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a response that is a replay of an earlier one.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A successful response that can be stored and replayed byte for byte.
+#[derive(Debug, Clone)]
+pub(crate) struct Replayable {
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: Vec<u8>,
+}
+
+impl Replayable {
+    /// A JSON response.
+    pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|err| {
+            tracing::error!(%err, "cannot encode a response body");
+            ApiError::Internal
+        })?;
+        Ok(Self {
+            status,
+            headers: Vec::new(),
+            body,
+        })
+    }
+
+    /// Adds a header that describes the result (`Location`, `ETag`).
+    pub(crate) fn header(mut self, name: HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.content_type("application/json");
+        for (name, value) in self.headers {
+            response.insert_header((name, value));
+        }
+        response.body(self.body)
+    }
+
+    fn stored(&self) -> StoredResponse {
+        StoredResponse {
+            status: self.status.as_u16(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.clone()))
+                .collect(),
+            body: self.body.clone(),
+        }
+    }
+
+    fn from_stored(stored: StoredResponse) -> Result<Self, ApiError> {
+        let corrupt = || {
+            tracing::error!("a stored idempotent response cannot be replayed");
+            ApiError::Internal
+        };
+        let status = StatusCode::from_u16(stored.status).map_err(|_| corrupt())?;
+        let headers = stored
+            .headers
+            .into_iter()
+            .map(|(name, value)| Ok((HeaderName::try_from(name).map_err(|_| corrupt())?, value)))
+            .collect::<Result<_, ApiError>>()?;
+        Ok(Self {
+            status,
+            headers,
+            body: stored.body,
+        })
+    }
+}
+
+/// Who a key belongs to: the account when signed in, else the client address.
+pub(crate) fn scope(req: &HttpRequest, caller: Option<Caller>) -> String {
+    match caller {
+        Some(caller) => format!("account:{}", caller.account_id),
+        None => match req.peer_addr() {
+            Some(addr) => format!("client:{}", addr.ip()),
+            None => "client:unknown".to_owned(),
+        },
+    }
+}
+
+/// What the request asks for: method, path and body, digested.
+fn fingerprint(req: &HttpRequest, body: &impl Serialize) -> Result<Fingerprint, ApiError> {
+    let body = serde_json::to_vec(body).map_err(|_| ApiError::Internal)?;
+    let mut digest = Sha256::new();
+    digest.update(req.method().as_str());
+    digest.update([0]);
+    digest.update(req.path());
+    digest.update([0]);
+    digest.update(&body);
+    Ok(Fingerprint(digest.finalize().into()))
+}
+
+/// Runs `action` once per `Idempotency-Key`: a retry with the same key and
+/// request gets the first response (marked `Idempotent-Replayed: true`); the
+/// same key with another request is 422; while the first is running, 409.
+/// Without the header, `action` simply runs. A failed action frees the key.
+pub(crate) async fn run_idempotently(
+    req: &HttpRequest,
+    idempotency: &dyn IdempotencyUseCases,
+    scope: &str,
+    body: &impl Serialize,
+    action: impl Future<Output = Result<Replayable, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return action.await.map(Replayable::into_response);
+    };
+    let key = key
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".to_owned()))?;
+    let fingerprint = fingerprint(req, body)?;
+    match idempotency.begin(scope, key, fingerprint).await? {
+        Admission::Replay(stored) => {
+            let mut response = Replayable::from_stored(stored)?.into_response();
+            response.headers_mut().insert(
+                HeaderName::from_static(IDEMPOTENT_REPLAYED),
+                HeaderValue::from_static("true"),
+            );
+            Ok(response)
+        }
+        Admission::Proceed => match action.await {
+            Ok(replayable) => {
+                if let Err(err) = idempotency
+                    .finish(scope, key, fingerprint, replayable.stored())
+                    .await
+                {
+                    // The work is done; only a retry's replay is lost.
+                    tracing::error!(%err, "cannot store an idempotent response");
+                }
+                Ok(replayable.into_response())
+            }
+            Err(err) => {
+                if let Err(release) = idempotency.abandon(scope, key).await {
+                    tracing::error!(%release, "cannot release an idempotency key");
+                }
+                Err(err)
+            }
+        },
+    }
+}

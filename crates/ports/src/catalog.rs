@@ -1,0 +1,283 @@
+//! The catalog: the books store port, list queries, and the catalog use cases.
+
+use async_trait::async_trait;
+use thiserror::Error;
+use waiter_domain::{
+    Author, Book, BookDraft, BookId, Date, Isbn, Price, Timestamp, Title, ValidationErrors, Version,
+};
+
+use crate::PortError;
+use crate::identity::Caller;
+
+/// What a list of books may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BookSortKey {
+    PublishedDate,
+    /// Code-point order, the same in every database.
+    Title,
+    Price,
+    CreatedAt,
+}
+
+impl BookSortKey {
+    /// The name clients use in `sort=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookSortKey::PublishedDate => "published_date",
+            BookSortKey::Title => "title",
+            BookSortKey::Price => "price",
+            BookSortKey::CreatedAt => "created_at",
+        }
+    }
+}
+
+/// A sort key and a direction; ties are always broken by id in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BookSort {
+    pub key: BookSortKey,
+    pub descending: bool,
+}
+
+impl Default for BookSort {
+    /// Newest first.
+    fn default() -> Self {
+        Self {
+            key: BookSortKey::CreatedAt,
+            descending: true,
+        }
+    }
+}
+
+impl std::str::FromStr for BookSort {
+    type Err = ();
+
+    /// `title` ascending, `-title` descending.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, text),
+        };
+        let key = [
+            BookSortKey::PublishedDate,
+            BookSortKey::Title,
+            BookSortKey::Price,
+            BookSortKey::CreatedAt,
+        ]
+        .into_iter()
+        .find(|key| key.as_str() == name)
+        .ok_or(())?;
+        Ok(Self { key, descending })
+    }
+}
+
+/// Which books a list includes. All present conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookFilter {
+    /// The author, compared case-insensitively with the whole author field.
+    pub author: Option<String>,
+    /// A case-insensitive substring of the title or the author.
+    pub q: Option<String>,
+    /// Only books published strictly after this date.
+    pub published_after: Option<Date>,
+    /// Only books published strictly before this date.
+    pub published_before: Option<Date>,
+}
+
+/// The sort-key value of the last book of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    Date(Date),
+    Text(String),
+    Cents(i64),
+    Instant(Timestamp),
+}
+
+/// Where the next page starts: strictly after this (sort value, id) in the sort order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookCursor {
+    pub value: SortValue,
+    pub id: BookId,
+}
+
+impl BookCursor {
+    /// The cursor just past `book` in `sort` order.
+    pub fn after(book: &Book, sort: BookSort) -> Self {
+        let value = match sort.key {
+            BookSortKey::PublishedDate => SortValue::Date(book.published_date),
+            BookSortKey::Title => SortValue::Text(book.title.as_str().to_owned()),
+            BookSortKey::Price => SortValue::Cents(book.price.cents()),
+            BookSortKey::CreatedAt => SortValue::Instant(book.created_at),
+        };
+        Self { value, id: book.id }
+    }
+
+    /// True when the cursor's value has the type `sort` orders by, so a cursor
+    /// from one sort cannot be replayed against another.
+    pub fn fits(&self, sort: BookSort) -> bool {
+        matches!(
+            (&self.value, sort.key),
+            (SortValue::Date(_), BookSortKey::PublishedDate)
+                | (SortValue::Text(_), BookSortKey::Title)
+                | (SortValue::Cents(_), BookSortKey::Price)
+                | (SortValue::Instant(_), BookSortKey::CreatedAt)
+        )
+    }
+}
+
+/// One page of a filtered, sorted list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookQuery {
+    pub filter: BookFilter,
+    pub sort: BookSort,
+    /// Start after this position; `None` for the first page. Always [`BookCursor::fits`] `sort`.
+    pub after: Option<BookCursor>,
+    pub limit: u32,
+}
+
+/// A book to store.
+#[derive(Debug, Clone)]
+pub struct NewBookRecord {
+    pub id: BookId,
+    pub draft: BookDraft,
+    pub owner: waiter_domain::AccountId,
+    pub created_at: Timestamp,
+}
+
+/// Why a book could not be inserted.
+#[derive(Debug, Error)]
+pub enum InsertBookError {
+    #[error("a book with this ISBN already exists")]
+    IsbnTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Why a book could not be changed or deleted.
+#[derive(Debug, Error)]
+pub enum WriteBookError {
+    #[error("no such book")]
+    NotFound,
+    #[error("the book changed since the expected version")]
+    VersionMismatch { current: Version },
+    #[error("a book with this ISBN already exists")]
+    IsbnTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Stores books.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait BookStore: Send + Sync {
+    /// Stores a new book at [`Version::INITIAL`] with `updated_at = created_at`.
+    /// MUST return `IsbnTaken` when another book has the ISBN, whatever the race.
+    async fn insert(&self, record: NewBookRecord) -> Result<Book, InsertBookError>;
+
+    /// Stores many books at once, skipping any whose ISBN is taken; returns how
+    /// many were stored. For seeding: it must be fast for batches of thousands.
+    async fn insert_batch(&self, records: Vec<NewBookRecord>) -> Result<u64, PortError>;
+
+    /// The book with this id, if any.
+    async fn find(&self, id: BookId) -> Result<Option<Book>, PortError>;
+
+    /// One page of books matching `query.filter`, in `query.sort` order with
+    /// ties broken by id (in the same direction), starting strictly after
+    /// `query.after`, at most `query.limit` of them. Concatenating pages must
+    /// give the full sorted result with no gaps or duplicates, even when books
+    /// are inserted between pages.
+    async fn list(&self, query: BookQuery) -> Result<Vec<Book>, PortError>;
+
+    /// The `limit` most recently published books: `published_date` descending, then id descending.
+    async fn recent(&self, limit: u32) -> Result<Vec<Book>, PortError>;
+
+    /// Replaces the writable fields in one conditional statement and bumps the
+    /// version. `NotFound`; `VersionMismatch` (with the stored version) when
+    /// `expected_version` is set and differs; `IsbnTaken`.
+    async fn update(
+        &self,
+        id: BookId,
+        draft: BookDraft,
+        expected_version: Option<Version>,
+        updated_at: Timestamp,
+    ) -> Result<Book, WriteBookError>;
+
+    /// Deletes in one conditional statement. `NotFound`; `VersionMismatch`.
+    async fn delete(
+        &self,
+        id: BookId,
+        expected_version: Option<Version>,
+    ) -> Result<(), WriteBookError>;
+}
+
+/// A JSON merge patch (RFC 7396) of a book, already parsed: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookPatch {
+    pub title: Option<Title>,
+    pub author: Option<Author>,
+    pub isbn: Option<Isbn>,
+    pub published_date: Option<Date>,
+    pub price: Option<Price>,
+}
+
+/// Failures of the catalog use cases.
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("book not found")]
+    NotFound,
+    /// Signed in, but neither the owner nor an admin.
+    #[error("only the book's owner or an admin may change it")]
+    Forbidden,
+    #[error("a book with this ISBN already exists")]
+    IsbnTaken,
+    #[error("the book has changed since it was read")]
+    VersionMismatch { current: Version },
+    /// Values that parse but break a rule needing context (a future publication date).
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// The catalog as the outside world drives it.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait CatalogUseCases: Send + Sync {
+    /// One page of books; `query.after`, when set, fits `query.sort`.
+    async fn list_books(&self, query: BookQuery) -> Result<Vec<Book>, CatalogError>;
+
+    /// The five most recently published books.
+    async fn recent_books(&self) -> Result<Vec<Book>, CatalogError>;
+
+    /// One book. `NotFound`.
+    async fn book(&self, id: BookId) -> Result<Book, CatalogError>;
+
+    /// Adds a book owned by the caller. `Invalid` for a future publication date; `IsbnTaken`.
+    async fn create_book(&self, caller: Caller, draft: BookDraft) -> Result<Book, CatalogError>;
+
+    /// Replaces a book's writable fields. `NotFound`; `Forbidden`;
+    /// `VersionMismatch` when `expected_version` is stale; `Invalid`; `IsbnTaken`.
+    async fn replace_book(
+        &self,
+        caller: Caller,
+        id: BookId,
+        draft: BookDraft,
+        expected_version: Option<Version>,
+    ) -> Result<Book, CatalogError>;
+
+    /// Merges `patch` into a book; errors as for [`Self::replace_book`].
+    async fn patch_book(
+        &self,
+        caller: Caller,
+        id: BookId,
+        patch: BookPatch,
+        expected_version: Option<Version>,
+    ) -> Result<Book, CatalogError>;
+
+    /// Deletes a book. `NotFound`; `Forbidden`; `VersionMismatch`.
+    async fn delete_book(
+        &self,
+        caller: Caller,
+        id: BookId,
+        expected_version: Option<Version>,
+    ) -> Result<(), CatalogError>;
+}

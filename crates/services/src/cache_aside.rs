@@ -1,0 +1,115 @@
+//! Cache-aside reads with generation keys, shared by every service that caches.
+//!
+//! Each cached thing (`book:book_…`, `books:recent`) has a *generation*: a
+//! random token under `<name>:generation`. Values live under
+//! `<name>:<generation>`. A write bumps the generation after it commits; a
+//! read fills the value under the generation it saw *before* reading the
+//! database, and only if that slot is empty. So a slow read that fetched the
+//! old row can only fill a generation nobody will look up again, and a read
+//! that starts after a write returns necessarily sees the new generation:
+//! no read after a successful write returns the old value, on any instance
+//! sharing the cache.
+//!
+//! The cache is an optimisation: when it fails, reads fall back to the
+//! loader and the failure is logged.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ulid::Ulid;
+use waiter_ports::PortError;
+use waiter_ports::cache::Cache;
+
+/// How long a generation token lives: longer than any value, so a value never
+/// outlives the token that names it by much.
+const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads through and invalidates a [`Cache`].
+#[derive(Clone)]
+pub(crate) struct CacheAside {
+    cache: Arc<dyn Cache>,
+    /// How long a cached value lives, bounding staleness if an invalidation is lost.
+    ttl: Duration,
+}
+
+impl CacheAside {
+    pub(crate) fn new(cache: Arc<dyn Cache>, ttl: Duration) -> Self {
+        Self { cache, ttl }
+    }
+
+    /// The value cached for `name`, or what `load` returns (cached for next time).
+    pub(crate) async fn read<T, F>(&self, name: &str, load: F) -> Result<T, PortError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, PortError>>,
+    {
+        let slot = match self.generation(name).await {
+            Ok(generation) => format!("{name}:{generation}"),
+            Err(err) => {
+                tracing::warn!(%err, name, "cache unavailable; reading from the store");
+                return load.await;
+            }
+        };
+        match self.cache.get(&slot).await {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(value) => return Ok(value),
+                Err(err) => tracing::warn!(%err, slot, "undecodable cache entry; reloading"),
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, slot, "cache read failed; reading from the store"),
+        }
+        let value = load.await?;
+        match serde_json::to_vec(&value) {
+            Ok(bytes) => {
+                if let Err(err) = self.cache.set_if_absent(&slot, &bytes, self.ttl).await {
+                    tracing::warn!(%err, slot, "cache fill failed");
+                }
+            }
+            Err(err) => tracing::error!(%err, slot, "cannot encode a value for the cache"),
+        }
+        Ok(value)
+    }
+
+    /// Makes every cached value of `name` unreachable. Call after the write commits.
+    pub(crate) async fn invalidate(&self, name: &str) {
+        let token = Ulid::generate().to_string();
+        if let Err(err) = self
+            .cache
+            .set(&generation_key(name), token.as_bytes(), GENERATION_TTL)
+            .await
+        {
+            // The value may be served stale until its TTL runs out.
+            tracing::error!(%err, name, "cache invalidation failed");
+        }
+    }
+
+    /// The current generation of `name`, creating one if there is none.
+    async fn generation(&self, name: &str) -> Result<String, PortError> {
+        let key = generation_key(name);
+        if let Some(token) = self.cache.get(&key).await? {
+            return Ok(String::from_utf8_lossy(&token).into_owned());
+        }
+        let fresh = Ulid::generate().to_string();
+        if self
+            .cache
+            .set_if_absent(&key, fresh.as_bytes(), GENERATION_TTL)
+            .await?
+        {
+            return Ok(fresh);
+        }
+        // Another reader created it first; use theirs.
+        let token = self
+            .cache
+            .get(&key)
+            .await?
+            .unwrap_or_else(|| fresh.into_bytes());
+        Ok(String::from_utf8_lossy(&token).into_owned())
+    }
+}
+
+fn generation_key(name: &str) -> String {
+    format!("{name}:generation")
+}

@@ -1,0 +1,271 @@
+//! Catalog rules: permissions, conditional writes and cache-aside reads,
+//! over a mocked store and an in-memory fake cache.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use mockall::predicate::eq;
+use time::macros::{date, datetime};
+use waiter_domain::Role;
+use waiter_ports::catalog::MockBookStore;
+
+use super::*;
+use crate::ManualClock;
+
+/// A cache in a `HashMap`, ignoring expiry: enough to test cache-aside logic.
+#[derive(Default)]
+struct FakeCache(Mutex<HashMap<String, Vec<u8>>>);
+
+#[async_trait]
+impl Cache for FakeCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), PortError> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        _ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let mut entries = self.0.lock().unwrap();
+        if entries.contains_key(key) {
+            return Ok(false);
+        }
+        entries.insert(key.to_owned(), value.to_vec());
+        Ok(true)
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+const OWNER: u128 = 1;
+const STRANGER: u128 = 2;
+
+fn caller(account: u128, role: Role) -> Caller {
+    Caller {
+        account_id: AccountId::from_ulid(ulid::Ulid::from(account)),
+        session_id: waiter_domain::SessionId::from_ulid(ulid::Ulid::from(9_u128)),
+        role,
+    }
+}
+
+fn book(version: i64, title: &str) -> Book {
+    Book {
+        id: BookId::from_ulid(ulid::Ulid::from(77_u128)),
+        title: Title::parse(title).unwrap(),
+        author: Author::parse("Frank Herbert").unwrap(),
+        isbn: Isbn::parse("9780441172719").unwrap(),
+        published_date: date!(1965 - 08 - 01),
+        price: "9.99".parse().unwrap(),
+        owner: AccountId::from_ulid(ulid::Ulid::from(OWNER)),
+        version: Version::new(version),
+        created_at: datetime!(2026-11-01 12:00 UTC),
+        updated_at: datetime!(2026-11-01 12:00 UTC),
+    }
+}
+
+fn service(store: MockBookStore) -> CatalogService {
+    CatalogService::new(
+        Arc::new(store),
+        Arc::new(FakeCache::default()),
+        Arc::new(ManualClock::new(datetime!(2026-11-21 12:00 UTC))),
+    )
+}
+
+#[tokio::test]
+async fn reads_are_served_from_the_cache_after_the_first() {
+    let mut store = MockBookStore::new();
+    store
+        .expect_find()
+        .times(1)
+        .returning(|_| Ok(Some(book(1, "Dune"))));
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    assert_eq!(catalog.book(id).await.unwrap(), book(1, "Dune"));
+    assert_eq!(catalog.book(id).await.unwrap(), book(1, "Dune"));
+}
+
+#[tokio::test]
+async fn a_write_makes_the_next_read_see_the_new_book() {
+    let mut store = MockBookStore::new();
+    let stored = Arc::new(Mutex::new(book(1, "Dune")));
+    let found = stored.clone();
+    store
+        .expect_find()
+        .returning(move |_| Ok(Some(found.lock().unwrap().clone())));
+    let written = stored.clone();
+    store
+        .expect_update()
+        .times(1)
+        .returning(move |_, draft, expected, _| {
+            assert_eq!(expected, Some(Version::new(1)));
+            let mut book = written.lock().unwrap();
+            book.title = draft.title;
+            book.version = book.version.next();
+            Ok(book.clone())
+        });
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    assert_eq!(catalog.book(id).await.unwrap().title.as_str(), "Dune");
+    let patch = BookPatch {
+        title: Some(Title::parse("Dune Messiah").unwrap()),
+        ..BookPatch::default()
+    };
+    catalog
+        .patch_book(
+            caller(OWNER, Role::Member),
+            id,
+            patch,
+            Some(Version::new(1)),
+        )
+        .await
+        .unwrap();
+    let read = catalog.book(id).await.unwrap();
+    assert_eq!(
+        (read.title.as_str(), read.version),
+        ("Dune Messiah", Version::new(2))
+    );
+}
+
+#[tokio::test]
+async fn a_slow_read_cannot_put_a_stale_value_back() {
+    let cache = CacheAside::new(Arc::new(FakeCache::default()), CACHE_TTL);
+    // The first read loads "old", but a write commits and invalidates before the load returns.
+    let slow = cache
+        .read("thing", async {
+            cache.invalidate("thing").await;
+            Ok("old".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(slow, "old");
+    let next: String = cache
+        .read("thing", async { Ok("new".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(
+        next, "new",
+        "the stale fill went to a generation nobody reads"
+    );
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_may_write() {
+    let mut store = MockBookStore::new();
+    store.expect_find().returning(|_| Ok(Some(book(1, "Dune"))));
+    store
+        .expect_delete()
+        .with(eq(book(1, "Dune").id), eq(None))
+        .times(2)
+        .returning(|_, _| Ok(()));
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    let err = catalog
+        .delete_book(caller(STRANGER, Role::Member), id, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Forbidden));
+    catalog
+        .delete_book(caller(OWNER, Role::Member), id, None)
+        .await
+        .unwrap();
+    catalog
+        .delete_book(caller(STRANGER, Role::Admin), id, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_if_match_fails_before_any_write() {
+    let mut store = MockBookStore::new();
+    store.expect_find().returning(|_| Ok(Some(book(3, "Dune"))));
+    store.expect_update().never();
+    let catalog = service(store);
+    let patch = BookPatch {
+        title: Some(Title::parse("Other").unwrap()),
+        ..BookPatch::default()
+    };
+    let err = catalog
+        .patch_book(
+            caller(OWNER, Role::Member),
+            book(3, "Dune").id,
+            patch,
+            Some(Version::new(2)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::VersionMismatch { current } if current == Version::new(3)));
+}
+
+#[tokio::test]
+async fn a_patch_without_if_match_retries_a_lost_race_then_gives_up() {
+    let mut store = MockBookStore::new();
+    store.expect_find().returning(|_| Ok(Some(book(1, "Dune"))));
+    store
+        .expect_update()
+        .times(PATCH_ATTEMPTS)
+        .returning(|_, _, _, _| {
+            Err(WriteBookError::VersionMismatch {
+                current: Version::new(2),
+            })
+        });
+    let catalog = service(store);
+    let err = catalog
+        .patch_book(
+            caller(OWNER, Role::Member),
+            book(1, "Dune").id,
+            BookPatch::default(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::VersionMismatch { .. }));
+}
+
+#[tokio::test]
+async fn books_cannot_be_published_in_the_future() {
+    let mut store = MockBookStore::new();
+    store.expect_insert().never();
+    let catalog = service(store);
+    let mut draft = book(1, "Dune").draft();
+    draft.published_date = date!(2026 - 11 - 22);
+    let err = catalog
+        .create_book(caller(OWNER, Role::Member), draft)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Invalid(_)));
+}
+
+#[tokio::test]
+async fn recent_books_are_cached_until_a_write() {
+    let mut store = MockBookStore::new();
+    store
+        .expect_recent()
+        .with(eq(RECENT_COUNT))
+        .times(2)
+        .returning(|_| Ok(vec![book(1, "Dune")]));
+    store.expect_insert().times(1).returning(|record| {
+        let mut created = book(1, "New");
+        created.id = record.id;
+        Ok(created)
+    });
+    let catalog = service(store);
+    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
+    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
+    let mut draft = book(1, "New").draft();
+    draft.isbn = Isbn::parse("9780306406157").unwrap();
+    catalog
+        .create_book(caller(OWNER, Role::Member), draft)
+        .await
+        .unwrap();
+    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
+}

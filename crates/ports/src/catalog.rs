@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use thiserror::Error;
 use waiter_domain::{
-    Author, Book, BookDraft, BookId, Date, Isbn, Price, Timestamp, Title, ValidationErrors, Version,
+    AccountId, Author, Book, BookDraft, BookId, Date, Isbn, Price, Timestamp, Title,
+    ValidationErrors, Version,
 };
 
 use crate::PortError;
@@ -139,7 +140,7 @@ pub struct BookQuery {
 pub struct NewBookRecord {
     pub id: BookId,
     pub draft: BookDraft,
-    pub owner: waiter_domain::AccountId,
+    pub owner: AccountId,
     pub created_at: Timestamp,
 }
 
@@ -280,4 +281,8 @@ pub trait CatalogUseCases: Send + Sync {
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), CatalogError>;
+
+    /// Forgets whatever is cached of an owner whose account (and, with it,
+    /// whose books) the database has deleted.
+    async fn owner_deleted(&self, owner: AccountId) -> Result<(), CatalogError>;
 }

@@ -5,13 +5,15 @@
 //! [`health::HealthUseCases`]) are what the HTTP adapter and the CLI drive.
 //! *Outbound* ports ([`store::AccountStore`], [`store::SessionStore`],
 //! [`catalog::BookStore`], [`idempotency::IdempotencyStore`],
-//! [`cache::Cache`], [`clock::Clock`], [`health::Probe`]) are what the
+//! [`cache::Cache`], [`clock::Clock`], [`health::Probe`],
+//! [`events::AccountEvents`]) are what the
 //! services need from the world; adapters implement them. Every trait is object safe and is used as
 //! `Arc<dyn Trait>`; with the `mocks` feature each gets a mockall `Mock…` type.
 
 pub mod cache;
 pub mod catalog;
 pub mod clock;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;

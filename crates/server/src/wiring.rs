@@ -3,12 +3,15 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use async_trait::async_trait;
+use waiter_domain::AccountId;
 use waiter_http::HttpState;
 use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
-use waiter_ports::catalog::{BookStore, CatalogUseCases};
+use waiter_ports::catalog::{BookStore, CatalogError, CatalogUseCases};
 use waiter_ports::clock::Clock;
+use waiter_ports::events::AccountEvents;
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::IdentityUseCases;
@@ -181,12 +184,15 @@ impl Wiring {
             }
         };
         let stores = database.stores();
+        let catalog: Arc<dyn CatalogUseCases> =
+            Arc::new(CatalogService::new(stores.books, caches.reads, clock.clone()));
         let identity = IdentityService::new(
             IdentityPorts {
                 accounts: stores.accounts,
                 sessions: stores.sessions,
                 cache: caches.revocations,
-                clock: clock.clone(),
+                clock,
+                events: Arc::new(CatalogFollowsAccounts(catalog.clone())),
             },
             IdentitySettings {
                 jwt_secret,
@@ -196,12 +202,11 @@ impl Wiring {
             },
         )
         .context("cannot start the identity service")?;
-        let catalog = CatalogService::new(stores.books, caches.reads, clock);
         let idempotency =
             IdempotencyService::new(caches.idempotency, IdempotencySettings::default());
         Ok(Self {
             identity: Arc::new(identity),
-            catalog: Arc::new(catalog),
+            catalog,
             idempotency: Arc::new(idempotency),
             health: Arc::new(HealthService::new(vec![stores.probe, caches.probe])),
         })
@@ -220,5 +225,19 @@ impl Wiring {
             idempotency: self.idempotency.clone(),
             health: self.health.clone(),
         }
+    }
+}
+
+/// Tells the catalog about deleted accounts, whose books the database
+/// deleted with them.
+struct CatalogFollowsAccounts(Arc<dyn CatalogUseCases>);
+
+#[async_trait]
+impl AccountEvents for CatalogFollowsAccounts {
+    async fn account_deleted(&self, id: AccountId) -> Result<(), PortError> {
+        self.0.owner_deleted(id).await.map_err(|err| match err {
+            CatalogError::Port(err) => err,
+            other => PortError::unexpected(other),
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! CRUD with ETags, ownership, conditional and idempotent writes under
 //! concurrency, cache invalidation, search and pagination.
 
+#[macro_use]
 mod support;
 
 use futures::future::join_all;
@@ -12,29 +13,6 @@ use waiter_domain::{DisplayName, Email, Password};
 
 const PASSWORD: &str = "correct horse battery";
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test]
-            async fn $scenario() {
-                if let Some(app) = super::TestApp::spawn(super::Backend::Sqlite).await {
-                    super::$scenario(&app).await;
-                    app.cleanup().await;
-                }
-            })*
-        }
-        mod postgres_redis {
-            $(#[actix_web::test]
-            async fn $scenario() {
-                if let Some(app) = super::TestApp::spawn(super::Backend::PostgresRedis).await {
-                    super::$scenario(&app).await;
-                    app.cleanup().await;
-                }
-            })*
-        }
-    };
-}
-
 on_both_backends!(
     a_book_lives_and_dies_with_etags,
     writes_are_for_the_owner_or_an_admin,
@@ -44,7 +22,22 @@ on_both_backends!(
     prices_are_exact_and_fields_strict,
     reads_after_writes_see_the_writes,
     lists_filter_sort_and_paginate,
+    deleting_an_account_deletes_its_books_cached_or_not,
 );
+
+async fn deleting_an_account_deletes_its_books_cached_or_not(app: &TestApp) {
+    let token = member(app, "ann@example.com").await;
+    let kept = created(app, &member(app, "bob@example.com").await, &book(2)).await;
+    let doomed = created(app, &token, &book(1)).await;
+    for book in [&kept, &doomed] {
+        assert_eq!(app.request(Method::GET, &path(book)).send().await.unwrap().status(), StatusCode::OK);
+    }
+    let deleted = app.request(Method::DELETE, "/api/v1/accounts/me").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.request(Method::GET, &path(&doomed)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.request(Method::GET, &path(&kept)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(recent_titles(app).await, ["Book 2"]);
+}
 
 /// Signs up and in; returns the access token.
 async fn member(app: &TestApp, email: &str) -> String {

@@ -2,6 +2,7 @@
 //! wiring, in both configurations: SQLite + in-process cache, and
 //! PostgreSQL + Redis.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -13,30 +14,6 @@ use support::{Backend, TestApp, access, refresh};
 use waiter_domain::{DisplayName, Email, Password};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// Runs each scenario once per backend, as its own test.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test]
-            async fn $scenario() {
-                if let Some(app) = super::TestApp::spawn(super::Backend::Sqlite).await {
-                    super::$scenario(&app).await;
-                    app.cleanup().await;
-                }
-            })*
-        }
-        mod postgres_redis {
-            $(#[actix_web::test]
-            async fn $scenario() {
-                if let Some(app) = super::TestApp::spawn(super::Backend::PostgresRedis).await {
-                    super::$scenario(&app).await;
-                    app.cleanup().await;
-                }
-            })*
-        }
-    };
-}
 
 on_both_backends!(
     the_whole_session_lifecycle,

@@ -10,6 +10,10 @@
 //! no read after a successful write returns the old value, on any instance
 //! sharing the cache.
 //!
+//! A value may also belong to a group (every book is in `books`), whose
+//! generation is part of its slot: invalidating the group invalidates all its
+//! members at once.
+//!
 //! The cache is an optimisation: when it fails, reads fall back to the
 //! loader and the failure is logged.
 
@@ -46,13 +50,44 @@ impl CacheAside {
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T, PortError>>,
     {
-        let slot = match self.generation(name).await {
-            Ok(generation) => format!("{name}:{generation}"),
-            Err(err) => {
-                tracing::warn!(%err, name, "cache unavailable; reading from the store");
-                return load.await;
+        self.read_in(&[name], load).await
+    }
+
+    /// Like [`Self::read`], for a `name` that is also invalidated whenever
+    /// `group` is: one `invalidate(group)` makes every member stale.
+    pub(crate) async fn read_within<T, F>(
+        &self,
+        group: &str,
+        name: &str,
+        load: F,
+    ) -> Result<T, PortError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, PortError>>,
+    {
+        self.read_in(&[group, name], load).await
+    }
+
+    /// Reads through the slot named by the current generations of all `names`.
+    async fn read_in<T, F>(&self, names: &[&str], load: F) -> Result<T, PortError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, PortError>>,
+    {
+        let name = names.last().copied().unwrap_or_default();
+        let mut slot = name.to_owned();
+        for part in names {
+            match self.generation(part).await {
+                Ok(generation) => {
+                    slot.push(':');
+                    slot.push_str(&generation);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, name, "cache unavailable; reading from the store");
+                    return load.await;
+                }
             }
-        };
+        }
         match self.cache.get(&slot).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(value) => return Ok(value),

@@ -5,11 +5,14 @@
 //! (for accounts, the last id seen). Clients must treat it as opaque; anything
 //! that does not decode to a valid position is rejected with 400.
 
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
+use crate::dto::PageBody;
 use crate::error::ApiError;
 
 /// The page size when `limit` is absent.
@@ -29,7 +32,8 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    /// The requested page size, checked against the bounds.
+    /// The requested page size, checked against the bounds. Fetch one more
+    /// than this, and pass the result to [`page_response`].
     pub fn limit(&self) -> Result<u32, ApiError> {
         match self.limit.unwrap_or(DEFAULT_LIMIT) {
             limit @ 1..=MAX_LIMIT => Ok(limit),
@@ -62,13 +66,39 @@ impl PageQuery {
 }
 
 /// The opaque cursor for a position.
-pub fn encode_cursor(position: &str) -> String {
+fn encode_cursor(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
+}
+
+/// The response for one page. `items` was fetched with a limit of
+/// `limit + 1`: the extra item, if present, only tells that another page
+/// follows, and is dropped. `position` gives the cursor text of the last item kept.
+pub fn page_response<T, B: Serialize>(
+    req: &HttpRequest,
+    mut items: Vec<T>,
+    limit: u32,
+    position: impl Fn(&T) -> String,
+    body: impl Fn(T) -> B,
+) -> HttpResponse {
+    let has_more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = items
+        .last()
+        .filter(|_| has_more)
+        .map(|last| encode_cursor(&position(last)));
+    let mut response = HttpResponse::Ok();
+    if let Some(cursor) = &next_cursor {
+        response.insert_header((header::LINK, next_link(req, cursor)));
+    }
+    response.json(PageBody {
+        items: items.into_iter().map(body).collect(),
+        next_cursor,
+    })
 }
 
 /// The `Link` header value pointing at the next page: the same request, with
 /// the same filters and sort, and `cursor` set to `cursor`.
-pub fn next_link(req: &actix_web::HttpRequest, cursor: &str) -> String {
+fn next_link(req: &HttpRequest, cursor: &str) -> String {
     let mut query: Vec<&str> = req
         .query_string()
         .split('&')

@@ -17,6 +17,31 @@ use waiter_postgres::TestDatabase;
 use waiter_redis::RedisCache;
 use waiter_services::ManualClock;
 
+/// Runs each scenario (an `async fn(&TestApp)` in the calling file) once per
+/// configuration, as its own test: `sqlite::<name>` and `postgres_redis::<name>`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[actix_web::test]
+            async fn $scenario() {
+                if let Some(app) = crate::support::TestApp::spawn(crate::support::Backend::Sqlite).await {
+                    super::$scenario(&app).await;
+                    app.cleanup().await;
+                }
+            })*
+        }
+        mod postgres_redis {
+            $(#[actix_web::test]
+            async fn $scenario() {
+                if let Some(app) = crate::support::TestApp::spawn(crate::support::Backend::PostgresRedis).await {
+                    super::$scenario(&app).await;
+                    app.cleanup().await;
+                }
+            })*
+        }
+    };
+}
+
 /// Which adapters a test app is wired with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

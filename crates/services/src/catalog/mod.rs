@@ -30,6 +30,9 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 const PATCH_ATTEMPTS: usize = 3;
 /// The cache name of the recent-books list.
 const RECENT: &str = "books:recent";
+/// The cache name every cached book lives within, so that books deleted
+/// wholesale (with their owner's account) can be invalidated at once.
+const ALL_BOOKS: &str = "books";
 
 /// Implements [`CatalogUseCases`].
 pub struct CatalogService {
@@ -127,7 +130,10 @@ impl CatalogUseCases for CatalogService {
 
     async fn book(&self, id: BookId) -> Result<Book, CatalogError> {
         let load = async { Ok(self.books.find(id).await?.as_ref().map(CachedBook::from)) };
-        let cached: Option<CachedBook> = self.cache.read(&book_cache_name(id), load).await?;
+        let cached: Option<CachedBook> = self
+            .cache
+            .read_within(ALL_BOOKS, &book_cache_name(id), load)
+            .await?;
         cached
             .ok_or(CatalogError::NotFound)?
             .into_book()
@@ -212,6 +218,14 @@ impl CatalogUseCases for CatalogService {
             .await
             .map_err(write_error)?;
         self.invalidate(id).await;
+        Ok(())
+    }
+
+    async fn owner_deleted(&self, _owner: AccountId) -> Result<(), CatalogError> {
+        // Their books are gone from the store; which ones were cached is not
+        // known, so every cached book goes. Deleting an account is rare.
+        self.cache.invalidate(ALL_BOOKS).await;
+        self.cache.invalidate(RECENT).await;
         Ok(())
     }
 }

@@ -269,3 +269,25 @@ async fn recent_books_are_cached_until_a_write() {
         .unwrap();
     assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_deleted_owner_takes_every_cached_book_along() {
+    let mut store = MockBookStore::new();
+    let mut found = vec![Some(book(1, "Dune")), None].into_iter();
+    store
+        .expect_find()
+        .times(2)
+        .returning(move |_| Ok(found.next().unwrap()));
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    assert!(catalog.book(id).await.is_ok());
+    assert!(catalog.book(id).await.is_ok(), "cached");
+    catalog
+        .owner_deleted(AccountId::from_ulid(ulid::Ulid::from(OWNER)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        catalog.book(id).await,
+        Err(CatalogError::NotFound)
+    ));
+}

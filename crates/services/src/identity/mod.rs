@@ -20,6 +20,7 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::clock::Clock;
+use waiter_ports::events::AccountEvents;
 use waiter_ports::identity::{
     AccountError, AuthError, Caller, Credentials, IdentityUseCases, IssuedTokens,
     OwnAccountChanges, RefreshError, SessionError, SignInError,
@@ -55,6 +56,8 @@ pub struct IdentityPorts {
     pub sessions: Arc<dyn SessionStore>,
     pub cache: Arc<dyn Cache>,
     pub clock: Arc<dyn Clock>,
+    /// Told when an account is deleted, for services keeping data per account.
+    pub events: Arc<dyn AccountEvents>,
 }
 
 /// Implements [`IdentityUseCases`].
@@ -62,6 +65,7 @@ pub struct IdentityService {
     accounts: Arc<dyn AccountStore>,
     sessions: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
+    events: Arc<dyn AccountEvents>,
     revoked: RevokedSessions,
     passwords: Passwords,
     access_tokens: AccessTokens,
@@ -84,6 +88,7 @@ impl IdentityService {
             accounts: ports.accounts,
             sessions: ports.sessions,
             clock: ports.clock,
+            events: ports.events,
             revoked: RevokedSessions::new(ports.cache, settings.access_token_ttl),
             passwords: Passwords::new(settings.max_concurrent_hashes)?,
             access_tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
@@ -216,11 +221,11 @@ impl IdentityService {
     /// Deletes an account after ending its sessions.
     async fn remove_account(&self, id: AccountId) -> Result<(), AccountError> {
         self.end_account_sessions(id, None).await?;
-        if self.accounts.delete(id).await? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound)
+        if !self.accounts.delete(id).await? {
+            return Err(AccountError::NotFound);
         }
+        self.events.account_deleted(id).await?;
+        Ok(())
     }
 }
 

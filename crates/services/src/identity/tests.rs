@@ -10,6 +10,7 @@ use waiter_domain::{
     Version,
 };
 use waiter_ports::cache::MockCache;
+use waiter_ports::events::MockAccountEvents;
 use waiter_ports::identity::{
     AccountError, AuthError, Caller, Credentials, IdentityUseCases, OwnAccountChanges,
     RefreshError, SessionError, SignInError,
@@ -28,6 +29,7 @@ struct Mocks {
     accounts: MockAccountStore,
     sessions: MockSessionStore,
     cache: MockCache,
+    events: MockAccountEvents,
     clock: Arc<ManualClock>,
 }
 
@@ -37,6 +39,7 @@ impl Mocks {
             accounts: MockAccountStore::new(),
             sessions: MockSessionStore::new(),
             cache: MockCache::new(),
+            events: MockAccountEvents::new(),
             clock: Arc::new(ManualClock::new(START)),
         }
     }
@@ -55,6 +58,7 @@ impl Mocks {
                 sessions: Arc::new(self.sessions),
                 cache: Arc::new(self.cache),
                 clock: self.clock,
+                events: Arc::new(self.events),
             },
             IdentitySettings {
                 jwt_secret: JwtSecret::new(vec![42; 32]).unwrap(),
@@ -500,4 +504,35 @@ async fn a_role_change_signs_the_account_out_everywhere() {
         .await
         .unwrap();
     assert_eq!(updated.role, Role::Admin);
+}
+
+#[tokio::test]
+async fn deleting_an_account_tells_the_other_services_after_it_is_gone() {
+    let mut mocks = Mocks::new();
+    let me = caller(Role::Member);
+    let mut sequence = mockall::Sequence::new();
+    mocks
+        .sessions
+        .expect_list_for_account()
+        .returning(|_, _| Ok(vec![]));
+    mocks
+        .sessions
+        .expect_delete_for_account()
+        .returning(|_, _| Ok(vec![]));
+    mocks
+        .accounts
+        .expect_delete()
+        .with(eq(me.account_id))
+        .times(1)
+        .in_sequence(&mut sequence)
+        .returning(|_| Ok(true));
+    mocks
+        .events
+        .expect_account_deleted()
+        .with(eq(me.account_id))
+        .times(1)
+        .in_sequence(&mut sequence)
+        .returning(|_| Ok(()));
+    let (identity, _) = mocks.build();
+    identity.delete_own_account(me).await.unwrap();
 }

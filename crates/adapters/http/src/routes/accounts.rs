@@ -14,7 +14,7 @@ use crate::dto::{AccountBody, PageBody};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Authenticated, etag, if_match};
 use crate::idempotency::{Replayable, run_idempotently, scope};
-use crate::pagination::{PageQuery, encode_cursor, next_link};
+use crate::pagination::{PageQuery, page_response};
 
 type Identity = web::Data<dyn IdentityUseCases>;
 
@@ -214,8 +214,7 @@ pub async fn list_accounts(
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
     let after = query.position(|text| text.parse::<AccountId>().ok())?;
-    // One extra row tells whether another page follows.
-    let mut accounts = identity
+    let accounts = identity
         .list_accounts(
             caller,
             AccountPage {
@@ -224,23 +223,13 @@ pub async fn list_accounts(
             },
         )
         .await?;
-    let has_more = accounts.len() > limit as usize;
-    accounts.truncate(limit as usize);
-    let next_cursor = has_more
-        .then(|| {
-            accounts
-                .last()
-                .map(|last| encode_cursor(&last.id.to_string()))
-        })
-        .flatten();
-    let mut response = HttpResponse::Ok();
-    if let Some(cursor) = &next_cursor {
-        response.insert_header((header::LINK, next_link(&req, cursor)));
-    }
-    Ok(response.json(PageBody {
-        items: accounts.into_iter().map(AccountBody::from).collect(),
-        next_cursor,
-    }))
+    Ok(page_response(
+        &req,
+        accounts,
+        limit,
+        |last| last.id.to_string(),
+        AccountBody::from,
+    ))
 }
 
 /// One account (admins only).

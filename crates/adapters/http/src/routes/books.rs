@@ -25,7 +25,7 @@ use crate::dto::PageBody;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Authenticated, etag, if_match};
 use crate::idempotency::{Replayable, run_idempotently, scope};
-use crate::pagination::{PageQuery, encode_cursor, next_link};
+use crate::pagination::{PageQuery, page_response};
 
 type Catalog = web::Data<dyn CatalogUseCases>;
 type Idempotency = web::Data<dyn IdempotencyUseCases>;
@@ -321,8 +321,7 @@ pub async fn list_books(
     let (filter, sort) = query.into_inner().parse()?;
     let limit = page.limit()?;
     let after = page.position(|text| parse_cursor(text).filter(|cursor| cursor.fits(sort)))?;
-    // One extra row tells whether another page follows.
-    let mut books = catalog
+    let books = catalog
         .list_books(BookQuery {
             filter,
             sort,
@@ -330,23 +329,13 @@ pub async fn list_books(
             limit: limit + 1,
         })
         .await?;
-    let has_more = books.len() > limit as usize;
-    books.truncate(limit as usize);
-    let next_cursor = has_more
-        .then(|| {
-            books
-                .last()
-                .map(|last| encode_cursor(&cursor_text(&BookCursor::after(last, sort))))
-        })
-        .flatten();
-    let mut response = HttpResponse::Ok();
-    if let Some(cursor) = &next_cursor {
-        response.insert_header((header::LINK, next_link(&req, cursor)));
-    }
-    Ok(response.json(PageBody {
-        items: books.into_iter().map(BookBody::from).collect(),
-        next_cursor,
-    }))
+    Ok(page_response(
+        &req,
+        books,
+        limit,
+        |last| cursor_text(&BookCursor::after(last, sort)),
+        BookBody::from,
+    ))
 }
 
 /// The five most recently published books.

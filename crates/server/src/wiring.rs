@@ -184,8 +184,11 @@ impl Wiring {
             }
         };
         let stores = database.stores();
-        let catalog: Arc<dyn CatalogUseCases> =
-            Arc::new(CatalogService::new(stores.books, caches.reads, clock.clone()));
+        let catalog: Arc<dyn CatalogUseCases> = Arc::new(CatalogService::new(
+            stores.books,
+            caches.reads,
+            clock.clone(),
+        ));
         let identity = IdentityService::new(
             IdentityPorts {
                 accounts: stores.accounts,

@@ -30,12 +30,38 @@ async fn deleting_an_account_deletes_its_books_cached_or_not(app: &TestApp) {
     let kept = created(app, &member(app, "bob@example.com").await, &book(2)).await;
     let doomed = created(app, &token, &book(1)).await;
     for book in [&kept, &doomed] {
-        assert_eq!(app.request(Method::GET, &path(book)).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            app.request(Method::GET, &path(book))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
     }
-    let deleted = app.request(Method::DELETE, "/api/v1/accounts/me").bearer_auth(&token).send().await.unwrap();
+    let deleted = app
+        .request(Method::DELETE, "/api/v1/accounts/me")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.request(Method::GET, &path(&doomed)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.request(Method::GET, &path(&kept)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.request(Method::GET, &path(&doomed))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.request(Method::GET, &path(&kept))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     assert_eq!(recent_titles(app).await, ["Book 2"]);
 }
 

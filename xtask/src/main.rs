@@ -3,15 +3,19 @@
 //! - `test`: the whole test suite.
 //! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
 //! - `ci`: format check, clippy with warnings denied, tests, and the OpenAPI check.
+//! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
+//!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //!
 //! It depends on nothing but the standard library, so it builds in seconds.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +25,7 @@ fn main() -> ExitCode {
         ["openapi"] => openapi(false),
         ["openapi", "--check"] => openapi(true),
         ["ci"] => ci(),
+        ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
     };
     match outcome {

@@ -38,6 +38,11 @@ CREATE TABLE books (
     CONSTRAINT books_version_check CHECK (version >= 1)
 );
 
+-- `BookStore::bulk_insert` (`waiter seed`) drops every index below and
+-- recreates it from PostgreSQL's own definition after loading, so an index
+-- added here needs no change there; the primary key and the ISBN constraint
+-- stay throughout.
+
 -- One index per sort key, ending in the id that breaks ties, so every page
 -- of every sort is a range scan (forwards or backwards) from the cursor.
 -- The one on published_date also serves the date bounds and `recent`.

@@ -52,6 +52,7 @@ macro_rules! book_store_contract_tests {
             pages_stay_consistent_when_books_are_inserted_between_them,
             recent_lists_the_latest_published_first,
             insert_batch_skips_taken_isbns_and_counts_the_rest,
+            bulk_insert_stores_everything_and_keeps_the_constraints,
             deleting_an_account_deletes_its_books,
         );
     };
@@ -837,6 +838,65 @@ pub async fn insert_batch_skips_taken_isbns_and_counts_the_rest(
     }
     let stored = list_all(books, &BookFilter::default(), ALL_SORTS[0]).await;
     assert_eq!(stored.len(), 1 + 8 + 3_000);
+}
+
+/// A bulk load stores every book whose ISBN is free, skipping those taken
+/// before or earlier in the load, in more rows than one statement carries;
+/// afterwards the books list in every sort, and the ISBN constraint still
+/// holds for inserts and updates.
+pub async fn bulk_insert_stores_everything_and_keeps_the_constraints(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+) {
+    let owner = insert_account(accounts).await;
+    let existing = insert_book(books, new_book(owner.id)).await;
+    assert_eq!(
+        books
+            .bulk_insert(Box::new(std::iter::empty()))
+            .await
+            .expect("empty load"),
+        0
+    );
+
+    let mut load: Vec<NewBookRecord> = (0..12_500).map(|_| new_book(owner.id)).collect();
+    load[3].draft.isbn = existing.isbn.clone();
+    load[11_000].draft.isbn = load[5].draft.isbn.clone();
+    let stored = books
+        .bulk_insert(Box::new(load.clone().into_iter()))
+        .await
+        .expect("bulk load");
+    assert_eq!(stored, 12_498);
+    assert_eq!(books.find(load[3].id).await.expect("find"), None);
+    assert_eq!(books.find(load[11_000].id).await.expect("find"), None);
+    for record in [&load[0], &load[5], &load[10_000], &load[12_499]] {
+        let found = books.find(record.id).await.expect("find");
+        assert_eq!(found, Some(expected_book(record)));
+    }
+    for sort in ALL_SORTS {
+        let first = books
+            .list(BookQuery {
+                filter: BookFilter::default(),
+                sort,
+                after: None,
+                limit: 3,
+            })
+            .await
+            .expect("list");
+        assert_eq!(first.len(), 3, "{sort:?}");
+    }
+
+    let mut twin = new_book(owner.id);
+    twin.draft.isbn = load[12_499].draft.isbn.clone();
+    assert!(matches!(
+        books.insert(twin).await,
+        Err(InsertBookError::IsbnTaken)
+    ));
+    assert!(matches!(
+        books
+            .update(existing.id, load[0].draft.clone(), None, now())
+            .await,
+        Err(WriteBookError::IsbnTaken)
+    ));
 }
 
 /// Deleting an account deletes its books and no one else's.

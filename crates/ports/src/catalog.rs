@@ -144,6 +144,9 @@ pub struct NewBookRecord {
     pub created_at: Timestamp,
 }
 
+/// New books produced one at a time, so that a bulk load never holds them all in memory.
+pub type BookRecords = Box<dyn Iterator<Item = NewBookRecord> + Send>;
+
 /// Why a book could not be inserted.
 #[derive(Debug, Error)]
 pub enum InsertBookError {
@@ -177,6 +180,15 @@ pub trait BookStore: Send + Sync {
     /// Stores many books at once, skipping any whose ISBN is taken; returns how
     /// many were stored. For seeding: it must be fast for batches of thousands.
     async fn insert_batch(&self, records: Vec<NewBookRecord>) -> Result<u64, PortError>;
+
+    /// Stores every book `records` yields, skipping any whose ISBN is taken,
+    /// all of them or (on error) none; returns how many were stored. For
+    /// filling an idle catalogue (`waiter seed`): it MAY lock the books
+    /// against all readers and writers until it returns, and drop and
+    /// rebuild secondary indexes around the load, which makes a million
+    /// books take seconds rather than minutes. Every index and constraint is
+    /// as before when it returns, whether it succeeded or not.
+    async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError>;
 
     /// The book with this id, if any.
     async fn find(&self, id: BookId) -> Result<Option<Book>, PortError>;

@@ -62,9 +62,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Books are inserted this many at a time: one statement per batch on PostgreSQL.
-const SEED_BATCH: usize = 10_000;
-
+/// Loads `args.count` generated books with [`BookStore::bulk_insert`], which
+/// locks the books until it is done (about half a minute for a million on
+/// PostgreSQL): seed a catalogue nobody is using.
+///
+/// [`BookStore::bulk_insert`]: waiter_ports::catalog::BookStore::bulk_insert
 async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
     let email = Email::parse(&args.owner).context("--owner")?;
     let stores = Database::connect(config).await?.stores();
@@ -78,13 +80,12 @@ async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
         .account;
     let started = std::time::Instant::now();
     let now = waiter_ports::clock::Clock::now(&SystemClock);
-    let mut books = waiter::seed::generate_books(args.count, owner.id, args.seed, now).peekable();
-    let mut stored = 0;
-    while books.peek().is_some() {
-        let batch: Vec<_> = books.by_ref().take(SEED_BATCH).collect();
-        stored += stores.books.insert_batch(batch).await?;
-        tracing::info!(stored, "seeding books");
-    }
+    let books = waiter::seed::generate_books(args.count, owner.id, args.seed, now);
+    tracing::info!(
+        count = args.count,
+        "seeding books; the catalogue is locked until they are all in"
+    );
+    let stored = stores.books.bulk_insert(Box::new(books)).await?;
     println!(
         "added {stored} books (of {}) owned by {email} in {:.1} s",
         args.count,

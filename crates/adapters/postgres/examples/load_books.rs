@@ -1,14 +1,17 @@
-//! Loads made-up books into PostgreSQL through `BookStore::insert_batch` and
-//! reports how long it took: the measure behind the adapter's bulk path.
+//! Loads made-up books into PostgreSQL through `BookStore::bulk_insert` (or,
+//! given a batch size, `BookStore::insert_batch`) and reports how long it
+//! took: the measure behind the adapter's bulk path.
 //!
 //! ```text
 //! createdb -h 127.0.0.1 -U postgres waiter_bench_books
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/waiter_bench_books \
-//!     cargo run -p waiter-postgres --example load_books -- 1000000 10000
+//!     cargo run --release -p waiter-postgres --example load_books -- 1000000
 //! ```
 //!
-//! Arguments: how many books (default 1 000 000) and the batch size (default
-//! 10 000). The database is migrated first and the books get a new owner.
+//! Arguments: how many books (default 1 000 000) and, to insert batch by
+//! batch with every index kept up to date instead, the batch size. The
+//! database is migrated first and the books get a new owner. Books come
+//! oldest first with increasing ISBNs, as `waiter seed` makes them.
 //! Then it times a few lists through the adapter, each run ten times, since
 //! a statement's plan may change after its fifth run.
 //! The generator is deliberately simple; the server's `seed` module makes
@@ -76,7 +79,7 @@ const JULIAN_1900: i32 = 2_415_021;
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let count: u64 = args.next().map_or(Ok(1_000_000), |arg| arg.parse())?;
-    let batch: u64 = args.next().map_or(Ok(10_000), |arg| arg.parse())?;
+    let batch: Option<u64> = args.next().map(|arg| arg.parse()).transpose()?;
     let url = std::env::var("DATABASE_URL")?;
 
     let database = PostgresDatabase::connect(&url).await?;
@@ -87,15 +90,25 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut stored = 0;
-    for first in (0..count).step_by(usize::try_from(batch)?) {
-        let records = (first..count.min(first + batch))
-            .map(|index| book(index, owner, now))
+    if let Some(batch) = batch {
+        for first in (0..count).step_by(usize::try_from(batch)?) {
+            let records = (first..count.min(first + batch))
+                .map(|index| book(index, count, owner, now))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            stored += books.insert_batch(records).await?;
+        }
+    } else {
+        let records = (0..count)
+            .map(|index| book(index, count, owner, now))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        stored += books.insert_batch(records).await?;
+        stored = books.bulk_insert(Box::new(records.into_iter())).await?;
     }
     let elapsed = started.elapsed();
+    let how = batch.map_or("in bulk".to_owned(), |batch| {
+        format!("in batches of {batch}")
+    });
     println!(
-        "stored {stored} of {count} books in batches of {batch} in {:.1} s ({:.0} books/s)",
+        "stored {stored} of {count} books {how} in {:.1} s ({:.0} books/s)",
         elapsed.as_secs_f64(),
         stored as f64 / elapsed.as_secs_f64()
     );
@@ -160,8 +173,9 @@ async fn time_lists(books: &dyn BookStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The book at `index`: every field a different hash of the index.
-fn book(index: u64, owner: AccountId, now: Timestamp) -> anyhow::Result<NewBookRecord> {
+/// The book at `index` of `count`: every field a different hash of the
+/// index, except that creation instants (and so ids) and ISBNs increase with it.
+fn book(index: u64, count: u64, owner: AccountId, now: Timestamp) -> anyhow::Result<NewBookRecord> {
     let hash = |salt: u64| mix(index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt);
     let pick = |words: &[&'static str], salt| words[(hash(salt) % words.len() as u64) as usize];
     let rare = if index.is_multiple_of(RARE_EVERY) {
@@ -171,9 +185,10 @@ fn book(index: u64, owner: AccountId, now: Timestamp) -> anyhow::Result<NewBookR
     };
     let title = format!("The {} {}{rare}", pick(&ADJECTIVES, 1), pick(&NOUNS, 2));
     let author = format!("{} {}", pick(&FIRST_NAMES, 3), pick(&LAST_NAMES, 4));
-    // Up to three years back, in whole milliseconds like a ULID.
+    // Spread over the three years back, in whole milliseconds like a ULID.
     let now_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000)?;
-    let created_ms = now_ms - hash(5) % (3 * 365 * 86_400_000);
+    let span_ms: u64 = 3 * 365 * 86_400_000;
+    let created_ms = now_ms - span_ms + index * (span_ms / count.max(1));
     let id_bits =
         (u128::from(created_ms) << 80) | u128::from(hash(6) >> 16) << 32 | u128::from(index as u32);
     let days = i32::try_from(hash(7) % (125 * 365))?;
@@ -182,7 +197,7 @@ fn book(index: u64, owner: AccountId, now: Timestamp) -> anyhow::Result<NewBookR
         draft: BookDraft {
             title: Title::parse(&title)?,
             author: Author::parse(&author)?,
-            isbn: isbn(index.wrapping_mul(387_420_489)),
+            isbn: isbn(index),
             published_date: Date::from_julian_day(JULIAN_1900 + days)?,
             price: Price::from_cents(100 + i64::try_from(hash(8) % 19_900)?)?,
         },

@@ -17,8 +17,8 @@ use waiter_domain::{
 };
 use waiter_ports::PortError;
 use waiter_ports::catalog::{
-    BookQuery, BookSort, BookSortKey, BookStore, InsertBookError, NewBookRecord, SortValue,
-    WriteBookError,
+    BookQuery, BookRecords, BookSort, BookSortKey, BookStore, InsertBookError, NewBookRecord,
+    SortValue, WriteBookError,
 };
 
 use crate::error::{port_error, violates_unique};
@@ -48,6 +48,50 @@ pub struct SqliteBookStore {
 }
 
 impl SqliteBookStore {
+    /// Inserts every record in one transaction, as many rows per statement
+    /// as SQLite's parameter limit allows: all of them (bar taken ISBNs) or none.
+    async fn insert_all(
+        &self,
+        records: impl Iterator<Item = NewBookRecord> + Send,
+    ) -> Result<u64, PortError> {
+        // IMMEDIATE takes the write lock up front, so the transaction waits
+        // for other writers (busy timeout) rather than failing half-way.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(port_error)?;
+        let mut inserted = 0;
+        let mut records = records.peekable();
+        while records.peek().is_some() {
+            let mut statement = Statement::new(
+                "INSERT INTO books
+                     (id, title, title_folded, author, author_folded, isbn, published_date,
+                      price_cents, owner_id, version, created_at, updated_at)
+                 VALUES ",
+            );
+            for (index, record) in records
+                .by_ref()
+                .take(MAX_PARAMETERS / PARAMETERS_PER_ROW)
+                .enumerate()
+            {
+                if index > 0 {
+                    statement.push(", ");
+                }
+                statement.push_row(record);
+            }
+            statement.push(" ON CONFLICT (isbn) DO NOTHING");
+            let (sql, arguments) = statement.finish()?;
+            let result = sqlx::query_with(sql, arguments)
+                .execute(&mut *tx)
+                .await
+                .map_err(port_error)?;
+            inserted += result.rows_affected();
+        }
+        tx.commit().await.map_err(port_error)?;
+        Ok(inserted)
+    }
+
     pub(crate) fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
@@ -260,42 +304,19 @@ impl BookStore for SqliteBookStore {
         if records.is_empty() {
             return Ok(0);
         }
-        // IMMEDIATE takes the write lock up front, so the transaction waits
-        // for other writers (busy timeout) rather than failing half-way.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(port_error)?;
-        let mut inserted = 0;
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let mut statement = Statement::new(
-                "INSERT INTO books
-                     (id, title, title_folded, author, author_folded, isbn, published_date,
-                      price_cents, owner_id, version, created_at, updated_at)
-                 VALUES ",
-            );
-            for (index, record) in records
-                .by_ref()
-                .take(MAX_PARAMETERS / PARAMETERS_PER_ROW)
-                .enumerate()
-            {
-                if index > 0 {
-                    statement.push(", ");
-                }
-                statement.push_row(record);
-            }
-            statement.push(" ON CONFLICT (isbn) DO NOTHING");
-            let (sql, arguments) = statement.finish()?;
-            let result = sqlx::query_with(sql, arguments)
-                .execute(&mut *tx)
-                .await
-                .map_err(port_error)?;
-            inserted += result.rows_affected();
+        self.insert_all(records.into_iter()).await
+    }
+
+    /// The same as [`BookStore::insert_batch`] with every book in one
+    /// transaction. SQLite keeps its indexes through the load: an embedded
+    /// catalogue is small, and its single writer already has the database to
+    /// itself while the transaction lasts.
+    async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {
+        let mut records = records.peekable();
+        if records.peek().is_none() {
+            return Ok(0);
         }
-        tx.commit().await.map_err(port_error)?;
-        Ok(inserted)
+        self.insert_all(records).await
     }
 
     async fn find(&self, id: BookId) -> Result<Option<Book>, PortError> {

@@ -34,6 +34,8 @@ macro_rules! session_store_contract_tests {
             a_token_never_issued_is_unknown,
             the_current_token_of_an_expired_session_is_expired,
             of_twenty_concurrent_rotations_of_one_token_exactly_one_wins,
+            concurrent_rotation_and_delete_both_end_cleanly,
+            rotating_after_the_session_is_deleted_is_unknown,
             delete_removes_the_session_and_its_tokens,
             delete_for_account_deletes_all_but_the_kept_session,
             deleting_an_account_deletes_its_sessions,
@@ -254,6 +256,75 @@ pub async fn of_twenty_concurrent_rotations_of_one_token_exactly_one_wins(
     assert_eq!(successes, 1, "exactly one rotation succeeds: {results:?}");
     for result in results.iter().filter(|result| result.is_err()) {
         assert_reused(result, &session);
+    }
+}
+
+/// A rotation racing the deletion of its session (sign-out) ends cleanly on
+/// both sides, round after round: the rotation succeeds or finds the token
+/// `Unknown`, the delete reports the session it deleted, neither fails with a
+/// port error (such as a deadlock), and afterwards the session is gone.
+pub async fn concurrent_rotation_and_delete_both_end_cleanly(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    for round in 0..20 {
+        let session = session_of(account.id, now());
+        let token = create_session(sessions, &session).await;
+
+        let rotate = rotation(token);
+        let (rotated, deleted) = tokio::join!(
+            sessions.rotate_refresh_token(rotate.clone()),
+            sessions.delete(session.id),
+        );
+
+        match &rotated {
+            Ok(rotated) => assert_eq!(rotated.id, session.id, "round {round}"),
+            Err(RotateRefreshTokenError::Unknown | RotateRefreshTokenError::Reused { .. }) => {}
+            Err(error) => panic!("round {round}: rotation failed: {error:?}"),
+        }
+        // Nothing else deletes the session, so the delete always finds it.
+        assert!(
+            matches!(deleted, Ok(true)),
+            "round {round}: expected Ok(true) from delete, got {deleted:?}"
+        );
+        assert_eq!(
+            sessions.find(session.id).await.expect("find"),
+            None,
+            "round {round}: the session is gone"
+        );
+        for (which, token) in [("presented", token), ("replacement", rotate.replacement)] {
+            let result = sessions.rotate_refresh_token(rotation(token)).await;
+            assert!(
+                matches!(result, Err(RotateRefreshTokenError::Unknown)),
+                "round {round}: the {which} token of a deleted session is Unknown, got {result:?}"
+            );
+        }
+    }
+}
+
+/// Once its session is deleted, a token is `Unknown`, whether it was current
+/// or already rotated away (`Reused` holds only while the session exists).
+pub async fn rotating_after_the_session_is_deleted_is_unknown(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let session = session_of(account.id, now());
+    let first = create_session(sessions, &session).await;
+    let rotate = rotation(first);
+    sessions
+        .rotate_refresh_token(rotate.clone())
+        .await
+        .expect("rotate");
+
+    assert!(sessions.delete(session.id).await.expect("delete"));
+    for (which, token) in [("rotated-away", first), ("current", rotate.replacement)] {
+        let result = sessions.rotate_refresh_token(rotation(token)).await;
+        assert!(
+            matches!(result, Err(RotateRefreshTokenError::Unknown)),
+            "the {which} token of a deleted session is Unknown, got {result:?}"
+        );
     }
 }
 

@@ -71,6 +71,9 @@ pub enum AccountError {
     /// `If-Match` named a version that is no longer current.
     #[error("the account has changed since it was read")]
     VersionMismatch { current: Version },
+    /// A new account needs a password and none was given.
+    #[error("no account has this email; a password is needed to create one")]
+    PasswordRequired,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -188,9 +191,10 @@ pub trait IdentityUseCases: Send + Sync {
     /// Deletes any account and ends its sessions. `Forbidden` unless admin; `NotFound`.
     async fn delete_account(&self, caller: Caller, id: AccountId) -> Result<(), AccountError>;
 
-    /// For the operator's CLI: promotes the account with this email to admin,
-    /// or creates it as an admin with `password` when it does not exist.
-    /// A missing `password` for a new account is reported as `NotFound`.
+    /// For the operator's CLI: promotes the account with this email to admin
+    /// (signing it out everywhere, like any role change), or creates it as an
+    /// admin with `password` when it does not exist; `PasswordRequired` then
+    /// when there is none.
     async fn bootstrap_admin(
         &self,
         email: Email,

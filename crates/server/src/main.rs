@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use waiter::config::{AdminCommand, AdminCreate, LogFormat, SeedBooks, SeedCommand};
 use waiter::{Application, Cli, Command, Config, Database, Wiring};
 use waiter_domain::{DisplayName, Email, Password};
+use waiter_ports::identity::AccountError;
 use waiter_services::SystemClock;
 
 fn main() -> ExitCode {
@@ -115,10 +116,10 @@ async fn create_admin(config: &Config, args: AdminCreate) -> anyhow::Result<()> 
         .bootstrap_admin(email, display_name, password)
         .await
         .map_err(|err| match err {
-            waiter_ports::identity::AccountError::NotFound => anyhow::anyhow!(
-                "no account has this email; give a password (WAITER_ADMIN_PASSWORD or stdin) to create one"
-            ),
-            other => anyhow::Error::new(other),
+            AccountError::PasswordRequired => {
+                anyhow::anyhow!("{err}: give it in WAITER_ADMIN_PASSWORD or on standard input")
+            }
+            other => other.into(),
         })?;
     println!("{} is an admin ({})", account.email, account.id);
     Ok(())

@@ -19,24 +19,37 @@ pub(crate) fn load_or_generate(data_dir: &Path) -> anyhow::Result<JwtSecret> {
             .with_context(|| format!("the signing key in {} is unusable", path.display())),
         Err(err) if err.kind() == ErrorKind::NotFound => {
             let secret = JwtSecret::generate();
-            write_private(&path, secret.expose())
-                .with_context(|| format!("cannot write the signing key to {}", path.display()))?;
-            tracing::info!(path = %path.display(), "generated a new access-token signing key");
-            Ok(secret)
+            match publish_private(data_dir, &path, secret.expose()) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "generated a new access-token signing key");
+                    Ok(secret)
+                }
+                // Another instance sharing the data dir published its key first: use that one.
+                Err(err) if err.kind() == ErrorKind::AlreadyExists => load_or_generate(data_dir),
+                Err(err) => Err(err)
+                    .with_context(|| format!("cannot write the signing key to {}", path.display())),
+            }
         }
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
-/// Creates `path` readable by its owner only; never overwrites an existing file.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to a private temporary file, then links it into place:
+/// `path` either does not exist or holds the whole key, even after a crash,
+/// and an existing key is never replaced.
+fn publish_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let published = written.and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    published
 }
 
 #[cfg(test)]

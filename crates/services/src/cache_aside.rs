@@ -1,10 +1,13 @@
 //! Cache-aside reads with generation keys, shared by every service that caches.
 //!
 //! Each cached thing (`book:book_…`, `books:recent`) has a *generation*: a
-//! random token under `<name>:generation`. Values live under
-//! `<name>:<generation>`. A write bumps the generation after it commits; a
-//! read fills the value under the generation it saw *before* reading the
-//! database, and only if that slot is empty. So a slow read that fetched the
+//! random token under `<name>:generation`, set by writes (a name never
+//! written has the generation `0`, so reads alone never create keys). Values
+//! live under `<name>:<generation>`. A write bumps the generation after it
+//! commits; a read fills the value under the generation it saw *before*
+//! reading the database, and only if that slot is empty. An absent value
+//! (`None`, JSON `null`) is never cached, so requests for ids that do not
+//! exist cannot fill the cache either. So a slow read that fetched the
 //! old row can only fill a generation nobody will look up again, and a read
 //! that starts after a write returns necessarily sees the new generation:
 //! no read after a successful write returns the old value, on any instance
@@ -15,7 +18,10 @@
 //! members at once.
 //!
 //! The cache is an optimisation: when it fails, reads fall back to the
-//! loader and the failure is logged.
+//! loader and the failure is logged. Two failures can still serve a stale
+//! value, for at most the value TTL: an invalidation that does not reach the
+//! cache, and a generation token evicted early by a full in-process cache
+//! (Redis must run with `maxmemory-policy noeviction`, see the README).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +33,10 @@ use ulid::Ulid;
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 
-/// How long a generation token lives: longer than any value, so a value never
-/// outlives the token that names it by much.
+/// The generation of a name no write has touched (or whose token expired).
+const UNWRITTEN: &str = "0";
+
+/// How long a generation token lives: far longer than any value.
 const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Reads through and invalidates a [`Cache`].
@@ -98,6 +106,7 @@ impl CacheAside {
         }
         let value = load.await?;
         match serde_json::to_vec(&value) {
+            Ok(bytes) if bytes == b"null" => {}
             Ok(bytes) => {
                 if let Err(err) = self.cache.set_if_absent(&slot, &bytes, self.ttl).await {
                     tracing::warn!(%err, slot, "cache fill failed");
@@ -121,27 +130,13 @@ impl CacheAside {
         }
     }
 
-    /// The current generation of `name`, creating one if there is none.
+    /// The current generation of `name`: [`UNWRITTEN`] until a write sets one.
     async fn generation(&self, name: &str) -> Result<String, PortError> {
-        let key = generation_key(name);
-        if let Some(token) = self.cache.get(&key).await? {
-            return Ok(String::from_utf8_lossy(&token).into_owned());
-        }
-        let fresh = Ulid::generate().to_string();
-        if self
-            .cache
-            .set_if_absent(&key, fresh.as_bytes(), GENERATION_TTL)
-            .await?
-        {
-            return Ok(fresh);
-        }
-        // Another reader created it first; use theirs.
-        let token = self
-            .cache
-            .get(&key)
-            .await?
-            .unwrap_or_else(|| fresh.into_bytes());
-        Ok(String::from_utf8_lossy(&token).into_owned())
+        let token = self.cache.get(&generation_key(name)).await?;
+        Ok(token.map_or_else(
+            || UNWRITTEN.to_owned(),
+            |token| String::from_utf8_lossy(&token).into_owned(),
+        ))
     }
 }
 

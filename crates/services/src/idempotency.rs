@@ -44,9 +44,10 @@ impl IdempotencyService {
     }
 }
 
-/// The store key: the caller's scope and their key, so two callers never collide.
+/// The store key: the caller's scope and their key, so two callers never
+/// collide. Scopes never contain `|`, so the first one splits the two unambiguously.
 fn scoped(scope: &str, key: &str) -> String {
-    format!("idempotency:{scope}:{key}")
+    format!("{scope}|{key}")
 }
 
 fn valid(key: &str) -> bool {
@@ -111,7 +112,7 @@ mod tests {
     fn service(outcome: ClaimOutcome) -> IdempotencyService {
         let mut store = MockIdempotencyStore::new();
         store.expect_claim().returning(move |key, _, ttl| {
-            assert!(key.starts_with("idempotency:account:1:"));
+            assert!(key.starts_with("account:1|"));
             assert_eq!(ttl, Duration::from_secs(60));
             Ok(outcome.clone())
         });

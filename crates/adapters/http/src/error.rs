@@ -228,6 +228,9 @@ impl From<AccountError> for ApiError {
                 ))
             }
             AccountError::VersionMismatch { .. } => ApiError::PreconditionFailed,
+            AccountError::PasswordRequired => {
+                ApiError::Validation(ValidationErrors::single("password", "is required"))
+            }
             AccountError::Port(err) => err.into(),
         }
     }

@@ -42,7 +42,10 @@ fn json_error(err: JsonPayloadError) -> ApiError {
             "the body is not valid JSON: {}",
             strip_position(&err)
         )),
-        other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        other => {
+            tracing::debug!(%other, "unreadable request body");
+            ApiError::BadRequest("the body could not be read".to_owned())
+        }
     }
 }
 
@@ -64,9 +67,10 @@ pub(crate) fn path_config() -> web::PathConfig {
 /// Query strings that fail to parse are malformed requests.
 pub(crate) fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req| {
+        // serde's message names the parameter and what it expected, nothing internal.
         let detail = match err {
             QueryPayloadError::Deserialize(err) => format!("invalid query string: {err}"),
-            other => format!("invalid query string: {other}"),
+            _ => "invalid query string".to_owned(),
         };
         ApiError::BadRequest(detail).into()
     })
@@ -120,8 +124,10 @@ pub(crate) fn etag(version: Version) -> String {
 
 /// The version an `If-Match` header requires, if any.
 ///
-/// `None` when the header is absent or `*`. Only one strong tag is
-/// meaningful for a single resource; anything else is a malformed request.
+/// `None` when the header is absent or `*`. A weak tag never matches for a
+/// write (RFC 9110 §13.1.1 uses the strong comparison), so it fails the
+/// precondition; a resource has one current version, so one strong tag is
+/// all a client can usefully send, and anything else is malformed.
 pub(crate) fn if_match(req: &HttpRequest) -> Result<Option<Version>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
@@ -131,6 +137,9 @@ pub(crate) fn if_match(req: &HttpRequest) -> Result<Option<Version>, ApiError> {
     let value = value.to_str().map_err(|_| malformed())?.trim();
     if value == "*" {
         return Ok(None);
+    }
+    if value.starts_with("W/") {
+        return Err(ApiError::PreconditionFailed);
     }
     let number = value
         .strip_prefix('"')

@@ -13,11 +13,9 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub(crate) struct KnownRoutes(Vec<(Vec<String>, Vec<String>)>);
 
+/// A path's segments, exactly as routed: `/books/` is not `/books`.
 fn segments(path: &str) -> Vec<String> {
-    path.trim_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect()
+    path.split('/').map(str::to_owned).collect()
 }
 
 impl KnownRoutes {
@@ -71,11 +69,13 @@ pub(crate) async fn not_routed(
     req: HttpRequest,
     routes: web::Data<KnownRoutes>,
 ) -> Result<HttpResponse, ApiError> {
+    let method = req.method().to_string();
     Err(match routes.allowed(req.path()) {
-        Some(allow) => ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allow,
-        },
-        None => ApiError::NotFound("no route matches this path"),
+        // A method the path serves only reaches here when nothing else did
+        // (say, an unparseable id): the path's resource is what is missing.
+        Some(allow) if !allow.split(", ").any(|m| m == method) => {
+            ApiError::MethodNotAllowed { method, allow }
+        }
+        _ => ApiError::NotFound("no route matches this path"),
     })
 }

@@ -289,8 +289,8 @@ async fn if_match_reaches_the_use_case_and_a_stale_one_is_412() {
     let (status, _, _) = call(MockIdentityUseCases::new().tap_auth(), request).await;
     assert_eq!(
         status,
-        StatusCode::BAD_REQUEST,
-        "a weak tag cannot match for a write"
+        StatusCode::PRECONDITION_FAILED,
+        "a weak tag never matches for a write"
     );
 }
 
@@ -615,4 +615,43 @@ async fn a_replay_returns_the_stored_response_marked_as_such() {
     assert_eq!(value(&headers, header::LOCATION), "/api/v1/books/book_1");
     assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(body, json!({"first": true}));
+}
+
+#[actix_web::test]
+async fn a_trailing_slash_is_a_404_not_a_405_for_its_own_method() {
+    let (status, headers, _) = call(identity(), TestRequest::get().uri("/api/v1/books/")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.get(header::ALLOW).is_none());
+}
+
+#[actix_web::test]
+async fn every_response_carries_a_request_id_and_a_500_tells_nothing() {
+    let mut failing = identity();
+    failing.expect_own_account().returning(|_| {
+        Err(AccountError::Port(PortError::Unexpected(anyhow::anyhow!(
+            "relation \"accounts\" does not exist"
+        ))))
+    });
+    let request = TestRequest::get()
+        .uri("/api/v1/accounts/me")
+        .insert_header((header::AUTHORIZATION, "Bearer good"));
+    let (status, headers, body) = call(failing, request).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(is_problem(&headers));
+    assert!(!body.to_string().contains("relation"), "{body}");
+    assert_eq!(body["detail"], "internal error");
+    let request_id = headers.get("x-request-id").expect("a request id");
+    assert_eq!(request_id.len(), 36, "a UUID");
+
+    let (_, headers, _) = call(identity(), TestRequest::get().uri("/healthz")).await;
+    assert!(headers.contains_key("x-request-id"));
+}
+
+#[actix_web::test]
+async fn an_overlong_search_is_refused() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_list_books().never();
+    let uri = format!("/api/v1/books?q={}", "x".repeat(201));
+    let (status, _, _) = send(mocks, TestRequest::get().uri(&uri)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

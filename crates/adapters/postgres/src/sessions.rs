@@ -108,9 +108,44 @@ impl SessionStore for PostgresSessionStore {
     ) -> Result<Session, RotateRefreshTokenError> {
         let mut tx = self.pool.begin().await.map_err(port_error)?;
 
-        // Retiring the token is the one step concurrent callers race on: the
-        // row lock lets exactly one of them see it unused.
+        // Locks are taken in the order deleting a session takes them: the
+        // `sessions` row first, then (by the cascade) its `refresh_tokens`.
+        // Locking the token first and then the session, while a sign-out
+        // locks the session and then cascades into the token, deadlocks.
+        //
+        // So first find the token's session without locking anything...
         let session_id = sqlx::query_scalar::<_, Uuid>(
+            "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&rotation.presented.0[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(port_error)?;
+        let Some(session_id) = session_id else {
+            // Never issued, or its session is gone.
+            return Err(RotateRefreshTokenError::Unknown);
+        };
+
+        // ...then lock the session. This waits for a concurrent delete of it
+        // (and finds no row once that commits) and for concurrent rotations
+        // in the session; while we hold it, neither the session nor its
+        // tokens can be deleted.
+        let account_id = sqlx::query_scalar::<_, Uuid>(
+            "SELECT account_id FROM sessions WHERE id = $1 FOR UPDATE",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(port_error)?;
+        let Some(account_id) = account_id else {
+            // Deleted since we found the token: its tokens went with it.
+            return Err(RotateRefreshTokenError::Unknown);
+        };
+
+        // Retiring the token is the step concurrent callers race on: the
+        // conditional update re-reads the row once any earlier rotation has
+        // committed, so exactly one of them sees it unused.
+        let retired = sqlx::query_scalar::<_, Uuid>(
             "UPDATE refresh_tokens SET used_at = $2
              WHERE token_hash = $1 AND used_at IS NULL
              RETURNING session_id",
@@ -120,26 +155,14 @@ impl SessionStore for PostgresSessionStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(port_error)?;
-
-        let Some(session_id) = session_id else {
-            // Used or never issued: nothing has changed, so `tx` is simply dropped.
-            let owner = sqlx::query_as::<_, (Uuid, Uuid)>(
-                "SELECT s.id, s.account_id
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                 WHERE t.token_hash = $1",
-            )
-            .bind(&rotation.presented.0[..])
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(port_error)?;
-            return Err(match owner {
-                Some((session_id, account_id)) => RotateRefreshTokenError::Reused {
-                    session_id: SessionId::from_uuid(session_id),
-                    account_id: AccountId::from_uuid(account_id),
-                },
-                None => RotateRefreshTokenError::Unknown,
+        if retired.is_none() {
+            // Already rotated away, and its session (locked) still exists: a
+            // replay. Nothing has changed, so `tx` is simply dropped.
+            return Err(RotateRefreshTokenError::Reused {
+                session_id: SessionId::from_uuid(session_id),
+                account_id: AccountId::from_uuid(account_id),
             });
-        };
+        }
 
         let session = sqlx::query_as::<_, SessionRow>(
             "UPDATE sessions SET refreshed_at = $2, expires_at = $3
@@ -152,9 +175,9 @@ impl SessionStore for PostgresSessionStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(port_error)?;
-        // The token row we hold locked keeps its session from being deleted,
-        // so no row here means the session has expired. Dropping `tx` rolls
-        // back, leaving the token current.
+        // The session row is locked by us, so it still exists: no row here
+        // means it has expired. Dropping `tx` rolls back, leaving the token
+        // current.
         let Some(session) = session else {
             return Err(RotateRefreshTokenError::Expired);
         };

@@ -113,8 +113,12 @@ impl SessionStore for SqliteSessionStore {
         &self,
         rotation: RefreshTokenRotation,
     ) -> Result<Session, RotateRefreshTokenError> {
-        // IMMEDIATE serialises concurrent rotations: each waits for the write
-        // lock before reading, so exactly one of them sees the token unused.
+        // IMMEDIATE takes the write lock before the first read, serialising
+        // this with concurrent rotations and deletes: each step below sees
+        // the outcome of every transaction that went before, and nothing
+        // changes under it. (SQLite has no row locks, so unlike PostgreSQL
+        // there is no lock order to get wrong.) The steps mirror the
+        // PostgreSQL adapter's.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -122,6 +126,31 @@ impl SessionStore for SqliteSessionStore {
             .map_err(port_error)?;
 
         let session_id = sqlx::query_scalar::<_, Uuid>(
+            "SELECT session_id FROM refresh_tokens WHERE token_hash = ?1",
+        )
+        .bind(&rotation.presented.0[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(port_error)?;
+        let Some(session_id) = session_id else {
+            // Never issued, or its session is gone.
+            return Err(RotateRefreshTokenError::Unknown);
+        };
+
+        let account_id =
+            sqlx::query_scalar::<_, Uuid>("SELECT account_id FROM sessions WHERE id = ?1")
+                .bind(session_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(port_error)?;
+        let Some(account_id) = account_id else {
+            // The token's foreign key should rule this out; a token whose
+            // session is gone is as good as never issued.
+            return Err(RotateRefreshTokenError::Unknown);
+        };
+
+        // Exactly one of any concurrent rotations sees the token unused.
+        let retired = sqlx::query_scalar::<_, Uuid>(
             "UPDATE refresh_tokens SET used_at = ?2
              WHERE token_hash = ?1 AND used_at IS NULL
              RETURNING session_id",
@@ -131,26 +160,14 @@ impl SessionStore for SqliteSessionStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(port_error)?;
-
-        let Some(session_id) = session_id else {
-            // Used or never issued: nothing has changed, so `tx` is simply dropped.
-            let owner = sqlx::query_as::<_, (Uuid, Uuid)>(
-                "SELECT s.id, s.account_id
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                 WHERE t.token_hash = ?1",
-            )
-            .bind(&rotation.presented.0[..])
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(port_error)?;
-            return Err(match owner {
-                Some((session_id, account_id)) => RotateRefreshTokenError::Reused {
-                    session_id: SessionId::from_uuid(session_id),
-                    account_id: AccountId::from_uuid(account_id),
-                },
-                None => RotateRefreshTokenError::Unknown,
+        if retired.is_none() {
+            // Already rotated away, and its session still exists: a replay.
+            // Nothing has changed, so `tx` is simply dropped.
+            return Err(RotateRefreshTokenError::Reused {
+                session_id: SessionId::from_uuid(session_id),
+                account_id: AccountId::from_uuid(account_id),
             });
-        };
+        }
 
         let session = sqlx::query_as::<_, SessionRow>(
             "UPDATE sessions SET refreshed_at = ?2, expires_at = ?3
@@ -163,9 +180,9 @@ impl SessionStore for SqliteSessionStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(port_error)?;
-        // The token's foreign key guarantees its session exists, so no row
-        // here means the session has expired. Dropping `tx` rolls back,
-        // leaving the token current.
+        // The session existed a moment ago and no one else can write while
+        // we hold the write lock, so no row here means it has expired.
+        // Dropping `tx` rolls back, leaving the token current.
         let Some(session) = session else {
             return Err(RotateRefreshTokenError::Expired);
         };

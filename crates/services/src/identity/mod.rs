@@ -136,37 +136,29 @@ impl IdentityService {
         })
     }
 
-    /// Ends sessions: first in the revocation set, so their access tokens die
-    /// at once, then in the store, so their refresh tokens die too.
+    /// Ends sessions: first in the store, so their refresh tokens die and a
+    /// failure leaves them fully alive (the client may retry), then in the
+    /// revocation set, so their access tokens die on the next request.
     async fn end_sessions(&self, ids: &[SessionId]) -> Result<(), PortError> {
         for id in ids {
-            self.revoked.revoke(*id).await?;
-        }
-        for id in ids {
             self.sessions.delete(*id).await?;
+            self.revoked.revoke(*id).await?;
         }
         Ok(())
     }
 
-    /// Ends every session an account has (including expired ones, which hold no live token).
+    /// Ends every session of an account but `keep`, as [`Self::end_sessions`]
+    /// does; the ids revoked are the ones the store deleted, so a session
+    /// created meanwhile cannot slip through.
     async fn end_account_sessions(
         &self,
         account_id: AccountId,
         keep: Option<SessionId>,
     ) -> Result<(), PortError> {
-        let live = self
-            .sessions
-            .list_for_account(account_id, self.clock.now())
-            .await?;
-        let ids: Vec<_> = live
-            .iter()
-            .map(|s| s.id)
-            .filter(|id| Some(*id) != keep)
-            .collect();
-        for id in &ids {
-            self.revoked.revoke(*id).await?;
+        let ended = self.sessions.delete_for_account(account_id, keep).await?;
+        for id in ended {
+            self.revoked.revoke(id).await?;
         }
-        self.sessions.delete_for_account(account_id, keep).await?;
         Ok(())
     }
 
@@ -279,6 +271,11 @@ impl IdentityUseCases for IdentityService {
             }
             Err(RotateRefreshTokenError::Port(err)) => return Err(err.into()),
         };
+        // A session whose revocation reached the cache but whose deletion did
+        // not reach the store stays ended.
+        if self.revoked.contains(session.id).await? {
+            return Err(RefreshError::InvalidToken);
+        }
         // The role may have changed since sign-in; tokens carry the current one.
         let account = self
             .accounts
@@ -389,9 +386,9 @@ impl IdentityUseCases for IdentityService {
     }
 
     async fn end_all_sessions(&self, caller: Caller) -> Result<(), SessionError> {
+        self.end_account_sessions(caller.account_id, None).await?;
         // The current session may already be gone from the store; its token must die regardless.
-        self.revoked.revoke(caller.session_id).await?;
-        Ok(self.end_account_sessions(caller.account_id, None).await?)
+        Ok(self.revoked.revoke(caller.session_id).await?)
     }
 
     async fn list_accounts(
@@ -444,10 +441,12 @@ impl IdentityUseCases for IdentityService {
                     role: Some(Role::Admin),
                     ..AccountChanges::at(self.clock.now())
                 };
-                self.update_account(existing.account.id, changes).await
+                let account = self.update_account(existing.account.id, changes).await?;
+                self.end_account_sessions(account.id, None).await?;
+                Ok(account)
             }
             None => {
-                let password = password.ok_or(AccountError::NotFound)?;
+                let password = password.ok_or(AccountError::PasswordRequired)?;
                 self.insert_account(email, display_name, &password, Role::Admin)
                     .await
             }

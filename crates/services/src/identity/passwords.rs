@@ -5,12 +5,17 @@
 //! a flood of sign-ins queues here instead of starving every other request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash as Phc;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use tokio::sync::Semaphore;
 use waiter_domain::{Password, PasswordHash};
 use waiter_ports::PortError;
+
+/// How long a request waits for a hashing slot before giving up with 503:
+/// under a flood of sign-ins, failing fast beats an ever-growing queue.
+const QUEUE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
 const MEMORY_KIB: u32 = 19_456;
@@ -72,10 +77,11 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PortError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let _permit = tokio::time::timeout(QUEUE_DEADLINE, self.permits.acquire())
             .await
+            .map_err(|_| {
+                PortError::Unavailable(anyhow::anyhow!("too many password hashes queued"))
+            })?
             .map_err(PortError::unexpected)?;
         tokio::task::spawn_blocking(work)
             .await

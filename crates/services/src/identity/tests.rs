@@ -374,16 +374,6 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
         .returning(|_, _| Ok(account(Role::Member)));
     let other = SessionId::from_ulid(ulid::Ulid::from(7_u128));
     mocks
-        .sessions
-        .expect_list_for_account()
-        .returning(move |account_id, _| {
-            let mut current = session(account_id);
-            current.id = me.session_id;
-            let mut second = session(account_id);
-            second.id = other;
-            Ok(vec![current, second])
-        });
-    mocks
         .cache
         .expect_set()
         .withf(move |key, _, _| key == format!("revoked-session:{other}"))
@@ -479,21 +469,19 @@ async fn a_role_change_signs_the_account_out_everywhere() {
         .expect_update()
         .withf(move |id, changes| *id == target_id && changes.role == Some(Role::Admin))
         .returning(|_, _| Ok(account(Role::Admin)));
-    mocks
-        .sessions
-        .expect_list_for_account()
-        .returning(|account_id, _| Ok(vec![session(account_id)]));
-    mocks
-        .cache
-        .expect_set()
-        .times(1)
-        .returning(|_, _, _| Ok(()));
+    let ended = session(target_id).id;
     mocks
         .sessions
         .expect_delete_for_account()
         .with(eq(target_id), eq(None))
         .times(1)
-        .returning(|_, _| Ok(vec![]));
+        .returning(move |_, _| Ok(vec![ended]));
+    mocks
+        .cache
+        .expect_set()
+        .withf(move |key, _, _| key == format!("revoked-session:{ended}"))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
     let (identity, _) = mocks.build();
     let admin = Caller {
         role: Role::Admin,
@@ -535,4 +523,25 @@ async fn deleting_an_account_tells_the_other_services_after_it_is_gone() {
         .returning(|_| Ok(()));
     let (identity, _) = mocks.build();
     identity.delete_own_account(me).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_session_cannot_refresh_even_if_its_deletion_failed() {
+    let mut mocks = Mocks::new();
+    let live = session(account(Role::Member).id);
+    mocks
+        .sessions
+        .expect_rotate_refresh_token()
+        .returning(move |_| Ok(live.clone()));
+    mocks
+        .cache
+        .expect_get()
+        .returning(|_| Ok(Some(b"1".to_vec())));
+    mocks.accounts.expect_find().never();
+    let (identity, _) = mocks.build();
+    let (token, _) = tokens::new_refresh_token();
+    assert!(matches!(
+        identity.refresh(&token).await,
+        Err(RefreshError::InvalidToken)
+    ));
 }

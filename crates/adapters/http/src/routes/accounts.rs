@@ -141,6 +141,7 @@ pub async fn update_own_account(
     Authenticated(caller): Authenticated,
     body: web::Json<UpdateOwnAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let expected_version = if_match(&req)?;
     let body = body.into_inner();
     let mut errors = ValidationErrors::new();
     let display_name = body
@@ -163,12 +164,8 @@ pub async fn update_own_account(
         email,
         new_password,
         current_password: body.current_password,
-        expected_version: None,
+        expected_version,
     })?;
-    let changes = OwnAccountChanges {
-        expected_version: if_match(&req)?,
-        ..changes
-    };
     Ok(account_response(
         identity.update_own_account(caller, changes).await?,
     ))

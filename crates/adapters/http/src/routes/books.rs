@@ -8,7 +8,7 @@
 use std::str::FromStr;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -72,9 +72,8 @@ impl From<Book> for BookBody {
             author: book.author.to_string(),
             isbn: book.isbn.to_string(),
             published_date: book.published_date.to_string(),
-            // A two-place decimal is always a valid JSON number.
             price: serde_json::Number::from_str(&book.price.to_string())
-                .unwrap_or_else(|_| serde_json::Number::from(0)),
+                .expect("a price renders as a decimal number, which is valid JSON"),
             owner: book.owner.to_string(),
             version: book.version.get(),
             created_at: book.created_at,
@@ -136,9 +135,17 @@ impl BooksQuery {
             raw.map(|raw| raw.trim().to_owned())
                 .filter(|raw| !raw.is_empty())
         };
+        // Nothing longer than a title can match; refusing it bounds the work a search does.
+        let bounded = |name: &str, raw: Option<String>| match raw {
+            Some(raw) if raw.chars().count() > Title::MAX_CHARS => Err(bad(
+                name,
+                format!("must be at most {} characters", Title::MAX_CHARS),
+            )),
+            raw => Ok(raw),
+        };
         let filter = BookFilter {
-            author: text(self.author),
-            q: text(self.q),
+            author: bounded("author", text(self.author))?,
+            q: bounded("q", text(self.q))?,
             published_after: date("published_after", self.published_after)?,
             published_before: date("published_before", self.published_before)?,
         };
@@ -422,11 +429,9 @@ pub async fn get_book(
     let book = catalog.book(book_id(&id)?).await?;
     let tag = etag(book.version);
     if none_match(&req, &tag) {
-        let mut response = HttpResponse::NotModified();
-        if let Ok(value) = HeaderValue::from_str(&tag) {
-            response.insert_header((header::ETAG, value));
-        }
-        return Ok(response.finish());
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, tag))
+            .finish());
     }
     Ok(book_response(book))
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpMessage as _, web};
@@ -120,6 +121,7 @@ pub fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .app_data(known_routes)
         .default_service(web::to(fallback::not_routed))
+        .wrap(from_fn(head_as_get))
         .wrap(from_fn(log_request))
         .wrap(TracingLogger::<RequestSpan>::new())
 }
@@ -152,6 +154,18 @@ async fn log_request(
             .insert(HeaderName::from_static("x-request-id"), id);
     }
     Ok(response)
+}
+
+/// Answers `HEAD` like `GET` (RFC 9110 §9.3.2): routing sees a `GET`, and
+/// actix still sends no body, because it remembers the request was `HEAD`.
+async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    next.call(req).await
 }
 
 /// The request span: tracing-actix-web's fields (request id, method, route…),

@@ -349,7 +349,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
         call(identity(), TestRequest::put().uri("/api/v1/accounts/me")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(is_problem(&headers));
-    assert_eq!(value(&headers, header::ALLOW), "DELETE, GET, PATCH");
+    assert_eq!(value(&headers, header::ALLOW), "DELETE, GET, HEAD, PATCH");
 }
 
 #[actix_web::test]
@@ -654,4 +654,20 @@ async fn an_overlong_search_is_refused() {
     let uri = format!("/api/v1/books?q={}", "x".repeat(201));
     let (status, _, _) = send(mocks, TestRequest::get().uri(&uri)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[actix_web::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_book().returning(|_| Ok(a_book(4)));
+    let state_request = TestRequest::default()
+        .method(actix_web::http::Method::HEAD)
+        .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC");
+    let (status, headers, _) = send(mocks, state_request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value(&headers, header::ETAG), "\"4\"");
+
+    let (status, headers, _) = call(identity(), TestRequest::delete().uri("/healthz")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(value(&headers, header::ALLOW), "GET, HEAD");
 }

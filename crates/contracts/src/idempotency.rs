@@ -5,15 +5,26 @@
 //! names the broken behaviour. The checks use fixed keys: isolation between
 //! tests is the caller's job (a new in-process store, or a unique Redis key
 //! prefix per test). Every claim and response is kept for at most a minute,
-//! so whatever a crashed run leaves behind expires on its own.
+//! so whatever a crashed run leaves behind expires on its own. Claim tokens
+//! are fixed too: the store must honour whatever token the caller picks.
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use waiter_ports::idempotency::{ClaimOutcome, Fingerprint, IdempotencyStore, StoredResponse};
+use waiter_ports::idempotency::{
+    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
+};
 
 /// Long enough to outlive any check, short enough that leftovers vanish.
 const LONG: Duration = Duration::from_secs(60);
+
+/// How long a claim lasts in the checks that wait for one to expire.
+const SHORT: Duration = Duration::from_millis(200);
+
+/// Claim tokens of distinct requests; the later ones claim after the earlier.
+const FIRST: ClaimToken = ClaimToken(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+const SECOND: ClaimToken = ClaimToken(u128::MAX);
+const THIRD: ClaimToken = ClaimToken(3);
 
 /// A fingerprint told apart from others by `seed`.
 fn fingerprint(seed: u8) -> Fingerprint {
@@ -35,31 +46,40 @@ fn created_response() -> StoredResponse {
     }
 }
 
-async fn claim(store: &dyn IdempotencyStore, key: &str, seed: u8, ttl: Duration) -> ClaimOutcome {
+async fn claim(
+    store: &dyn IdempotencyStore,
+    key: &str,
+    token: ClaimToken,
+    seed: u8,
+    ttl: Duration,
+) -> ClaimOutcome {
     store
-        .claim(key, fingerprint(seed), ttl)
+        .claim(key, token, fingerprint(seed), ttl)
         .await
         .unwrap_or_else(|error| panic!("claim {key:?} failed: {error:?}"))
 }
 
+/// Completes `key` under `token`, returning whether the store acted.
 async fn complete(
     store: &dyn IdempotencyStore,
     key: &str,
+    token: ClaimToken,
     seed: u8,
     response: StoredResponse,
     ttl: Duration,
-) {
+) -> bool {
     store
-        .complete(key, fingerprint(seed), response, ttl)
+        .complete(key, token, fingerprint(seed), response, ttl)
         .await
-        .unwrap_or_else(|error| panic!("complete {key:?} failed: {error:?}"));
+        .unwrap_or_else(|error| panic!("complete {key:?} failed: {error:?}"))
 }
 
-async fn release(store: &dyn IdempotencyStore, key: &str) {
+/// Releases `key` under `token`, returning whether the store acted.
+async fn release(store: &dyn IdempotencyStore, key: &str, token: ClaimToken) -> bool {
     store
-        .release(key)
+        .release(key, token)
         .await
-        .unwrap_or_else(|error| panic!("release {key:?} failed: {error:?}"));
+        .unwrap_or_else(|error| panic!("release {key:?} failed: {error:?}"))
 }
 
 fn in_flight(seed: u8) -> ClaimOutcome {
@@ -77,24 +97,27 @@ fn completed(seed: u8, response: StoredResponse) -> ClaimOutcome {
 
 /// A key never claimed is free, and claiming it succeeds.
 pub async fn claiming_a_free_key_claims_it(store: &dyn IdempotencyStore) {
-    assert_eq!(claim(store, "key", 1, LONG).await, ClaimOutcome::Claimed);
+    assert_eq!(
+        claim(store, "key", FIRST, 1, LONG).await,
+        ClaimOutcome::Claimed
+    );
 }
 
 /// A second claim, for the same request or another, finds the first one's
 /// fingerprint in flight.
 pub async fn claimed_key_is_in_flight(store: &dyn IdempotencyStore) {
-    claim(store, "key", 1, LONG).await;
-    assert_eq!(claim(store, "key", 1, LONG).await, in_flight(1));
-    assert_eq!(claim(store, "key", 2, LONG).await, in_flight(1));
+    claim(store, "key", FIRST, 1, LONG).await;
+    assert_eq!(claim(store, "key", SECOND, 1, LONG).await, in_flight(1));
+    assert_eq!(claim(store, "key", THIRD, 2, LONG).await, in_flight(1));
 }
 
 /// A completed key replays the first request's fingerprint and response
 /// exactly: status, headers in order, body bytes. Empty headers and body too.
 pub async fn completed_key_replays_the_response(store: &dyn IdempotencyStore) {
-    claim(store, "key", 1, LONG).await;
-    complete(store, "key", 1, created_response(), LONG).await;
+    claim(store, "key", FIRST, 1, LONG).await;
+    assert!(complete(store, "key", FIRST, 1, created_response(), LONG).await);
     assert_eq!(
-        claim(store, "key", 2, LONG).await,
+        claim(store, "key", SECOND, 2, LONG).await,
         completed(1, created_response())
     );
 
@@ -103,35 +126,114 @@ pub async fn completed_key_replays_the_response(store: &dyn IdempotencyStore) {
         headers: Vec::new(),
         body: Vec::new(),
     };
-    claim(store, "bare", 3, LONG).await;
-    complete(store, "bare", 3, bare.clone(), LONG).await;
-    assert_eq!(claim(store, "bare", 3, LONG).await, completed(3, bare));
+    claim(store, "bare", FIRST, 3, LONG).await;
+    assert!(complete(store, "bare", FIRST, 3, bare.clone(), LONG).await);
+    assert_eq!(
+        claim(store, "bare", SECOND, 3, LONG).await,
+        completed(3, bare)
+    );
 }
 
 /// A released claim frees its key for the next claim; releasing a free key
-/// is not an error.
+/// is not an error, and does nothing.
 pub async fn release_frees_the_key(store: &dyn IdempotencyStore) {
-    claim(store, "key", 1, LONG).await;
-    release(store, "key").await;
-    assert_eq!(claim(store, "key", 2, LONG).await, ClaimOutcome::Claimed);
-    assert_eq!(claim(store, "key", 1, LONG).await, in_flight(2));
-
-    release(store, "never-claimed").await;
+    claim(store, "key", FIRST, 1, LONG).await;
+    assert!(release(store, "key", FIRST).await, "the holder releases");
     assert_eq!(
-        claim(store, "never-claimed", 1, LONG).await,
+        claim(store, "key", SECOND, 2, LONG).await,
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(claim(store, "key", THIRD, 1, LONG).await, in_flight(2));
+
+    assert!(!release(store, "never-claimed", FIRST).await);
+    assert_eq!(
+        claim(store, "never-claimed", FIRST, 1, LONG).await,
         ClaimOutcome::Claimed
     );
 }
 
-/// A release arriving after `complete` leaves the response in place, so a
-/// late or mistaken release cannot make a completed request run twice.
+/// A release arriving after `complete`, even by the claim's holder, leaves
+/// the response in place, so a late or mistaken release cannot make a
+/// completed request run twice. A claim completes only once.
 pub async fn release_keeps_a_completed_response(store: &dyn IdempotencyStore) {
-    claim(store, "key", 1, LONG).await;
-    complete(store, "key", 1, created_response(), LONG).await;
-    release(store, "key").await;
+    claim(store, "key", FIRST, 1, LONG).await;
+    assert!(complete(store, "key", FIRST, 1, created_response(), LONG).await);
+    assert!(!release(store, "key", FIRST).await);
+    let other = StoredResponse {
+        status: 200,
+        headers: Vec::new(),
+        body: b"second".to_vec(),
+    };
+    assert!(!complete(store, "key", FIRST, 1, other, LONG).await);
     assert_eq!(
-        claim(store, "key", 2, LONG).await,
+        claim(store, "key", SECOND, 2, LONG).await,
         completed(1, created_response())
+    );
+}
+
+/// Only the holder's token completes or releases a claim: any other token
+/// leaves the claim in flight and returns `false`.
+pub async fn only_the_holder_completes_or_releases(store: &dyn IdempotencyStore) {
+    claim(store, "key", FIRST, 1, LONG).await;
+    assert!(!complete(store, "key", SECOND, 2, created_response(), LONG).await);
+    assert!(!release(store, "key", SECOND).await);
+    assert_eq!(claim(store, "key", THIRD, 3, LONG).await, in_flight(1));
+
+    assert!(!complete(store, "never-claimed", FIRST, 1, created_response(), LONG).await);
+    assert_eq!(
+        claim(store, "never-claimed", FIRST, 1, LONG).await,
+        ClaimOutcome::Claimed,
+        "completing a free key must not store a response"
+    );
+}
+
+/// A request that outlived its claim, which a later request has taken over
+/// since, can neither complete nor release: both return `false`, and the
+/// later request's claim stands until it completes or releases it itself.
+///
+/// Sleeps, because expiry in real time is the behaviour under test.
+pub async fn stale_claims_complete_and_release_nothing(store: &dyn IdempotencyStore) {
+    claim(store, "completed", FIRST, 1, SHORT).await;
+    claim(store, "released", FIRST, 1, SHORT).await;
+    tokio::time::sleep(SHORT * 2).await;
+    for key in ["completed", "released"] {
+        assert_eq!(
+            claim(store, key, SECOND, 1, LONG).await,
+            ClaimOutcome::Claimed,
+            "{key}: an expired claim frees its key"
+        );
+    }
+
+    assert!(
+        !complete(store, "completed", FIRST, 1, created_response(), LONG).await,
+        "a stale claim must not complete"
+    );
+    assert!(
+        !release(store, "released", FIRST).await,
+        "a stale claim must not release"
+    );
+    for key in ["completed", "released"] {
+        assert_eq!(
+            claim(store, key, THIRD, 1, LONG).await,
+            in_flight(1),
+            "{key}: the later claim must stand"
+        );
+    }
+
+    let later = StoredResponse {
+        status: 201,
+        headers: Vec::new(),
+        body: b"later".to_vec(),
+    };
+    assert!(complete(store, "completed", SECOND, 1, later.clone(), LONG).await);
+    assert!(release(store, "released", SECOND).await);
+    assert_eq!(
+        claim(store, "completed", THIRD, 1, LONG).await,
+        completed(1, later)
+    );
+    assert_eq!(
+        claim(store, "released", THIRD, 1, LONG).await,
+        ClaimOutcome::Claimed
     );
 }
 
@@ -139,70 +241,94 @@ pub async fn release_keeps_a_completed_response(store: &dyn IdempotencyStore) {
 /// response after its own `ttl` (which replaces the claim's); either way the
 /// key is free again.
 ///
-/// The one check that sleeps, because expiry in real time is the behaviour under test.
+/// Sleeps, because expiry in real time is the behaviour under test.
 pub async fn claims_and_responses_expire(store: &dyn IdempotencyStore) {
-    let short = Duration::from_millis(200);
-    claim(store, "abandoned", 1, short).await;
-    claim(store, "short-response", 1, LONG).await;
-    complete(store, "short-response", 1, created_response(), short).await;
-    claim(store, "long-response", 1, short).await;
-    complete(store, "long-response", 1, created_response(), LONG).await;
+    claim(store, "abandoned", FIRST, 1, SHORT).await;
+    claim(store, "short-response", FIRST, 1, LONG).await;
+    assert!(complete(store, "short-response", FIRST, 1, created_response(), SHORT).await);
+    claim(store, "long-response", FIRST, 1, SHORT).await;
+    assert!(complete(store, "long-response", FIRST, 1, created_response(), LONG).await);
     assert_eq!(
-        claim(store, "abandoned", 2, LONG).await,
+        claim(store, "abandoned", SECOND, 2, LONG).await,
         in_flight(1),
         "a claim must hold before its TTL elapses"
     );
 
-    tokio::time::sleep(short * 2).await;
+    tokio::time::sleep(SHORT * 2).await;
 
     assert_eq!(
-        claim(store, "abandoned", 2, LONG).await,
+        claim(store, "abandoned", SECOND, 2, LONG).await,
         ClaimOutcome::Claimed,
         "an abandoned claim must expire"
     );
     assert_eq!(
-        claim(store, "short-response", 2, LONG).await,
+        claim(store, "short-response", SECOND, 2, LONG).await,
         ClaimOutcome::Claimed,
         "a response must expire after its TTL"
     );
     assert_eq!(
-        claim(store, "long-response", 2, LONG).await,
+        claim(store, "long-response", SECOND, 2, LONG).await,
         completed(1, created_response()),
         "completing must replace the claim's TTL with the response's"
     );
 }
 
 /// Of twenty concurrent claims of one free key exactly one is `Claimed`; the
-/// rest see that one's fingerprint in flight.
+/// rest see that one's fingerprint in flight, and only the winner's token
+/// completes it.
 pub async fn concurrent_claims_admit_exactly_one(store: &dyn IdempotencyStore) {
     const TASKS: u8 = 20;
-    let outcomes = join_all((0..TASKS).map(|seed| claim(store, "shared", seed, LONG))).await;
+    let outcomes = join_all(
+        (0..TASKS).map(|seed| claim(store, "shared", ClaimToken(seed.into()), seed, LONG)),
+    )
+    .await;
 
     let winners: Vec<u8> = (0..TASKS)
         .zip(&outcomes)
         .filter_map(|(seed, outcome)| (*outcome == ClaimOutcome::Claimed).then_some(seed))
         .collect();
     assert_eq!(winners.len(), 1, "exactly one claim must win: {outcomes:?}");
+    let winner = winners[0];
     for (seed, outcome) in (0..TASKS).zip(&outcomes) {
-        if seed != winners[0] {
-            assert_eq!(*outcome, in_flight(winners[0]), "claim {seed}");
+        if seed != winner {
+            assert_eq!(*outcome, in_flight(winner), "claim {seed}");
         }
     }
+
+    let loser = (winner + 1) % TASKS;
+    let (winning, losing) = (ClaimToken(winner.into()), ClaimToken(loser.into()));
+    let response = created_response();
+    assert!(!complete(store, "shared", losing, loser, response.clone(), LONG).await);
+    assert!(complete(store, "shared", winning, winner, response.clone(), LONG).await);
+    assert_eq!(
+        claim(store, "shared", THIRD, loser, LONG).await,
+        completed(winner, response)
+    );
 }
 
-/// Operations on one key leave every other key alone, including keys that share a prefix.
+/// Operations on one key leave every other key alone, including keys that
+/// share a prefix and keys claimed with the same token.
 pub async fn keys_are_independent(store: &dyn IdempotencyStore) {
-    claim(store, "a", 1, LONG).await;
-    assert_eq!(claim(store, "a:b", 2, LONG).await, ClaimOutcome::Claimed);
-    assert_eq!(claim(store, "b", 3, LONG).await, ClaimOutcome::Claimed);
-
-    complete(store, "a:b", 2, created_response(), LONG).await;
-    release(store, "a").await;
-
-    assert_eq!(claim(store, "a", 4, LONG).await, ClaimOutcome::Claimed);
+    claim(store, "a", FIRST, 1, LONG).await;
     assert_eq!(
-        claim(store, "a:b", 4, LONG).await,
+        claim(store, "a:b", FIRST, 2, LONG).await,
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        claim(store, "b", FIRST, 3, LONG).await,
+        ClaimOutcome::Claimed
+    );
+
+    assert!(complete(store, "a:b", FIRST, 2, created_response(), LONG).await);
+    assert!(release(store, "a", FIRST).await);
+
+    assert_eq!(
+        claim(store, "a", SECOND, 4, LONG).await,
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        claim(store, "a:b", SECOND, 4, LONG).await,
         completed(2, created_response())
     );
-    assert_eq!(claim(store, "b", 4, LONG).await, in_flight(3));
+    assert_eq!(claim(store, "b", SECOND, 4, LONG).await, in_flight(3));
 }

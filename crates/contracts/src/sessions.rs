@@ -12,7 +12,7 @@ use time::Duration;
 use ulid::Ulid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::store::{
-    AccountStore, NewSessionRecord, RefreshTokenHash, RefreshTokenRotation,
+    AccountStore, NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenHash, RefreshTokenRotation,
     RotateRefreshTokenError, SessionStore,
 };
 
@@ -28,6 +28,8 @@ macro_rules! session_store_contract_tests {
     ($fixture:path) => {
         $crate::session_store_contract_tests!(@each $fixture:
             create_then_find_round_trips,
+            create_deletes_the_accounts_expired_sessions_only,
+            concurrent_creates_and_deletes_of_one_account_all_end_cleanly,
             list_for_account_is_newest_first_without_expired_or_others,
             rotation_swaps_the_refresh_token,
             a_rotated_away_token_is_reused,
@@ -36,6 +38,8 @@ macro_rules! session_store_contract_tests {
             of_twenty_concurrent_rotations_of_one_token_exactly_one_wins,
             concurrent_rotation_and_delete_both_end_cleanly,
             rotating_after_the_session_is_deleted_is_unknown,
+            only_the_sixteen_most_recently_rotated_away_tokens_are_reused,
+            with_a_clock_that_stands_still_the_last_token_is_still_reused,
             delete_removes_the_session_and_its_tokens,
             delete_for_account_deletes_all_but_the_kept_session,
             deleting_an_account_deletes_its_sessions,
@@ -107,6 +111,113 @@ pub async fn create_then_find_round_trips(
 
     let missing = SessionId::from_ulid(Ulid::generate());
     assert_eq!(sessions.find(missing).await.expect("find missing"), None);
+}
+
+/// [`REMEMBERED_USED_TOKENS`] as a count of tokens.
+const REMEMBERED: usize = REMEMBERED_USED_TOKENS as usize;
+
+/// Creating a session deletes the account's sessions with `expires_at` at or
+/// before the new one's `created_at`, and their tokens; it leaves the
+/// account's live sessions and every other account's sessions alone.
+pub async fn create_deletes_the_accounts_expired_sessions_only(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let other = insert_account(accounts).await;
+    let now = now();
+    let long_expired = Session {
+        expires_at: now - Duration::hours(1),
+        ..session_of(account.id, now - Duration::hours(2))
+    };
+    let just_expired = Session {
+        expires_at: now,
+        ..session_of(account.id, now - Duration::hours(1))
+    };
+    let live = Session {
+        expires_at: now + Duration::microseconds(1),
+        ..session_of(account.id, now - Duration::hours(1))
+    };
+    let others_expired = Session {
+        expires_at: now - Duration::hours(1),
+        ..session_of(other.id, now - Duration::hours(2))
+    };
+    let mut tokens = Vec::new();
+    for session in [&long_expired, &just_expired, &live, &others_expired] {
+        tokens.push(create_session(sessions, session).await);
+    }
+
+    let new = session_of(account.id, now);
+    create_session(sessions, &new).await;
+
+    for (which, session, token) in [
+        ("long-expired", &long_expired, tokens[0]),
+        ("just-expired", &just_expired, tokens[1]),
+    ] {
+        assert_eq!(
+            sessions.find(session.id).await.expect("find"),
+            None,
+            "the {which} session is deleted"
+        );
+        let result = sessions.rotate_refresh_token(rotation(token)).await;
+        assert!(
+            matches!(result, Err(RotateRefreshTokenError::Unknown)),
+            "the {which} session's token went with it, got {result:?}"
+        );
+    }
+    for (which, session) in [
+        ("live", &live),
+        ("other account's expired", &others_expired),
+        ("new", &new),
+    ] {
+        assert_eq!(
+            sessions.find(session.id).await.expect("find"),
+            Some(session.clone()),
+            "the {which} session stays"
+        );
+    }
+}
+
+/// Sign-ins of one account racing each other and a sign-out everywhere, all
+/// clearing the same expired sessions, end without a port error (such as a
+/// deadlock), and the expired sessions are gone.
+pub async fn concurrent_creates_and_deletes_of_one_account_all_end_cleanly(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    for round in 0..5 {
+        let now = now();
+        let expired: Vec<Session> = (0..10)
+            .map(|_| Session {
+                expires_at: now - Duration::minutes(1),
+                ..session_of(account.id, now - Duration::hours(1))
+            })
+            .collect();
+        for session in &expired {
+            create_session(sessions, session).await;
+        }
+
+        let creates = join_all((0..10).map(|_| {
+            sessions.create(NewSessionRecord {
+                session: session_of(account.id, now),
+                refresh_token_hash: fresh_token(),
+            })
+        }));
+        let (created, deleted) =
+            tokio::join!(creates, sessions.delete_for_account(account.id, None));
+        for result in created {
+            result.unwrap_or_else(|error| panic!("round {round}: create failed: {error:?}"));
+        }
+        deleted.unwrap_or_else(|error| panic!("round {round}: delete failed: {error:?}"));
+        for session in &expired {
+            assert_eq!(
+                sessions.find(session.id).await.expect("find"),
+                None,
+                "round {round}: every expired session is gone"
+            );
+        }
+    }
 }
 
 /// Listing shows the account's live sessions, newest first.
@@ -326,6 +437,103 @@ pub async fn rotating_after_the_session_is_deleted_is_unknown(
             "the {which} token of a deleted session is Unknown, got {result:?}"
         );
     }
+}
+
+/// Rotates `first` `times` times in a row, the rotation numbered `i` (from
+/// zero) at `at(i)`, returning every token the session has had, oldest first.
+async fn rotate_repeatedly(
+    sessions: &dyn SessionStore,
+    first: RefreshTokenHash,
+    times: usize,
+    at: impl Fn(usize) -> Timestamp,
+) -> Vec<RefreshTokenHash> {
+    let mut tokens = vec![first];
+    for i in 0..times {
+        let now = at(i);
+        let rotate = RefreshTokenRotation {
+            now,
+            expires_at: now + Duration::hours(1),
+            ..rotation(tokens[i])
+        };
+        sessions
+            .rotate_refresh_token(rotate.clone())
+            .await
+            .unwrap_or_else(|error| panic!("rotation {i}: {error:?}"));
+        tokens.push(rotate.replacement);
+    }
+    tokens
+}
+
+/// After twenty rotations (a second apart) the sixteen most recently
+/// rotated-away tokens are `Reused`, the four before them are forgotten and
+/// `Unknown`, and the current token still rotates.
+pub async fn only_the_sixteen_most_recently_rotated_away_tokens_are_reused(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let start = now();
+    let session = session_of(account.id, start);
+    let first = create_session(sessions, &session).await;
+    let tokens = rotate_repeatedly(sessions, first, 20, |i| {
+        start + Duration::seconds(i as i64 + 1)
+    })
+    .await;
+    let (current, rotated_away) = tokens.split_last().expect("twenty-one tokens");
+    let forgotten = rotated_away.len() - REMEMBERED;
+
+    for (i, token) in rotated_away.iter().enumerate() {
+        let result = sessions.rotate_refresh_token(rotation(*token)).await;
+        if i < forgotten {
+            assert!(
+                matches!(result, Err(RotateRefreshTokenError::Unknown)),
+                "token {i} of 20 rotated away is forgotten: expected Unknown, got {result:?}"
+            );
+        } else {
+            assert_reused(&result, &session);
+        }
+    }
+    let rotate = RefreshTokenRotation {
+        now: start + Duration::seconds(21),
+        expires_at: start + Duration::hours(2),
+        ..rotation(*current)
+    };
+    let rotated = sessions
+        .rotate_refresh_token(rotate)
+        .await
+        .expect("replays left the current token current");
+    assert_eq!(rotated.id, session.id);
+}
+
+/// Rotations at the same `now` (a clock that has not moved) still remember
+/// the token each one retires, and no more than sixteen in all.
+pub async fn with_a_clock_that_stands_still_the_last_token_is_still_reused(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let start = now();
+    let session = session_of(account.id, start);
+    let first = create_session(sessions, &session).await;
+    let tokens = rotate_repeatedly(sessions, first, 20, |_| start).await;
+    let (_current, rotated_away) = tokens.split_last().expect("twenty-one tokens");
+
+    let mut reused = 0;
+    for (i, token) in rotated_away.iter().enumerate().rev() {
+        let result = sessions.rotate_refresh_token(rotation(*token)).await;
+        if i == rotated_away.len() - 1 {
+            assert_reused(&result, &session);
+        }
+        match result {
+            Err(RotateRefreshTokenError::Reused { .. }) => reused += 1,
+            Err(RotateRefreshTokenError::Unknown) => {}
+            other => panic!("token {i} of 20 rotated away: got {other:?}"),
+        }
+    }
+    assert_eq!(
+        reused, REMEMBERED,
+        "exactly the remembered number of tokens are Reused"
+    );
 }
 
 /// Deleting a session reports whether it existed and takes its tokens with it.

@@ -23,6 +23,13 @@ impl std::fmt::Debug for Fingerprint {
     }
 }
 
+/// Who holds a claim: a random 128-bit token the claimer picks (the service
+/// draws a fresh one per request), so a request whose claim expired and was
+/// taken over by a later request can neither complete nor release the later
+/// request's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(pub u128);
+
 /// A response as it is replayed: status, the headers that matter, and the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -35,8 +42,8 @@ pub struct StoredResponse {
 /// What the store found under a key when asked to claim it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// The key was free and is now claimed by the caller, until `complete`,
-    /// `release` or the claim's expiry.
+    /// The key was free and is now claimed by the caller, under the
+    /// [`ClaimToken`] it passed, until `complete`, `release` or the claim's expiry.
     Claimed,
     /// Another request holds the claim.
     InFlight { fingerprint: Fingerprint },
@@ -52,35 +59,49 @@ pub enum ClaimOutcome {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Atomically claims `key` for a request with `fingerprint` when it is
-    /// free, or reports what holds it. Of concurrent claims of one free key,
-    /// exactly one MUST get `Claimed`. A claim not completed or released
-    /// within `claim_ttl` expires, so a crashed request never blocks its key forever.
+    /// Atomically claims `key` under `claim` for a request with `fingerprint`
+    /// when it is free, or reports what holds it. Of concurrent claims of one
+    /// free key, exactly one MUST get `Claimed`. A claim not completed or
+    /// released within `claim_ttl` expires, so a crashed request never blocks
+    /// its key forever. `claim` MUST be fresh and unguessable (128 random
+    /// bits): it is all that tells this claim's holder from a later one's.
     async fn claim(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         claim_ttl: Duration,
     ) -> Result<ClaimOutcome, PortError>;
 
-    /// Records the response of a claimed key, kept for `ttl`.
+    /// Records the response of the request holding `claim` on `key`, kept for
+    /// `ttl`, in place of the claim. Atomically, and only while `key` still
+    /// holds that very claim: returns `Ok(true)` when the response was
+    /// stored, and `Ok(false)`, changing nothing, when the claim is gone —
+    /// it expired (whether or not another request has claimed the key
+    /// since), was released, or was already completed.
     async fn complete(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         response: StoredResponse,
         ttl: Duration,
-    ) -> Result<(), PortError>;
+    ) -> Result<bool, PortError>;
 
-    /// Frees a claimed key without a response, so a retry runs afresh.
-    async fn release(&self, key: &str) -> Result<(), PortError>;
+    /// Frees `key` without a response, so a retry runs afresh. Atomically,
+    /// and only while `key` still holds `claim`: returns `Ok(true)` when the
+    /// claim was removed, and `Ok(false)`, changing nothing, otherwise — so
+    /// neither a later request's claim nor a completed response is ever
+    /// discarded. Releasing a free key is not an error.
+    async fn release(&self, key: &str, claim: ClaimToken) -> Result<bool, PortError>;
 }
 
 /// How a request with an idempotency key should proceed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Run the request, then [`IdempotencyUseCases::finish`] (or `abandon`) it.
-    Proceed,
+    /// Run the request, then [`IdempotencyUseCases::finish`] (or `abandon`)
+    /// it with this claim.
+    Proceed { claim: ClaimToken },
     /// Answer with the first response instead of running again.
     Replay(StoredResponse),
 }
@@ -114,15 +135,21 @@ pub trait IdempotencyUseCases: Send + Sync {
         fingerprint: Fingerprint,
     ) -> Result<Admission, IdempotencyError>;
 
-    /// Stores the response of an admitted request for replay.
+    /// Stores the response of a request admitted with `claim` for replay.
+    /// `Ok(false)` when nothing was stored because the claim had expired (the
+    /// request outlived the claim TTL): a later request with the key may have
+    /// run or be running, and its claim or response stands.
     async fn finish(
         &self,
         scope: &str,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         response: StoredResponse,
-    ) -> Result<(), PortError>;
+    ) -> Result<bool, PortError>;
 
-    /// Frees the key of an admitted request that failed in a way worth retrying.
-    async fn abandon(&self, scope: &str, key: &str) -> Result<(), PortError>;
+    /// Frees the key of a request admitted with `claim` that failed in a way
+    /// worth retrying. `Ok(false)` when the claim had already expired, so
+    /// there was nothing of this request's left to free.
+    async fn abandon(&self, scope: &str, key: &str, claim: ClaimToken) -> Result<bool, PortError>;
 }

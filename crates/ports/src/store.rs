@@ -165,7 +165,8 @@ pub struct RefreshTokenRotation {
 /// Why a refresh token could not be rotated.
 #[derive(Debug, Error)]
 pub enum RotateRefreshTokenError {
-    /// No session ever issued this token, or its session is gone.
+    /// No session ever issued this token, its session is gone, or it was
+    /// rotated away more than [`REMEMBERED_USED_TOKENS`] rotations ago.
     #[error("unknown refresh token")]
     Unknown,
     /// The token was already rotated away: someone is replaying it.
@@ -181,11 +182,21 @@ pub enum RotateRefreshTokenError {
     Port(#[from] PortError),
 }
 
+/// How many rotated-away refresh tokens a session remembers, so that replaying
+/// any of them is detected as reuse (older ones are merely unknown).
+pub const REMEMBERED_USED_TOKENS: u32 = 16;
+
 /// Stores sign-in sessions and the digests of their refresh tokens.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session whose current refresh token has this digest.
+    ///
+    /// In the same transaction it deletes, with their refresh tokens, the
+    /// account's other sessions with `expires_at <= created_at` of the new
+    /// one (its `created_at` being "now"): signing in is what clears an
+    /// account's expired sessions, so no background job is needed. Live
+    /// sessions and other accounts' sessions are untouched.
     async fn create(&self, record: NewSessionRecord) -> Result<(), PortError>;
 
     /// The session with this id, if it exists (expired or not).
@@ -202,9 +213,18 @@ pub trait SessionStore: Send + Sync {
     /// the session's current one, returning the updated session.
     ///
     /// Of any number of concurrent calls presenting the same token, exactly
-    /// one MUST succeed. A token that was current once but has been rotated
-    /// away MUST give `Reused` (as long as its session exists); a token never
-    /// seen gives `Unknown`; a current token of an expired session gives `Expired`.
+    /// one MUST succeed. A token never seen gives `Unknown`; a current token
+    /// of an expired session gives `Expired`.
+    ///
+    /// A session remembers only its 16 most recently rotated-away tokens:
+    /// the one this rotation retires and the 15 before it, "before" meaning
+    /// an earlier `now` (ties between equal `now`s are broken arbitrarily),
+    /// so a successful rotation deletes the digests of any older ones.
+    /// Presenting one of those 16 MUST give `Reused` (as long as its session
+    /// exists), so a replay of any recent token still revokes the session;
+    /// an older token is forgotten and gives `Unknown`: still refused, but
+    /// without revoking the session. This bounds a session's stored digests
+    /// at 17, however often it is refreshed.
     async fn rotate_refresh_token(
         &self,
         rotation: RefreshTokenRotation,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use waiter_ports::PortError;
 use waiter_ports::idempotency::{
-    Admission, ClaimOutcome, Fingerprint, IdempotencyError, IdempotencyStore, IdempotencyUseCases,
-    StoredResponse,
+    Admission, ClaimOutcome, ClaimToken, Fingerprint, IdempotencyError, IdempotencyStore,
+    IdempotencyUseCases, StoredResponse,
 };
 
 /// The longest key a client may send.
@@ -65,12 +65,18 @@ impl IdempotencyUseCases for IdempotencyService {
         if !valid(key) {
             return Err(IdempotencyError::InvalidKey);
         }
+        let claim = ClaimToken(rand::random());
         let outcome = self
             .store
-            .claim(&scoped(scope, key), fingerprint, self.settings.claim_ttl)
+            .claim(
+                &scoped(scope, key),
+                claim,
+                fingerprint,
+                self.settings.claim_ttl,
+            )
             .await?;
         match outcome {
-            ClaimOutcome::Claimed => Ok(Admission::Proceed),
+            ClaimOutcome::Claimed => Ok(Admission::Proceed { claim }),
             ClaimOutcome::InFlight { fingerprint: first } if first != fingerprint => {
                 Err(IdempotencyError::Mismatch)
             }
@@ -86,12 +92,14 @@ impl IdempotencyUseCases for IdempotencyService {
         &self,
         scope: &str,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         response: StoredResponse,
-    ) -> Result<(), PortError> {
+    ) -> Result<bool, PortError> {
         self.store
             .complete(
                 &scoped(scope, key),
+                claim,
                 fingerprint,
                 response,
                 self.settings.retention,
@@ -99,8 +107,8 @@ impl IdempotencyUseCases for IdempotencyService {
             .await
     }
 
-    async fn abandon(&self, scope: &str, key: &str) -> Result<(), PortError> {
-        self.store.release(&scoped(scope, key)).await
+    async fn abandon(&self, scope: &str, key: &str, claim: ClaimToken) -> Result<bool, PortError> {
+        self.store.release(&scoped(scope, key), claim).await
     }
 }
 
@@ -111,7 +119,7 @@ mod tests {
 
     fn service(outcome: ClaimOutcome) -> IdempotencyService {
         let mut store = MockIdempotencyStore::new();
-        store.expect_claim().returning(move |key, _, ttl| {
+        store.expect_claim().returning(move |key, _, _, ttl| {
             assert!(key.starts_with("account:1|"));
             assert_eq!(ttl, Duration::from_secs(60));
             Ok(outcome.clone())
@@ -136,7 +144,7 @@ mod tests {
             .begin("account:1", "k", MINE)
             .await
             .unwrap();
-        assert_eq!(proceed, Admission::Proceed);
+        assert!(matches!(proceed, Admission::Proceed { .. }), "{proceed:?}");
         let completed = ClaimOutcome::Completed {
             fingerprint: MINE,
             response: response(),
@@ -175,6 +183,57 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, IdempotencyError::InFlight));
+    }
+
+    /// The claim `begin` hands out is the one it claimed the key with, fresh
+    /// for every request, and `finish` and `abandon` pass it back to the store
+    /// along with the store's answer.
+    #[tokio::test]
+    async fn the_claim_is_fresh_per_request_and_threaded_through() {
+        let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut store = MockIdempotencyStore::new();
+        let seen = Arc::clone(&claimed);
+        store.expect_claim().returning(move |_, claim, _, _| {
+            seen.lock().unwrap().push(claim);
+            Ok(ClaimOutcome::Claimed)
+        });
+        let seen = Arc::clone(&claimed);
+        store
+            .expect_complete()
+            .withf(move |key, claim, fingerprint, _, ttl| {
+                key == "account:1|k"
+                    && *claim == seen.lock().unwrap()[0]
+                    && *fingerprint == MINE
+                    && *ttl == Duration::from_secs(24 * 3600)
+            })
+            .returning(|_, _, _, _, _| Ok(false));
+        let seen = Arc::clone(&claimed);
+        store
+            .expect_release()
+            .withf(move |key, claim| key == "account:1|k" && *claim == seen.lock().unwrap()[1])
+            .returning(|_, _| Ok(true));
+        let service = IdempotencyService::new(Arc::new(store), IdempotencySettings::default());
+
+        let Admission::Proceed { claim: first } =
+            service.begin("account:1", "k", MINE).await.unwrap()
+        else {
+            panic!("a claimed key must proceed");
+        };
+        let Admission::Proceed { claim: second } =
+            service.begin("account:1", "k", MINE).await.unwrap()
+        else {
+            panic!("a claimed key must proceed");
+        };
+        assert_eq!(*claimed.lock().unwrap(), [first, second]);
+        assert_ne!(first, second, "every request gets its own claim");
+
+        let stored = service
+            .finish("account:1", "k", first, MINE, response())
+            .await
+            .unwrap();
+        assert!(!stored, "finish reports that the store did not act");
+        let released = service.abandon("account:1", "k", second).await.unwrap();
+        assert!(released);
     }
 
     #[tokio::test]

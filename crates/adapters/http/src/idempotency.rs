@@ -117,6 +117,9 @@ fn fingerprint(req: &HttpRequest, body: &impl Serialize) -> Result<Fingerprint, 
 /// request gets the first response (marked `Idempotent-Replayed: true`); the
 /// same key with another request is 422; while the first is running, 409.
 /// Without the header, `action` simply runs. A failed action frees the key.
+/// A request that outlives its claim (see `IdempotencySettings::claim_ttl`)
+/// neither stores its response nor frees the key, as a later request may
+/// hold it by then; that is logged at warn.
 pub(crate) async fn run_idempotently(
     req: &HttpRequest,
     idempotency: &dyn IdempotencyUseCases,
@@ -140,20 +143,30 @@ pub(crate) async fn run_idempotently(
             );
             Ok(response)
         }
-        Admission::Proceed => match action.await {
+        Admission::Proceed { claim } => match action.await {
             Ok(replayable) => {
-                if let Err(err) = idempotency
-                    .finish(scope, key, fingerprint, replayable.stored())
+                match idempotency
+                    .finish(scope, key, claim, fingerprint, replayable.stored())
                     .await
                 {
+                    Ok(true) => {}
+                    // A later request with this key may have run too; its
+                    // claim or response stands, and ours is not replayed.
+                    Ok(false) => tracing::warn!(
+                        "an idempotent request outlived its claim; its response is not stored"
+                    ),
                     // The work is done; only a retry's replay is lost.
-                    tracing::error!(%err, "cannot store an idempotent response");
+                    Err(err) => tracing::error!(%err, "cannot store an idempotent response"),
                 }
                 Ok(replayable.into_response())
             }
             Err(err) => {
-                if let Err(release) = idempotency.abandon(scope, key).await {
-                    tracing::error!(%release, "cannot release an idempotency key");
+                match idempotency.abandon(scope, key, claim).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        "a failed idempotent request outlived its claim; there was nothing to release"
+                    ),
+                    Err(release) => tracing::error!(%release, "cannot release an idempotency key"),
                 }
                 Err(err)
             }

@@ -617,6 +617,80 @@ async fn a_replay_returns_the_stored_response_marked_as_such() {
     assert_eq!(body, json!({"first": true}));
 }
 
+/// `finish` gets the claim `begin` handed out; when it reports that the
+/// claim had expired (nothing stored), the client still gets its response.
+#[actix_web::test]
+async fn an_idempotent_success_is_finished_under_its_claim() {
+    use waiter_ports::idempotency::{Admission, ClaimToken};
+    const CLAIM: ClaimToken = ClaimToken(0x5eed);
+    for stored in [true, false] {
+        let mut mocks = Mocks::new(identity());
+        mocks
+            .idempotency
+            .expect_begin()
+            .returning(|_, _, _| Ok(Admission::Proceed { claim: CLAIM }));
+        mocks
+            .catalog
+            .expect_create_book()
+            .returning(|_, _| Ok(a_book(1)));
+        mocks
+            .idempotency
+            .expect_finish()
+            .times(1)
+            .withf(|scope, key, claim, _, response| {
+                *scope == format!("account:{}", member().account_id)
+                    && key == "k1"
+                    && *claim == CLAIM
+                    && response.status == 201
+            })
+            .returning(move |_, _, _, _, _| Ok(stored));
+        mocks.idempotency.expect_abandon().never();
+        let request = TestRequest::post()
+            .uri("/api/v1/books")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header(("Idempotency-Key", "k1"))
+            .set_json(book_json());
+        let (status, headers, _) = send(mocks, request).await;
+        assert_eq!(status, StatusCode::CREATED, "stored: {stored}");
+        assert!(headers.get("idempotent-replayed").is_none());
+    }
+}
+
+/// A failed request abandons its key under the claim `begin` handed out;
+/// whether anything was left to release, the client gets the failure.
+#[actix_web::test]
+async fn an_idempotent_failure_is_abandoned_under_its_claim() {
+    use waiter_ports::catalog::CatalogError;
+    use waiter_ports::idempotency::{Admission, ClaimToken};
+    const CLAIM: ClaimToken = ClaimToken(0x5eed);
+    for released in [true, false] {
+        let mut mocks = Mocks::new(identity());
+        mocks
+            .idempotency
+            .expect_begin()
+            .returning(|_, _, _| Ok(Admission::Proceed { claim: CLAIM }));
+        mocks
+            .catalog
+            .expect_create_book()
+            .returning(|_, _| Err(CatalogError::IsbnTaken));
+        mocks
+            .idempotency
+            .expect_abandon()
+            .times(1)
+            .withf(|_, key, claim| key == "k1" && *claim == CLAIM)
+            .returning(move |_, _, _| Ok(released));
+        mocks.idempotency.expect_finish().never();
+        let request = TestRequest::post()
+            .uri("/api/v1/books")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header(("Idempotency-Key", "k1"))
+            .set_json(book_json());
+        let (status, headers, _) = send(mocks, request).await;
+        assert_eq!(status, StatusCode::CONFLICT, "released: {released}");
+        assert!(is_problem(&headers));
+    }
+}
+
 #[actix_web::test]
 async fn a_trailing_slash_is_a_404_not_a_405_for_its_own_method() {
     let (status, headers, _) = call(identity(), TestRequest::get().uri("/api/v1/books/")).await;

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::ops::compute::Op;
+use moka::Entry;
+use moka::ops::compute::{CompResult, Op};
 use waiter_ports::PortError;
-use waiter_ports::idempotency::{ClaimOutcome, Fingerprint, IdempotencyStore, StoredResponse};
+use waiter_ports::idempotency::{
+    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
+};
 
 use crate::expiring::{self, Expiring, ExpiringMap};
 
@@ -20,7 +23,8 @@ const MIN_CLAIM_TTL: Duration = Duration::from_millis(1);
 /// expire after their own TTL.
 ///
 /// Clones share the same records. Claiming, completing and releasing a key
-/// are each atomic under moka's per-key compute lock. When full, the least
+/// are each atomic under moka's per-key compute lock, so a completion or
+/// release checks that the key holds its claim and acts in one step. When full, the least
 /// useful records are evicted early, as Redis does under `maxmemory`: an
 /// evicted response means a retry runs again, so size it for the number of
 /// keys expected within the response TTL.
@@ -32,7 +36,7 @@ pub struct MemoryIdempotencyStore {
 /// What a key holds while it is not free.
 #[derive(Clone)]
 enum Record {
-    InFlight(Fingerprint),
+    InFlight(Fingerprint, ClaimToken),
     /// Shared, because moka clones a value on every read.
     Completed(Fingerprint, Arc<StoredResponse>),
 }
@@ -40,7 +44,7 @@ enum Record {
 impl Record {
     fn outcome(&self) -> ClaimOutcome {
         match self {
-            Self::InFlight(fingerprint) => ClaimOutcome::InFlight {
+            Self::InFlight(fingerprint, _) => ClaimOutcome::InFlight {
                 fingerprint: *fingerprint,
             },
             Self::Completed(fingerprint, response) => ClaimOutcome::Completed {
@@ -49,6 +53,19 @@ impl Record {
             },
         }
     }
+}
+
+/// Whether `existing` is the live claim `claim`: moka never hands an expired
+/// entry to a compute, so an expired claim is no longer held.
+fn holds(existing: Option<&Entry<String, Expiring<Record>>>, claim: ClaimToken) -> bool {
+    existing.is_some_and(
+        |entry| matches!(entry.value().value, Record::InFlight(_, held) if held == claim),
+    )
+}
+
+/// Whether a compute that only ever replaces or removes an existing entry did either.
+fn acted<V>(result: CompResult<String, V>) -> bool {
+    matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_))
 }
 
 impl MemoryIdempotencyStore {
@@ -75,6 +92,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn claim(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         claim_ttl: Duration,
     ) -> Result<ClaimOutcome, PortError> {
@@ -88,7 +106,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                         Op::Nop
                     }
                     None => Op::Put(Expiring {
-                        value: Record::InFlight(fingerprint),
+                        value: Record::InFlight(fingerprint, claim),
                         ttl: claim_ttl.max(MIN_CLAIM_TTL),
                     }),
                 })
@@ -97,41 +115,49 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         Ok(outcome)
     }
 
-    /// A zero `ttl` keeps the response for no time at all: the key is freed.
+    /// A zero `ttl` keeps the response for no time at all: the key is freed
+    /// (and `true` returned, as the claim was there to replace).
     async fn complete(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         response: StoredResponse,
         ttl: Duration,
-    ) -> Result<(), PortError> {
-        let op = if ttl.is_zero() {
-            Op::Remove
-        } else {
-            Op::Put(Expiring {
-                value: Record::Completed(fingerprint, Arc::new(response)),
-                ttl,
-            })
-        };
-        self.records
-            .entry_by_ref(key)
-            .and_compute_with(|_| ready(op))
-            .await;
-        Ok(())
-    }
-
-    /// Removes only a claim: a release arriving after `complete` must not
-    /// discard the response that retries are waiting to replay.
-    async fn release(&self, key: &str) -> Result<(), PortError> {
-        self.records
+    ) -> Result<bool, PortError> {
+        let result = self
+            .records
             .entry_by_ref(key)
             .and_compute_with(|existing| {
-                ready(match existing {
-                    Some(entry) if matches!(entry.value().value, Record::InFlight(_)) => Op::Remove,
-                    _ => Op::Nop,
+                ready(if !holds(existing.as_ref(), claim) {
+                    Op::Nop
+                } else if ttl.is_zero() {
+                    Op::Remove
+                } else {
+                    Op::Put(Expiring {
+                        value: Record::Completed(fingerprint, Arc::new(response)),
+                        ttl,
+                    })
                 })
             })
             .await;
-        Ok(())
+        Ok(acted(result))
+    }
+
+    /// Removes only the caller's claim: neither a later request's claim nor a
+    /// response that retries are waiting to replay.
+    async fn release(&self, key: &str, claim: ClaimToken) -> Result<bool, PortError> {
+        let result = self
+            .records
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                ready(if holds(existing.as_ref(), claim) {
+                    Op::Remove
+                } else {
+                    Op::Nop
+                })
+            })
+            .await;
+        Ok(acted(result))
     }
 }

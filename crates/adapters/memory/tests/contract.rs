@@ -52,6 +52,8 @@ contract_tests!(
         completed_key_replays_the_response,
         release_frees_the_key,
         release_keeps_a_completed_response,
+        only_the_holder_completes_or_releases,
+        stale_claims_complete_and_release_nothing,
         claims_and_responses_expire,
         concurrent_claims_admit_exactly_one,
         keys_are_independent,

@@ -6,7 +6,8 @@ use uuid::Uuid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::PortError;
 use waiter_ports::store::{
-    NewSessionRecord, RefreshTokenRotation, RotateRefreshTokenError, SessionStore,
+    NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenRotation, RotateRefreshTokenError,
+    SessionStore,
 };
 
 use crate::error::port_error;
@@ -68,6 +69,28 @@ impl SessionStore for PostgresSessionStore {
             .execute(&mut *tx)
             .await
             .map_err(port_error)?;
+
+        // Clear the account's expired sessions (their tokens go by the
+        // cascade). This comes after the inserts, which take a key-share
+        // lock on the account row, so locks are taken in the order deleting
+        // the account takes them: the account first, then its sessions. The
+        // sessions are locked in id order, as `delete_for_account` locks
+        // them, so two of these statements cannot deadlock each other.
+        sqlx::query(
+            "DELETE FROM sessions
+             WHERE id IN (
+                 SELECT id FROM sessions
+                 WHERE account_id = $1 AND expires_at <= $2 AND id <> $3
+                 ORDER BY id
+                 FOR UPDATE
+             )",
+        )
+        .bind(session.account_id.as_uuid())
+        .bind(session.created_at)
+        .bind(session.id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(port_error)?;
         tx.commit().await.map_err(port_error)
     }
 
@@ -188,6 +211,27 @@ impl SessionStore for PostgresSessionStore {
             .execute(&mut *tx)
             .await
             .map_err(port_error)?;
+
+        // Forget all but the most recently rotated-away tokens, always
+        // keeping the one just retired. We still hold the session's lock, so
+        // this keeps the lock order above. Pruning on every rotation keeps a
+        // session at a handful of rows, so the `session_id` index is all the
+        // inner query needs.
+        sqlx::query(
+            "DELETE FROM refresh_tokens
+             WHERE token_hash IN (
+                 SELECT token_hash FROM refresh_tokens
+                 WHERE session_id = $1 AND used_at IS NOT NULL
+                 ORDER BY token_hash = $2 DESC, used_at DESC, token_hash DESC
+                 OFFSET $3
+             )",
+        )
+        .bind(session_id)
+        .bind(&rotation.presented.0[..])
+        .bind(i64::from(REMEMBERED_USED_TOKENS))
+        .execute(&mut *tx)
+        .await
+        .map_err(port_error)?;
         tx.commit().await.map_err(port_error)?;
         Ok(session.into())
     }
@@ -206,9 +250,16 @@ impl SessionStore for PostgresSessionStore {
         account_id: AccountId,
         keep: Option<SessionId>,
     ) -> Result<Vec<SessionId>, PortError> {
+        // Locks the sessions in id order, as `create` does when it clears
+        // expired ones, so the two cannot deadlock.
         let ids = sqlx::query_scalar::<_, Uuid>(
             "DELETE FROM sessions
-             WHERE account_id = $1 AND ($2::uuid IS NULL OR id <> $2)
+             WHERE id IN (
+                 SELECT id FROM sessions
+                 WHERE account_id = $1 AND ($2::uuid IS NULL OR id <> $2)
+                 ORDER BY id
+                 FOR UPDATE
+             )
              RETURNING id",
         )
         .bind(account_id.as_uuid())

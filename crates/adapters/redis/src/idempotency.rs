@@ -1,10 +1,11 @@
 //! The Redis [`IdempotencyStore`], sharing a [`RedisCache`]'s connection.
 //!
 //! Each key holds one JSON record, tagged by `state`: `in_flight` while a
-//! request holds the claim, `completed` once its response is stored. Binary
-//! fields (the fingerprint, the body) are standard base64. Every transition
-//! is a single atomic Redis command or script, so concurrent instances never
-//! both win a claim and a late release never discards a response.
+//! request holds the claim (with its claim token, as 32 lower-case hex
+//! digits), `completed` once its response is stored. Binary fields (the
+//! fingerprint, the body) are standard base64. Every transition is a single
+//! atomic Redis command or script, so concurrent instances never both win a
+//! claim, and only the holder of a claim can complete or release it.
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -15,7 +16,9 @@ use async_trait::async_trait;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use waiter_ports::PortError;
-use waiter_ports::idempotency::{ClaimOutcome, Fingerprint, IdempotencyStore, StoredResponse};
+use waiter_ports::idempotency::{
+    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
+};
 
 use crate::RedisCache;
 use crate::connection::{Namespace, millis, port_error};
@@ -24,17 +27,49 @@ use crate::connection::{Namespace, millis, port_error};
 /// cache entries (whose keys must therefore not start with it).
 const KEY_PREFIX: &str = "idempotency:";
 
-/// Deletes `KEYS[1]` only while it holds a claim, in one atomic step, so a
-/// release racing a `complete` cannot discard the response. A record that is
-/// not JSON makes the script fail, which surfaces as `Unexpected`.
+/// Deletes `KEYS[1]` only while it holds the claim `ARGV[1]`, in one atomic
+/// step, so a late release can discard neither a later request's claim nor a
+/// response. Replies 1 when it deleted, else 0. A record that is not JSON
+/// makes the script fail, which surfaces as `Unexpected`.
 static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local record = redis.call('GET', KEYS[1])
-        if record and cjson.decode(record).state == 'in_flight' then
-            return redis.call('DEL', KEYS[1])
+        if not record then
+            return 0
         end
-        return 0
+        local held = cjson.decode(record)
+        if held.state ~= 'in_flight' or held.claim ~= ARGV[1] then
+            return 0
+        end
+        redis.call('DEL', KEYS[1])
+        return 1
+        ",
+    )
+});
+
+/// Replaces `KEYS[1]` with the completed record `ARGV[2]`, kept for `ARGV[3]`
+/// milliseconds (deleted when that is 0), only while it holds the claim
+/// `ARGV[1]`, in one atomic step, so a request that outlived its claim never
+/// overwrites a later request's claim or response. Replies 1 when it acted,
+/// else 0. A record that is not JSON makes the script fail (`Unexpected`).
+static COMPLETE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local record = redis.call('GET', KEYS[1])
+        if not record then
+            return 0
+        end
+        local held = cjson.decode(record)
+        if held.state ~= 'in_flight' or held.claim ~= ARGV[1] then
+            return 0
+        end
+        if ARGV[3] == '0' then
+            redis.call('DEL', KEYS[1])
+        else
+            redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+        end
+        return 1
         ",
     )
 });
@@ -79,15 +114,17 @@ impl IdempotencyStore for RedisIdempotencyStore {
     async fn claim(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         claim_ttl: Duration,
     ) -> Result<ClaimOutcome, PortError> {
-        let claim = encode(&Record::InFlight {
+        let record = encode(&Record::InFlight {
             fingerprint: fingerprint.0,
+            claim: claim_text(claim),
         })?;
         let holder: Option<Vec<u8>> = redis::cmd("SET")
             .arg(self.namespace.key(key))
-            .arg(claim)
+            .arg(record)
             .arg("NX")
             .arg("GET")
             .arg("PX")
@@ -101,58 +138,68 @@ impl IdempotencyStore for RedisIdempotencyStore {
         }
     }
 
-    /// Overwrites the claim with the response and its own TTL. A `ttl` under
-    /// a millisecond keeps the response for no time at all: the key is freed.
+    /// Replaces the claim with the response and its own TTL, by script. A
+    /// `ttl` under a millisecond keeps the response for no time at all: the
+    /// key is freed (and `true` returned, as the claim was there to replace).
     async fn complete(
         &self,
         key: &str,
+        claim: ClaimToken,
         fingerprint: Fingerprint,
         response: StoredResponse,
         ttl: Duration,
-    ) -> Result<(), PortError> {
-        let key = self.namespace.key(key);
-        let mut connection = self.namespace.connection();
+    ) -> Result<bool, PortError> {
         let millis = millis(ttl);
-        if millis == 0 {
-            return redis::cmd("DEL")
-                .arg(key)
-                .exec_async(&mut connection)
-                .await
-                .map_err(port_error);
-        }
-        let record = encode(&Record::Completed {
-            fingerprint: fingerprint.0,
-            status: response.status,
-            headers: response.headers,
-            body: response.body,
-        })?;
-        redis::cmd("SET")
-            .arg(key)
+        // No use encoding a response that is not going to be kept.
+        let record = if millis == 0 {
+            Vec::new()
+        } else {
+            encode(&Record::Completed {
+                fingerprint: fingerprint.0,
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            })?
+        };
+        COMPLETE_CLAIM
+            .key(self.namespace.key(key))
+            .arg(claim_text(claim))
             .arg(record)
-            .arg("PX")
             .arg(millis)
-            .exec_async(&mut connection)
+            .invoke_async(&mut self.namespace.connection())
             .await
             .map_err(port_error)
     }
 
-    async fn release(&self, key: &str) -> Result<(), PortError> {
+    async fn release(&self, key: &str, claim: ClaimToken) -> Result<bool, PortError> {
         RELEASE_CLAIM
             .key(self.namespace.key(key))
-            .invoke_async::<()>(&mut self.namespace.connection())
+            .arg(claim_text(claim))
+            .invoke_async(&mut self.namespace.connection())
             .await
             .map_err(port_error)
     }
 }
 
-/// A record as stored, in a JSON layout the release script also reads: the
-/// `state` tags must not change without it.
+/// A claim token as the record and the scripts hold it: a string, because
+/// Lua's cjson reads JSON numbers as doubles, which cannot hold 128 bits.
+fn claim_text(claim: ClaimToken) -> String {
+    format!("{:032x}", claim.0)
+}
+
+/// A record as stored, in a JSON layout the scripts also read: the `state`
+/// tags and the `claim` field must not change without them.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Record {
     InFlight {
         #[serde(with = "base64_bytes")]
         fingerprint: [u8; 32],
+        /// The holder's [`ClaimToken`], as [`claim_text`] writes it. Only the
+        /// scripts compare it; a claim without one (written before claims
+        /// carried tokens) still reads as in flight, and no token matches it.
+        #[serde(default)]
+        claim: String,
     },
     Completed {
         #[serde(with = "base64_bytes")]
@@ -168,7 +215,7 @@ enum Record {
 impl Record {
     fn into_outcome(self) -> ClaimOutcome {
         match self {
-            Self::InFlight { fingerprint } => ClaimOutcome::InFlight {
+            Self::InFlight { fingerprint, .. } => ClaimOutcome::InFlight {
                 fingerprint: Fingerprint(fingerprint),
             },
             Self::Completed {
@@ -231,8 +278,9 @@ mod base64_bytes {
 
 #[cfg(test)]
 mod tests {
-    use super::{Record, decode, encode};
+    use super::{Record, claim_text, decode, encode};
     use waiter_ports::PortError;
+    use waiter_ports::idempotency::ClaimToken;
 
     fn completed() -> Record {
         Record::Completed {
@@ -251,6 +299,7 @@ mod tests {
         for record in [
             Record::InFlight {
                 fingerprint: [1; 32],
+                claim: claim_text(ClaimToken(u128::MAX)),
             },
             completed(),
         ] {
@@ -259,15 +308,33 @@ mod tests {
         }
     }
 
-    /// The release script matches on this exact tag.
+    /// The scripts match on this exact tag and on the claim as a string of
+    /// fixed width, which a claim passed to them as an argument must equal.
     #[test]
-    fn claims_are_tagged_in_flight() {
+    fn claims_are_tagged_in_flight_with_their_token_as_text() {
         let bytes = encode(&Record::InFlight {
             fingerprint: [1; 32],
+            claim: claim_text(ClaimToken(0xab)),
         })
         .expect("encode");
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
         assert_eq!(json["state"], "in_flight");
+        assert_eq!(json["claim"], format!("{}ab", "0".repeat(30)));
+        assert_eq!(claim_text(ClaimToken(u128::MAX)), "f".repeat(32));
+    }
+
+    /// A claim written before claims carried tokens is still in flight.
+    #[test]
+    fn claims_without_a_token_still_decode() {
+        let fingerprint = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let bytes = format!(r#"{{"state":"in_flight","fingerprint":"{fingerprint}"}}"#);
+        assert_eq!(
+            decode(bytes.as_bytes()).expect("decode"),
+            Record::InFlight {
+                fingerprint: [1; 32],
+                claim: String::new(),
+            }
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
-use waiter_ports::idempotency::{ClaimOutcome, Fingerprint, IdempotencyStore};
+use waiter_ports::idempotency::{
+    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
+};
 use waiter_redis::{RedisCache, RedisIdempotencyStore};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -97,6 +99,8 @@ contract_tests!(
         completed_key_replays_the_response,
         release_frees_the_key,
         release_keeps_a_completed_response,
+        only_the_holder_completes_or_releases,
+        stale_claims_complete_and_release_nothing,
         claims_and_responses_expire,
         concurrent_claims_admit_exactly_one,
         keys_are_independent,
@@ -171,14 +175,14 @@ async fn idempotency_stores_with_the_same_prefix_share_claims() {
         let fingerprint = Fingerprint([1; 32]);
         assert_eq!(
             first_store
-                .claim("key", fingerprint, TTL)
+                .claim("key", ClaimToken(1), fingerprint, TTL)
                 .await
                 .expect("claim"),
             ClaimOutcome::Claimed
         );
         assert_eq!(
             second_store
-                .claim("key", Fingerprint([2; 32]), TTL)
+                .claim("key", ClaimToken(2), Fingerprint([2; 32]), TTL)
                 .await
                 .expect("claim"),
             ClaimOutcome::InFlight { fingerprint }
@@ -197,7 +201,7 @@ async fn idempotency_records_do_not_collide_with_cache_entries() {
         cache.set("key", b"cached", TTL).await.expect("set");
         assert_eq!(
             store
-                .claim("key", Fingerprint([1; 32]), TTL)
+                .claim("key", ClaimToken(1), Fingerprint([1; 32]), TTL)
                 .await
                 .expect("claim"),
             ClaimOutcome::Claimed
@@ -222,16 +226,74 @@ async fn undecodable_idempotency_records_are_unexpected() {
             .set("idempotency:key", b"\xff not a record", TTL)
             .await
             .expect("set");
-        let claim = store.claim("key", Fingerprint([1; 32]), TTL).await;
+        let claim = store
+            .claim("key", ClaimToken(1), Fingerprint([1; 32]), TTL)
+            .await;
         assert!(matches!(claim, Err(PortError::Unexpected(_))), "{claim:?}");
-        let release = store.release("key").await;
+        let release = store.release("key", ClaimToken(1)).await;
         assert!(
             matches!(release, Err(PortError::Unexpected(_))),
             "{release:?}"
         );
+        let response = StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let complete = store
+            .complete("key", ClaimToken(1), Fingerprint([1; 32]), response, TTL)
+            .await;
         assert!(
-            cache.get("idempotency:key").await.expect("get").is_some(),
-            "neither may overwrite or delete a record it cannot read"
+            matches!(complete, Err(PortError::Unexpected(_))),
+            "{complete:?}"
+        );
+        assert_eq!(
+            cache.get("idempotency:key").await.expect("get").as_deref(),
+            Some(&b"\xff not a record"[..]),
+            "none may overwrite or delete a record it cannot read"
+        );
+    })
+    .await;
+}
+
+/// A claim written before claims carried tokens (a rolling upgrade) still
+/// holds its key until it expires, and no token completes or releases it.
+#[tokio::test]
+async fn idempotency_claims_without_a_token_hold_their_key() {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let store = RedisIdempotencyStore::new(&cache);
+    cleaning_up(&[&cache], async {
+        let fingerprint = Fingerprint([1; 32]);
+        let old_claim = br#"{"state":"in_flight","fingerprint":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}"#;
+        cache
+            .set("idempotency:key", old_claim, TTL)
+            .await
+            .expect("set");
+        let response = StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        assert!(
+            !store
+                .complete("key", ClaimToken(0), fingerprint, response, TTL)
+                .await
+                .expect("complete")
+        );
+        assert!(
+            !store
+                .release("key", ClaimToken(0))
+                .await
+                .expect("release")
+        );
+        assert_eq!(
+            store
+                .claim("key", ClaimToken(1), Fingerprint([2; 32]), TTL)
+                .await
+                .expect("claim"),
+            ClaimOutcome::InFlight { fingerprint }
         );
     })
     .await;

@@ -6,7 +6,8 @@ use uuid::Uuid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::PortError;
 use waiter_ports::store::{
-    NewSessionRecord, RefreshTokenRotation, RotateRefreshTokenError, SessionStore,
+    NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenRotation, RotateRefreshTokenError,
+    SessionStore,
 };
 
 use crate::error::port_error;
@@ -75,6 +76,18 @@ impl SessionStore for SqliteSessionStore {
             .execute(&mut *tx)
             .await
             .map_err(port_error)?;
+
+        // Clear the account's expired sessions; their tokens go by the cascade.
+        sqlx::query(
+            "DELETE FROM sessions
+             WHERE account_id = ?1 AND expires_at <= ?2 AND id <> ?3",
+        )
+        .bind(session.account_id.as_uuid())
+        .bind(StoredTimestamp(session.created_at))
+        .bind(session.id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(port_error)?;
         tx.commit().await.map_err(port_error)
     }
 
@@ -193,6 +206,26 @@ impl SessionStore for SqliteSessionStore {
             .execute(&mut *tx)
             .await
             .map_err(port_error)?;
+
+        // Forget all but the most recently rotated-away tokens, always
+        // keeping the one just retired. Pruning on every rotation keeps a
+        // session at a handful of rows, so the `session_id` index is all the
+        // inner query needs.
+        sqlx::query(
+            "DELETE FROM refresh_tokens
+             WHERE token_hash IN (
+                 SELECT token_hash FROM refresh_tokens
+                 WHERE session_id = ?1 AND used_at IS NOT NULL
+                 ORDER BY token_hash = ?2 DESC, used_at DESC, token_hash DESC
+                 LIMIT -1 OFFSET ?3
+             )",
+        )
+        .bind(session_id)
+        .bind(&rotation.presented.0[..])
+        .bind(i64::from(REMEMBERED_USED_TOKENS))
+        .execute(&mut *tx)
+        .await
+        .map_err(port_error)?;
         tx.commit().await.map_err(port_error)?;
         Ok(session.into())
     }

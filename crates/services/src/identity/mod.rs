@@ -136,18 +136,15 @@ impl IdentityService {
         })
     }
 
-    /// Ends sessions: first in the store, so their refresh tokens die and a
-    /// failure leaves them fully alive (the client may retry), then in the
-    /// revocation set, so their access tokens die on the next request.
-    async fn end_sessions(&self, ids: &[SessionId]) -> Result<(), PortError> {
-        for id in ids {
-            self.sessions.delete(*id).await?;
-            self.revoked.revoke(*id).await?;
-        }
-        Ok(())
+    /// Ends a session: first in the store, so its refresh token dies and a
+    /// failure leaves it fully alive (the client may retry), then in the
+    /// revocation set, so its access tokens die on the next request.
+    async fn end(&self, id: SessionId) -> Result<(), PortError> {
+        self.sessions.delete(id).await?;
+        self.revoked.revoke(id).await
     }
 
-    /// Ends every session of an account but `keep`, as [`Self::end_sessions`]
+    /// Ends every session of an account but `keep`, as [`Self::end`]
     /// does; the ids revoked are the ones the store deleted, so a session
     /// created meanwhile cannot slip through.
     async fn end_account_sessions(
@@ -263,7 +260,7 @@ impl IdentityUseCases for IdentityService {
                 account_id,
             }) => {
                 tracing::warn!(%session_id, %account_id, "refresh token reuse detected; revoking the session");
-                self.end_sessions(&[session_id]).await?;
+                self.end(session_id).await?;
                 return Err(RefreshError::Reused);
             }
             Err(RotateRefreshTokenError::Unknown | RotateRefreshTokenError::Expired) => {
@@ -382,7 +379,7 @@ impl IdentityUseCases for IdentityService {
         if !owned {
             return Err(SessionError::NotFound);
         }
-        Ok(self.end_sessions(&[session_id]).await?)
+        Ok(self.end(session_id).await?)
     }
 
     async fn end_all_sessions(&self, caller: Caller) -> Result<(), SessionError> {

@@ -132,6 +132,14 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
             let redis = RedisCache::connect(url, config.redis_prefix.clone())
                 .await
                 .context("cannot connect to Redis (REDIS_URL)")?;
+            match redis.eviction_policy().await? {
+                Some(policy) if policy != "noeviction" => tracing::warn!(
+                    policy,
+                    "Redis may evict keys under memory pressure; an evicted session revocation \
+                     revives a signed-out token: set maxmemory-policy noeviction"
+                ),
+                _ => {}
+            }
             Ok(CacheAdapters {
                 revocations: Arc::new(redis.clone()),
                 reads: Arc::new(redis.clone()),

@@ -43,6 +43,25 @@ impl RedisCache {
         self.namespace.clear().await
     }
 
+    /// The server's `maxmemory-policy`, or `None` where `CONFIG GET` is
+    /// refused (as some managed services do).
+    ///
+    /// Waiter keeps session revocations here: under an `allkeys-*` or
+    /// `volatile-*` policy a full server may evict one and bring a signed-out
+    /// token back, so the server warns at start-up unless this is `noeviction`.
+    pub async fn eviction_policy(&self) -> Result<Option<String>, PortError> {
+        let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut self.namespace.connection())
+            .await;
+        match reply {
+            Ok(pair) => Ok(pair.into_iter().nth(1)),
+            Err(err) if matches!(err.kind(), redis::ErrorKind::Server(_)) => Ok(None),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+
     /// The connection and prefix, for other adapters sharing them.
     pub(crate) fn namespace(&self) -> &Namespace {
         &self.namespace

@@ -177,10 +177,6 @@ pub trait BookStore: Send + Sync {
     /// MUST return `IsbnTaken` when another book has the ISBN, whatever the race.
     async fn insert(&self, record: NewBookRecord) -> Result<Book, InsertBookError>;
 
-    /// Stores many books at once, skipping any whose ISBN is taken; returns how
-    /// many were stored. For seeding: it must be fast for batches of thousands.
-    async fn insert_batch(&self, records: Vec<NewBookRecord>) -> Result<u64, PortError>;
-
     /// Stores every book `records` yields, skipping any whose ISBN is taken,
     /// all of them or (on error) none; returns how many were stored. For
     /// filling an idle catalogue (`waiter seed`): it MAY lock the books

@@ -314,15 +314,6 @@ impl BookStore for PostgresBookStore {
         Ok(row.try_into()?)
     }
 
-    /// One statement per batch: the columns travel as ten arrays, so the
-    /// statement and its parse are the same whatever the batch size.
-    async fn insert_batch(&self, records: Vec<NewBookRecord>) -> Result<u64, PortError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
-        insert_columns(&self.pool, records.into_iter().collect()).await
-    }
-
     /// One transaction that locks `books`, drops its secondary indexes (all
     /// but those behind the primary key and the ISBN constraint, which the
     /// load needs), inserts in batches of [`BULK_BATCH`], and recreates the

@@ -31,7 +31,7 @@ const ISBN_KEY: &str = "books.isbn";
 /// The most parameters one statement may have (`SQLITE_MAX_VARIABLE_NUMBER`).
 const MAX_PARAMETERS: usize = 32_766;
 
-/// The parameters of one row in [`BookStore::insert_batch`]'s statement.
+/// The parameters of one row in [`BookStore::bulk_insert`]'s statements.
 const PARAMETERS_PER_ROW: usize = 12;
 
 /// The columns a [`BookRow`] reads, named once so every query selects the same.
@@ -216,7 +216,7 @@ impl Statement {
         }
     }
 
-    /// Appends one parenthesised row of [`BookStore::insert_batch`]'s `VALUES`.
+    /// Appends one parenthesised row of [`BookStore::bulk_insert`]'s `VALUES`.
     fn push_row(&mut self, record: NewBookRecord) -> &mut Self {
         let draft = record.draft;
         self.push("(")
@@ -298,17 +298,8 @@ impl BookStore for SqliteBookStore {
         Ok(row.try_into()?)
     }
 
-    /// Multi-row inserts of as many rows as SQLite's parameter limit allows,
-    /// in one transaction: all of the batch is stored (bar taken ISBNs) or none.
-    async fn insert_batch(&self, records: Vec<NewBookRecord>) -> Result<u64, PortError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
-        self.insert_all(records.into_iter()).await
-    }
-
-    /// The same as [`BookStore::insert_batch`] with every book in one
-    /// transaction. SQLite keeps its indexes through the load: an embedded
+    /// Every book in one transaction, with multi-row inserts of as many rows
+    /// as SQLite's parameter limit allows. SQLite keeps its indexes through the load: an embedded
     /// catalogue is small, and its single writer already has the database to
     /// itself while the transaction lasts.
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {

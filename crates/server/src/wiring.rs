@@ -1,5 +1,6 @@
 //! Dependency injection: concrete adapters in, `Arc<dyn Port>` out.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -55,6 +56,17 @@ struct CacheAdapters {
     probe: Arc<dyn Probe>,
 }
 
+/// `WAITER_DATA_DIR`, created if missing.
+fn data_dir(config: &Config) -> anyhow::Result<&Path> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create WAITER_DATA_DIR {}",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(&config.data_dir)
+}
+
 /// The database a configuration selects, connected and migrated.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -79,13 +91,7 @@ impl Database {
                         .context("cannot open SQLite (DATABASE_URL)")?,
                 ),
                 None => {
-                    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                        format!(
-                            "cannot create WAITER_DATA_DIR {}",
-                            config.data_dir.display()
-                        )
-                    })?;
-                    let path = config.data_dir.join("waiter.db");
+                    let path = data_dir(config)?.join("waiter.db");
                     let url = format!("sqlite://{}", path.display());
                     Database::Sqlite(SqliteDatabase::connect(&url).await.with_context(|| {
                         format!("cannot open the SQLite file {}", path.display())
@@ -181,15 +187,7 @@ impl Wiring {
         let caches = connect_cache(config).await?;
         let jwt_secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
-            None => {
-                std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                    format!(
-                        "cannot create WAITER_DATA_DIR {}",
-                        config.data_dir.display()
-                    )
-                })?;
-                secret::load_or_generate(&config.data_dir)?
-            }
+            None => secret::load_or_generate(data_dir(config)?)?,
         };
         let stores = database.stores();
         let catalog: Arc<dyn CatalogUseCases> = Arc::new(CatalogService::new(

@@ -12,7 +12,7 @@ use ulid::Ulid;
 use waiter_domain::{
     Account, AccountId, DisplayName, Email, PasswordHash, Role, Timestamp, Version,
 };
-use waiter_ports::store::{
+use waiter_ports::identity::{
     AccountChanges, AccountPage, AccountStore, InsertAccountError, NewAccountRecord,
     UpdateAccountError,
 };

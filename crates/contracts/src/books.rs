@@ -25,7 +25,7 @@ use waiter_ports::catalog::{
     BookCursor, BookFilter, BookQuery, BookSort, BookSortKey, BookStore, InsertBookError,
     NewBookRecord, WriteBookError,
 };
-use waiter_ports::store::AccountStore;
+use waiter_ports::identity::AccountStore;
 
 use crate::accounts::{insert_account, now};
 

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use time::Duration;
 use ulid::Ulid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
-use waiter_ports::store::{
+use waiter_ports::identity::{
     AccountStore, NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenHash, RefreshTokenRotation,
     RotateRefreshTokenError, SessionStore,
 };

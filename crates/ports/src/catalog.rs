@@ -49,28 +49,6 @@ impl Default for BookSort {
     }
 }
 
-impl std::str::FromStr for BookSort {
-    type Err = ();
-
-    /// `title` ascending, `-title` descending.
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let (descending, name) = match text.strip_prefix('-') {
-            Some(name) => (true, name),
-            None => (false, text),
-        };
-        let key = [
-            BookSortKey::PublishedDate,
-            BookSortKey::Title,
-            BookSortKey::Price,
-            BookSortKey::CreatedAt,
-        ]
-        .into_iter()
-        .find(|key| key.as_str() == name)
-        .ok_or(())?;
-        Ok(Self { key, descending })
-    }
-}
-
 /// Which books a list includes. All present conditions must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BookFilter {
@@ -255,10 +233,10 @@ pub trait CatalogUseCases: Send + Sync {
     async fn list_books(&self, query: BookQuery) -> Result<Vec<Book>, CatalogError>;
 
     /// The five most recently published books.
-    async fn recent_books(&self) -> Result<Vec<Book>, CatalogError>;
+    async fn list_recent_books(&self) -> Result<Vec<Book>, CatalogError>;
 
     /// One book. `NotFound`.
-    async fn book(&self, id: BookId) -> Result<Book, CatalogError>;
+    async fn get_book(&self, id: BookId) -> Result<Book, CatalogError>;
 
     /// Adds a book owned by the caller. `Invalid` for a future publication date; `IsbnTaken`.
     async fn create_book(&self, caller: Caller, draft: BookDraft) -> Result<Book, CatalogError>;
@@ -274,7 +252,7 @@ pub trait CatalogUseCases: Send + Sync {
     ) -> Result<Book, CatalogError>;
 
     /// Merges `patch` into a book; errors as for [`Self::replace_book`].
-    async fn patch_book(
+    async fn update_book(
         &self,
         caller: Caller,
         id: BookId,
@@ -289,8 +267,4 @@ pub trait CatalogUseCases: Send + Sync {
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), CatalogError>;
-
-    /// Forgets whatever is cached of an owner whose account (and, with it,
-    /// whose books) the database has deleted.
-    async fn owner_deleted(&self, owner: AccountId) -> Result<(), CatalogError>;
 }

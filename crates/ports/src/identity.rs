@@ -1,18 +1,23 @@
-//! The identity use cases: accounts, sign-in sessions, tokens and roles.
+//! Identity: accounts, sign-in sessions, tokens and roles.
 //!
-//! Each method's documentation says which error variants it returns and when;
-//! the HTTP adapter maps them to statuses in one place.
+//! The inbound [`IdentityUseCases`], the outbound stores it needs
+//! ([`AccountStore`], [`SessionStore`]) with their records and errors, and
+//! [`AccountEvents`], through which it announces what other features react to.
+//! Each method's documentation is its contract: which error variants it
+//! returns and when. The contract suites in `waiter-contracts` hold every
+//! store adapter to it; the HTTP adapter maps the use-case errors to statuses
+//! in one place.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
 use waiter_domain::{
-    Account, AccountId, DisplayName, Email, Password, Role, Session, SessionId, SignUp, Version,
+    Account, AccountId, DisplayName, Email, Password, PasswordHash, Role, Session, SessionId,
+    SignUp, Timestamp, Version,
 };
 
 use crate::PortError;
-use crate::store::AccountPage;
 
 /// The authenticated principal of a request, read from a verified access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,22 +131,22 @@ pub enum SessionError {
 #[async_trait]
 pub trait IdentityUseCases: Send + Sync {
     /// Creates a member account. `EmailTaken` when the email is in use.
-    async fn sign_up(&self, sign_up: SignUp) -> Result<Account, AccountError>;
+    async fn create_account(&self, sign_up: SignUp) -> Result<Account, AccountError>;
 
     /// Verifies credentials and opens a session. `InvalidCredentials` for an
     /// unknown email or wrong password, taking about as long either way.
-    async fn sign_in(&self, credentials: Credentials) -> Result<IssuedTokens, SignInError>;
+    async fn create_session(&self, credentials: Credentials) -> Result<IssuedTokens, SignInError>;
 
     /// Rotates a refresh token into a new pair. `InvalidToken` when unknown or
     /// expired; `Reused` when already rotated (which revokes the session).
-    async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError>;
+    async fn refresh_session(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError>;
 
     /// Verifies an access token without reading the database. `InvalidToken`
     /// when it is malformed, forged, expired or its session was revoked.
     async fn authenticate(&self, access_token: &str) -> Result<Caller, AuthError>;
 
     /// The caller's own account. `NotFound` if it was deleted meanwhile.
-    async fn own_account(&self, caller: Caller) -> Result<Account, AccountError>;
+    async fn get_own_account(&self, caller: Caller) -> Result<Account, AccountError>;
 
     /// Changes the caller's own account. `CurrentPasswordMismatch` when email or
     /// password change without the right current password; `EmailTaken`;
@@ -156,17 +161,21 @@ pub trait IdentityUseCases: Send + Sync {
     async fn delete_own_account(&self, caller: Caller) -> Result<(), AccountError>;
 
     /// The session the caller's token belongs to. `NotFound` if it ended.
-    async fn current_session(&self, caller: Caller) -> Result<Session, SessionError>;
+    async fn get_current_session(&self, caller: Caller) -> Result<Session, SessionError>;
 
     /// The caller's live sessions, newest first.
     async fn list_sessions(&self, caller: Caller) -> Result<Vec<Session>, SessionError>;
 
     /// Ends one of the caller's sessions. `NotFound` for an unknown session or
     /// one belonging to another account.
-    async fn end_session(&self, caller: Caller, session_id: SessionId) -> Result<(), SessionError>;
+    async fn delete_session(
+        &self,
+        caller: Caller,
+        session_id: SessionId,
+    ) -> Result<(), SessionError>;
 
     /// Ends every session of the caller, including the current one.
-    async fn end_all_sessions(&self, caller: Caller) -> Result<(), SessionError>;
+    async fn delete_all_sessions(&self, caller: Caller) -> Result<(), SessionError>;
 
     /// A page of all accounts. `Forbidden` unless the caller is an admin.
     async fn list_accounts(
@@ -176,11 +185,11 @@ pub trait IdentityUseCases: Send + Sync {
     ) -> Result<Vec<Account>, AccountError>;
 
     /// One account by id. `Forbidden` unless admin; `NotFound`.
-    async fn account(&self, caller: Caller, id: AccountId) -> Result<Account, AccountError>;
+    async fn get_account(&self, caller: Caller, id: AccountId) -> Result<Account, AccountError>;
 
     /// Sets another account's role, signing it out everywhere so no token
     /// carries the old role. `Forbidden` unless admin; `NotFound`; `VersionMismatch`.
-    async fn set_role(
+    async fn update_account(
         &self,
         caller: Caller,
         id: AccountId,
@@ -201,4 +210,245 @@ pub trait IdentityUseCases: Send + Sync {
         display_name: DisplayName,
         password: Option<Password>,
     ) -> Result<Account, AccountError>;
+}
+
+/// Everything needed to store a new account.
+#[derive(Debug, Clone)]
+pub struct NewAccountRecord {
+    pub id: AccountId,
+    pub email: Email,
+    pub display_name: DisplayName,
+    pub role: Role,
+    pub password_hash: PasswordHash,
+    pub created_at: Timestamp,
+}
+
+/// An account together with its password hash, for verifying a password.
+#[derive(Debug, Clone)]
+pub struct AccountCredentials {
+    pub account: Account,
+    pub password_hash: PasswordHash,
+}
+
+/// A change to an account: `None` fields stay as they are.
+#[derive(Debug, Clone)]
+pub struct AccountChanges {
+    pub email: Option<Email>,
+    pub display_name: Option<DisplayName>,
+    pub role: Option<Role>,
+    pub password_hash: Option<PasswordHash>,
+    /// Apply only if the stored version is this one (from `If-Match`).
+    pub expected_version: Option<Version>,
+    pub updated_at: Timestamp,
+}
+
+impl AccountChanges {
+    /// A change that alters nothing yet, stamped with `updated_at`.
+    pub fn at(updated_at: Timestamp) -> Self {
+        Self {
+            email: None,
+            display_name: None,
+            role: None,
+            password_hash: None,
+            expected_version: None,
+            updated_at,
+        }
+    }
+}
+
+/// One page of accounts in id order (which is creation order, ids being ULIDs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountPage {
+    /// Only accounts whose id sorts after this one.
+    pub after: Option<AccountId>,
+    /// At most this many; the caller bounds it.
+    pub limit: u32,
+}
+
+/// Why an account could not be inserted.
+#[derive(Debug, Error)]
+pub enum InsertAccountError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Why an account could not be updated.
+#[derive(Debug, Error)]
+pub enum UpdateAccountError {
+    #[error("no such account")]
+    NotFound,
+    #[error("the account changed since the expected version")]
+    VersionMismatch { current: Version },
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Stores accounts and their password hashes.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Stores a new account at [`Version::INITIAL`] with `updated_at = created_at`.
+    ///
+    /// MUST return [`InsertAccountError::EmailTaken`] when another account
+    /// has the same (already normalised) email, whatever the race.
+    async fn insert(&self, record: NewAccountRecord) -> Result<Account, InsertAccountError>;
+
+    /// The account with this id, if any.
+    async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError>;
+
+    /// The account with this email and its hash, if any.
+    async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<AccountCredentials>, PortError>;
+
+    /// The account with this id and its hash, if any.
+    async fn find_credentials(
+        &self,
+        id: AccountId,
+    ) -> Result<Option<AccountCredentials>, PortError>;
+
+    /// Applies `changes` in one conditional statement and bumps the version by one.
+    ///
+    /// MUST return `NotFound` when no account has this id, `VersionMismatch`
+    /// (with the stored version) when `expected_version` is set and differs,
+    /// and `EmailTaken` when the new email belongs to another account.
+    async fn update(
+        &self,
+        id: AccountId,
+        changes: AccountChanges,
+    ) -> Result<Account, UpdateAccountError>;
+
+    /// Deletes the account and, with it, every session it has.
+    /// Returns `false` when there was no such account.
+    async fn delete(&self, id: AccountId) -> Result<bool, PortError>;
+
+    /// A page of accounts in ascending id order.
+    async fn list(&self, page: AccountPage) -> Result<Vec<Account>, PortError>;
+}
+
+/// The SHA-256 digest of a refresh token. Refresh tokens are high-entropy
+/// random strings, so a fast hash is enough; only digests are ever stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefreshTokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for RefreshTokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshTokenHash(..)")
+    }
+}
+
+/// A session to store with the digest of its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSessionRecord {
+    pub session: Session,
+    pub refresh_token_hash: RefreshTokenHash,
+}
+
+/// A request to swap a session's current refresh token for a new one.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRotation {
+    /// Digest of the token the client presented.
+    pub presented: RefreshTokenHash,
+    /// Digest of the token that replaces it.
+    pub replacement: RefreshTokenHash,
+    /// Becomes the session's `refreshed_at`; a session with `expires_at <= now` is not rotated.
+    pub now: Timestamp,
+    /// The session's new `expires_at`.
+    pub expires_at: Timestamp,
+}
+
+/// Why a refresh token could not be rotated.
+#[derive(Debug, Error)]
+pub enum RotateRefreshTokenError {
+    /// No session ever issued this token, its session is gone, or it was
+    /// rotated away more than [`REMEMBERED_USED_TOKENS`] rotations ago.
+    #[error("unknown refresh token")]
+    Unknown,
+    /// The token was already rotated away: someone is replaying it.
+    #[error("refresh token was already used")]
+    Reused {
+        session_id: SessionId,
+        account_id: AccountId,
+    },
+    /// The token is current but its session has expired.
+    #[error("session expired")]
+    Expired,
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// How many rotated-away refresh tokens a session remembers, so that replaying
+/// any of them is detected as reuse (older ones are merely unknown).
+pub const REMEMBERED_USED_TOKENS: u32 = 16;
+
+/// Stores sign-in sessions and the digests of their refresh tokens.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session whose current refresh token has this digest.
+    ///
+    /// In the same transaction it deletes, with their refresh tokens, the
+    /// account's other sessions with `expires_at <= created_at` of the new
+    /// one (its `created_at` being "now"): signing in is what clears an
+    /// account's expired sessions, so no background job is needed. Live
+    /// sessions and other accounts' sessions are untouched.
+    async fn create(&self, record: NewSessionRecord) -> Result<(), PortError>;
+
+    /// The session with this id, if it exists (expired or not).
+    async fn find(&self, id: SessionId) -> Result<Option<Session>, PortError>;
+
+    /// The account's sessions with `expires_at > now`, newest `created_at` first.
+    async fn list_for_account(
+        &self,
+        account_id: AccountId,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, PortError>;
+
+    /// Atomically retires the presented refresh token and makes `replacement`
+    /// the session's current one, returning the updated session.
+    ///
+    /// Of any number of concurrent calls presenting the same token, exactly
+    /// one MUST succeed. A token never seen gives `Unknown`; a current token
+    /// of an expired session gives `Expired`.
+    ///
+    /// A session remembers only its 16 most recently rotated-away tokens:
+    /// the one this rotation retires and the 15 before it, "before" meaning
+    /// an earlier `now` (ties between equal `now`s are broken arbitrarily),
+    /// so a successful rotation deletes the digests of any older ones.
+    /// Presenting one of those 16 MUST give `Reused` (as long as its session
+    /// exists), so a replay of any recent token still revokes the session;
+    /// an older token is forgotten and gives `Unknown`: still refused, but
+    /// without revoking the session. This bounds a session's stored digests
+    /// at 17, however often it is refreshed.
+    async fn rotate_refresh_token(
+        &self,
+        rotation: RefreshTokenRotation,
+    ) -> Result<Session, RotateRefreshTokenError>;
+
+    /// Deletes one session and its refresh tokens; `false` when it did not exist.
+    async fn delete(&self, id: SessionId) -> Result<bool, PortError>;
+
+    /// Deletes every session of the account except `keep`, returning the ids deleted.
+    async fn delete_for_account(
+        &self,
+        account_id: AccountId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionId>, PortError>;
+}
+
+/// Told about changes to accounts that other services' data depends on.
+///
+/// The identity service calls it; the server wires it to the services that
+/// keep data per account (the catalog, whose cached books of a deleted
+/// owner must go). Services thus never reach into each other's stores.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait AccountEvents: Send + Sync {
+    /// The account and everything the database deletes with it are gone.
+    async fn account_deleted(&self, id: AccountId) -> Result<(), PortError>;
 }

@@ -1,23 +1,22 @@
 //! Waiter's ports: traits only, plus the record and error types that cross them.
 //!
-//! *Inbound* ports ([`identity::IdentityUseCases`],
-//! [`catalog::CatalogUseCases`], [`idempotency::IdempotencyUseCases`],
-//! [`health::HealthUseCases`]) are what the HTTP adapter and the CLI drive.
-//! *Outbound* ports ([`store::AccountStore`], [`store::SessionStore`],
-//! [`catalog::BookStore`], [`idempotency::IdempotencyStore`],
-//! [`cache::Cache`], [`clock::Clock`], [`health::Probe`],
-//! [`events::AccountEvents`]) are what the
-//! services need from the world; adapters implement them. Every trait is object safe and is used as
-//! `Arc<dyn Trait>`; with the `mocks` feature each gets a mockall `Mock…` type.
+//! One module per feature, each holding that feature's inbound use cases and
+//! the outbound ports it needs, with their records and errors:
+//! [`identity`] (accounts, sessions, and the [`identity::AccountEvents`] it
+//! announces), [`catalog`] (books), [`idempotency`] (keyed retries) and
+//! [`health`]. [`cache`] and [`clock`] are infrastructure every feature may use.
+//!
+//! *Inbound* ports (`…UseCases`) are what the HTTP adapter and the CLI drive.
+//! *Outbound* ports are what the services need from the world; adapters
+//! implement them. Every trait is object safe and is used as `Arc<dyn Trait>`;
+//! with the `mocks` feature each gets a mockall `Mock…` type.
 
 pub mod cache;
 pub mod catalog;
 pub mod clock;
-pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;
-pub mod store;
 
 use thiserror::Error;
 

@@ -4,24 +4,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
-use waiter_domain::AccountId;
 use waiter_http::HttpState;
 use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
-use waiter_ports::catalog::{BookStore, CatalogError, CatalogUseCases};
+use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
-use waiter_ports::events::AccountEvents;
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
-use waiter_ports::identity::IdentityUseCases;
-use waiter_ports::store::{AccountStore, SessionStore};
+use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
 use waiter_postgres::PostgresDatabase;
 use waiter_redis::{RedisCache, RedisIdempotencyStore};
 use waiter_services::{
-    CatalogService, HealthService, IdempotencyService, IdempotencySettings, IdentityPorts,
-    IdentityService, IdentitySettings,
+    AccountEventsFanOut, CatalogService, HealthService, IdempotencyService, IdempotencySettings,
+    IdentityPorts, IdentityService, IdentitySettings,
 };
 use waiter_sqlite::SqliteDatabase;
 
@@ -190,7 +186,7 @@ impl Wiring {
             None => secret::load_or_generate(data_dir(config)?)?,
         };
         let stores = database.stores();
-        let catalog: Arc<dyn CatalogUseCases> = Arc::new(CatalogService::new(
+        let catalog = Arc::new(CatalogService::new(
             stores.books,
             caches.reads,
             clock.clone(),
@@ -201,7 +197,7 @@ impl Wiring {
                 sessions: stores.sessions,
                 cache: caches.revocations,
                 clock,
-                events: Arc::new(CatalogFollowsAccounts(catalog.clone())),
+                events: Arc::new(AccountEventsFanOut::new(vec![catalog.clone()])),
             },
             IdentitySettings {
                 jwt_secret,
@@ -234,19 +230,5 @@ impl Wiring {
             idempotency: self.idempotency.clone(),
             health: self.health.clone(),
         }
-    }
-}
-
-/// Tells the catalog about deleted accounts, whose books the database
-/// deleted with them.
-struct CatalogFollowsAccounts(Arc<dyn CatalogUseCases>);
-
-#[async_trait]
-impl AccountEvents for CatalogFollowsAccounts {
-    async fn account_deleted(&self, id: AccountId) -> Result<(), PortError> {
-        self.0.owner_deleted(id).await.map_err(|err| match err {
-            CatalogError::Port(err) => err,
-            other => PortError::unexpected(other),
-        })
     }
 }

@@ -2,12 +2,15 @@
 //! over the outbound ones.
 //!
 //! A service holds its dependencies as `Arc<dyn Port>` and never names an
-//! adapter; it never speaks HTTP or SQL. Services talk to each other only
-//! through inbound ports.
+//! adapter; it never speaks HTTP or SQL. Services never call each other:
+//! what one announces reaches the others through an outbound port
+//! ([`AccountEvents`](waiter_ports::identity::AccountEvents)), fanned out by
+//! [`AccountEventsFanOut`].
 
 mod cache_aside;
 pub mod catalog;
 pub mod clock;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;
@@ -15,6 +18,7 @@ mod ids;
 
 pub use catalog::CatalogService;
 pub use clock::{ManualClock, SystemClock};
+pub use events::AccountEventsFanOut;
 pub use health::HealthService;
 pub use idempotency::{IdempotencyService, IdempotencySettings};
 pub use identity::{IdentityPorts, IdentityService, IdentitySettings, JwtSecret, JwtSecretError};

@@ -115,7 +115,7 @@ fn is_problem(headers: &header::HeaderMap) -> bool {
 async fn sign_up_answers_201_with_location_and_etag_and_no_secret() {
     let mut identity = identity();
     identity
-        .expect_sign_up()
+        .expect_create_account()
         .withf(|sign_up| sign_up.email.as_str() == "ann@example.com")
         .returning(|_| Ok(account()));
     let request = TestRequest::post().uri("/api/v1/accounts").set_json(json!({
@@ -135,7 +135,7 @@ async fn sign_up_answers_201_with_location_and_etag_and_no_secret() {
 #[actix_web::test]
 async fn invalid_sign_up_fields_are_all_listed_in_a_422() {
     let mut identity = identity();
-    identity.expect_sign_up().never();
+    identity.expect_create_account().never();
     let request = TestRequest::post()
         .uri("/api/v1/accounts")
         .set_json(json!({"email": "nope", "password": "short", "display_name": " "}));
@@ -159,7 +159,7 @@ async fn invalid_sign_up_fields_are_all_listed_in_a_422() {
 async fn a_taken_email_is_a_409() {
     let mut identity = identity();
     identity
-        .expect_sign_up()
+        .expect_create_account()
         .returning(|_| Err(AccountError::EmailTaken));
     let request = TestRequest::post().uri("/api/v1/accounts").set_json(
         json!({"email": "ann@example.com", "password": "correct horse", "display_name": "Ann"}),
@@ -250,7 +250,9 @@ async fn protected_routes_demand_a_valid_bearer_token() {
 #[actix_web::test]
 async fn own_account_carries_its_etag() {
     let mut identity = identity();
-    identity.expect_own_account().returning(|_| Ok(account()));
+    identity
+        .expect_get_own_account()
+        .returning(|_| Ok(account()));
     let request = TestRequest::get()
         .uri("/api/v1/accounts/me")
         .insert_header((header::AUTHORIZATION, "Bearer good"));
@@ -355,7 +357,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
 #[actix_web::test]
 async fn malformed_ids_are_404_not_500() {
     let mut identity = identity();
-    identity.expect_end_session().never();
+    identity.expect_delete_session().never();
     let request = TestRequest::delete()
         .uri("/api/v1/sessions/acct_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
         .insert_header((header::AUTHORIZATION, "Bearer good"));
@@ -366,7 +368,7 @@ async fn malformed_ids_are_404_not_500() {
 #[actix_web::test]
 async fn an_unavailable_dependency_is_a_503_without_details() {
     let mut identity = identity();
-    identity.expect_own_account().returning(|_| {
+    identity.expect_get_own_account().returning(|_| {
         Err(AccountError::Port(PortError::Unavailable(anyhow::anyhow!(
             "pg at 10.0.0.1 refused"
         ))))
@@ -490,7 +492,7 @@ async fn a_merge_patch_cannot_remove_fields_or_touch_read_only_ones() {
         json!({"id": "book_x"}),
     ] {
         let mut mocks = Mocks::new(identity());
-        mocks.catalog.expect_patch_book().never();
+        mocks.catalog.expect_update_book().never();
         let request = TestRequest::patch()
             .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
             .insert_header((header::AUTHORIZATION, "Bearer good"))
@@ -510,7 +512,7 @@ async fn a_matching_if_none_match_is_304_without_a_body() {
         ("*", StatusCode::NOT_MODIFIED),
     ] {
         let mut mocks = Mocks::new(identity());
-        mocks.catalog.expect_book().returning(|_| Ok(a_book(4)));
+        mocks.catalog.expect_get_book().returning(|_| Ok(a_book(4)));
         let request = TestRequest::get()
             .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
             .insert_header((header::IF_NONE_MATCH, tag));
@@ -701,7 +703,7 @@ async fn a_trailing_slash_is_a_404_not_a_405_for_its_own_method() {
 #[actix_web::test]
 async fn every_response_carries_a_request_id_and_a_500_tells_nothing() {
     let mut failing = identity();
-    failing.expect_own_account().returning(|_| {
+    failing.expect_get_own_account().returning(|_| {
         Err(AccountError::Port(PortError::Unexpected(anyhow::anyhow!(
             "relation \"accounts\" does not exist"
         ))))
@@ -733,7 +735,7 @@ async fn an_overlong_search_is_refused() {
 #[actix_web::test]
 async fn head_is_answered_like_get_without_a_body() {
     let mut mocks = Mocks::new(identity());
-    mocks.catalog.expect_book().returning(|_| Ok(a_book(4)));
+    mocks.catalog.expect_get_book().returning(|_| Ok(a_book(4)));
     let state_request = TestRequest::default()
         .method(actix_web::http::Method::HEAD)
         .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC");

@@ -7,7 +7,7 @@ use waiter_domain::{
     Account, AccountId, DisplayName, Email, PasswordHash, Role, Timestamp, Version,
 };
 use waiter_ports::PortError;
-use waiter_ports::store::{
+use waiter_ports::identity::{
     AccountChanges, AccountCredentials, AccountPage, AccountStore, InsertAccountError,
     NewAccountRecord, UpdateAccountError,
 };

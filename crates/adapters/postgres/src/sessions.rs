@@ -5,7 +5,7 @@ use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::PortError;
-use waiter_ports::store::{
+use waiter_ports::identity::{
     NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenRotation, RotateRefreshTokenError,
     SessionStore,
 };

@@ -4,7 +4,7 @@ use sqlx::{Connection, PgConnection};
 use waiter_contracts::accounts::insert_account;
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
-use waiter_ports::store::AccountStore;
+use waiter_ports::identity::AccountStore;
 use waiter_postgres::{PostgresDatabase, TestDatabase};
 
 #[tokio::test]

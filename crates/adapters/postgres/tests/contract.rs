@@ -1,7 +1,7 @@
 //! The store contracts, each check against a fresh PostgreSQL database.
 
 use waiter_ports::catalog::BookStore;
-use waiter_ports::store::{AccountStore, SessionStore};
+use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_postgres::TestDatabase;
 
 /// Runs `check` on the account store of a fresh database.

@@ -5,7 +5,7 @@ use sqlx::{FromRow, SqlitePool};
 use uuid::Uuid;
 use waiter_domain::{Account, AccountId, DisplayName, Email, PasswordHash, Role, Version};
 use waiter_ports::PortError;
-use waiter_ports::store::{
+use waiter_ports::identity::{
     AccountChanges, AccountCredentials, AccountPage, AccountStore, InsertAccountError,
     NewAccountRecord, UpdateAccountError,
 };

@@ -5,7 +5,7 @@ use waiter_contracts::accounts::insert_account;
 use waiter_contracts::sessions;
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
-use waiter_ports::store::AccountStore;
+use waiter_ports::identity::AccountStore;
 use waiter_sqlite::SqliteDatabase;
 
 /// A directory of its own under the temp directory (not yet created).

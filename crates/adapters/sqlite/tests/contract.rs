@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use waiter_ports::catalog::BookStore;
-use waiter_ports::store::{AccountStore, SessionStore};
+use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_sqlite::SqliteDatabase;
 
 /// A migrated database in a directory of its own, removed by [`remove`].

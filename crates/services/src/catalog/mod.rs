@@ -16,7 +16,7 @@ use waiter_ports::catalog::{
     WriteBookError,
 };
 use waiter_ports::clock::Clock;
-use waiter_ports::identity::Caller;
+use waiter_ports::identity::{AccountEvents, Caller};
 
 use crate::cache_aside::CacheAside;
 use crate::ids::new_book_id;
@@ -116,7 +116,7 @@ impl CatalogUseCases for CatalogService {
         Ok(self.books.list(query).await?)
     }
 
-    async fn recent_books(&self) -> Result<Vec<Book>, CatalogError> {
+    async fn list_recent_books(&self) -> Result<Vec<Book>, CatalogError> {
         let load = async {
             let books = self.books.recent(RECENT_COUNT).await?;
             Ok(books.iter().map(CachedBook::from).collect::<Vec<_>>())
@@ -128,7 +128,7 @@ impl CatalogUseCases for CatalogService {
             .collect()
     }
 
-    async fn book(&self, id: BookId) -> Result<Book, CatalogError> {
+    async fn get_book(&self, id: BookId) -> Result<Book, CatalogError> {
         let load = async { Ok(self.books.find(id).await?.as_ref().map(CachedBook::from)) };
         let cached: Option<CachedBook> = self
             .cache
@@ -176,7 +176,7 @@ impl CatalogUseCases for CatalogService {
         Ok(updated)
     }
 
-    async fn patch_book(
+    async fn update_book(
         &self,
         caller: Caller,
         id: BookId,
@@ -220,10 +220,15 @@ impl CatalogUseCases for CatalogService {
         self.invalidate(id).await;
         Ok(())
     }
+}
 
-    async fn owner_deleted(&self, _owner: AccountId) -> Result<(), CatalogError> {
-        // Their books are gone from the store; which ones were cached is not
-        // known, so every cached book goes. Deleting an account is rare.
+/// The catalog subscribes to deleted accounts: the database deleted their
+/// books with them, so whatever of those books is cached must go.
+#[async_trait]
+impl AccountEvents for CatalogService {
+    async fn account_deleted(&self, _id: AccountId) -> Result<(), PortError> {
+        // Which of the owner's books were cached is not known, so every cached
+        // book goes. Deleting an account is rare.
         self.cache.invalidate(ALL_BOOKS).await;
         self.cache.invalidate(RECENT).await;
         Ok(())

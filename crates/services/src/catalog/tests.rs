@@ -90,8 +90,8 @@ async fn reads_are_served_from_the_cache_after_the_first() {
         .returning(|_| Ok(Some(book(1, "Dune"))));
     let catalog = service(store);
     let id = book(1, "Dune").id;
-    assert_eq!(catalog.book(id).await.unwrap(), book(1, "Dune"));
-    assert_eq!(catalog.book(id).await.unwrap(), book(1, "Dune"));
+    assert_eq!(catalog.get_book(id).await.unwrap(), book(1, "Dune"));
+    assert_eq!(catalog.get_book(id).await.unwrap(), book(1, "Dune"));
 }
 
 #[tokio::test]
@@ -115,13 +115,13 @@ async fn a_write_makes_the_next_read_see_the_new_book() {
         });
     let catalog = service(store);
     let id = book(1, "Dune").id;
-    assert_eq!(catalog.book(id).await.unwrap().title.as_str(), "Dune");
+    assert_eq!(catalog.get_book(id).await.unwrap().title.as_str(), "Dune");
     let patch = BookPatch {
         title: Some(Title::parse("Dune Messiah").unwrap()),
         ..BookPatch::default()
     };
     catalog
-        .patch_book(
+        .update_book(
             caller(OWNER, Role::Member),
             id,
             patch,
@@ -129,7 +129,7 @@ async fn a_write_makes_the_next_read_see_the_new_book() {
         )
         .await
         .unwrap();
-    let read = catalog.book(id).await.unwrap();
+    let read = catalog.get_book(id).await.unwrap();
     assert_eq!(
         (read.title.as_str(), read.version),
         ("Dune Messiah", Version::new(2))
@@ -195,7 +195,7 @@ async fn a_stale_if_match_fails_before_any_write() {
         ..BookPatch::default()
     };
     let err = catalog
-        .patch_book(
+        .update_book(
             caller(OWNER, Role::Member),
             book(3, "Dune").id,
             patch,
@@ -220,7 +220,7 @@ async fn a_patch_without_if_match_retries_a_lost_race_then_gives_up() {
         });
     let catalog = service(store);
     let err = catalog
-        .patch_book(
+        .update_book(
             caller(OWNER, Role::Member),
             book(1, "Dune").id,
             BookPatch::default(),
@@ -259,15 +259,15 @@ async fn recent_books_are_cached_until_a_write() {
         Ok(created)
     });
     let catalog = service(store);
-    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
-    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
+    assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);
+    assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);
     let mut draft = book(1, "New").draft();
     draft.isbn = Isbn::parse("9780306406157").unwrap();
     catalog
         .create_book(caller(OWNER, Role::Member), draft)
         .await
         .unwrap();
-    assert_eq!(catalog.recent_books().await.unwrap().len(), 1);
+    assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -280,14 +280,14 @@ async fn a_deleted_owner_takes_every_cached_book_along() {
         .returning(move |_| Ok(found.next().unwrap()));
     let catalog = service(store);
     let id = book(1, "Dune").id;
-    assert!(catalog.book(id).await.is_ok());
-    assert!(catalog.book(id).await.is_ok(), "cached");
+    assert!(catalog.get_book(id).await.is_ok());
+    assert!(catalog.get_book(id).await.is_ok(), "cached");
     catalog
-        .owner_deleted(AccountId::from_ulid(ulid::Ulid::from(OWNER)))
+        .account_deleted(AccountId::from_ulid(ulid::Ulid::from(OWNER)))
         .await
         .unwrap();
     assert!(matches!(
-        catalog.book(id).await,
+        catalog.get_book(id).await,
         Err(CatalogError::NotFound)
     ));
 }

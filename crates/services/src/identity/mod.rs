@@ -20,15 +20,15 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::clock::Clock;
-use waiter_ports::events::AccountEvents;
+use waiter_ports::identity::AccountEvents;
 use waiter_ports::identity::{
-    AccountError, AuthError, Caller, Credentials, IdentityUseCases, IssuedTokens,
-    OwnAccountChanges, RefreshError, SessionError, SignInError,
-};
-use waiter_ports::store::{
     AccountChanges, AccountPage, AccountStore, InsertAccountError, NewAccountRecord,
     NewSessionRecord, RefreshTokenRotation, RotateRefreshTokenError, SessionStore,
     UpdateAccountError,
+};
+use waiter_ports::identity::{
+    AccountError, AuthError, Caller, Credentials, IdentityUseCases, IssuedTokens,
+    OwnAccountChanges, RefreshError, SessionError, SignInError,
 };
 
 use crate::ids::{new_account_id, new_session_id};
@@ -167,7 +167,7 @@ impl IdentityService {
         }
     }
 
-    async fn update_account(
+    async fn store_account_changes(
         &self,
         id: AccountId,
         changes: AccountChanges,
@@ -220,7 +220,7 @@ impl IdentityService {
 
 #[async_trait]
 impl IdentityUseCases for IdentityService {
-    async fn sign_up(&self, sign_up: SignUp) -> Result<Account, AccountError> {
+    async fn create_account(&self, sign_up: SignUp) -> Result<Account, AccountError> {
         let SignUp {
             email,
             password,
@@ -230,7 +230,7 @@ impl IdentityUseCases for IdentityService {
             .await
     }
 
-    async fn sign_in(&self, credentials: Credentials) -> Result<IssuedTokens, SignInError> {
+    async fn create_session(&self, credentials: Credentials) -> Result<IssuedTokens, SignInError> {
         let found = match Email::parse(&credentials.email) {
             Ok(email) => self.accounts.find_credentials_by_email(&email).await?,
             Err(_) => None,
@@ -243,7 +243,7 @@ impl IdentityUseCases for IdentityService {
         }
     }
 
-    async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError> {
+    async fn refresh_session(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError> {
         let presented = parse_refresh_token(refresh_token).ok_or(RefreshError::InvalidToken)?;
         let (new_token, replacement) = new_refresh_token();
         let now = self.clock.now();
@@ -293,7 +293,7 @@ impl IdentityUseCases for IdentityService {
         Ok(caller)
     }
 
-    async fn own_account(&self, caller: Caller) -> Result<Account, AccountError> {
+    async fn get_own_account(&self, caller: Caller) -> Result<Account, AccountError> {
         self.accounts
             .find(caller.account_id)
             .await?
@@ -333,7 +333,7 @@ impl IdentityUseCases for IdentityService {
         };
         let changed_password = password_hash.is_some();
         let account = self
-            .update_account(
+            .store_account_changes(
                 caller.account_id,
                 AccountChanges {
                     email,
@@ -355,7 +355,7 @@ impl IdentityUseCases for IdentityService {
         self.remove_account(caller.account_id).await
     }
 
-    async fn current_session(&self, caller: Caller) -> Result<Session, SessionError> {
+    async fn get_current_session(&self, caller: Caller) -> Result<Session, SessionError> {
         self.sessions
             .find(caller.session_id)
             .await?
@@ -370,7 +370,11 @@ impl IdentityUseCases for IdentityService {
             .await?)
     }
 
-    async fn end_session(&self, caller: Caller, session_id: SessionId) -> Result<(), SessionError> {
+    async fn delete_session(
+        &self,
+        caller: Caller,
+        session_id: SessionId,
+    ) -> Result<(), SessionError> {
         let owned = self
             .sessions
             .find(session_id)
@@ -382,7 +386,7 @@ impl IdentityUseCases for IdentityService {
         Ok(self.end(session_id).await?)
     }
 
-    async fn end_all_sessions(&self, caller: Caller) -> Result<(), SessionError> {
+    async fn delete_all_sessions(&self, caller: Caller) -> Result<(), SessionError> {
         self.end_account_sessions(caller.account_id, None).await?;
         // The current session may already be gone from the store; its token must die regardless.
         Ok(self.revoked.revoke(caller.session_id).await?)
@@ -397,12 +401,12 @@ impl IdentityUseCases for IdentityService {
         Ok(self.accounts.list(page).await?)
     }
 
-    async fn account(&self, caller: Caller, id: AccountId) -> Result<Account, AccountError> {
+    async fn get_account(&self, caller: Caller, id: AccountId) -> Result<Account, AccountError> {
         Self::require_admin(caller)?;
         self.accounts.find(id).await?.ok_or(AccountError::NotFound)
     }
 
-    async fn set_role(
+    async fn update_account(
         &self,
         caller: Caller,
         id: AccountId,
@@ -415,7 +419,7 @@ impl IdentityUseCases for IdentityService {
             expected_version,
             ..AccountChanges::at(self.clock.now())
         };
-        let account = self.update_account(id, changes).await?;
+        let account = self.store_account_changes(id, changes).await?;
         self.end_account_sessions(id, None).await?;
         Ok(account)
     }
@@ -438,7 +442,7 @@ impl IdentityUseCases for IdentityService {
                     role: Some(Role::Admin),
                     ..AccountChanges::at(self.clock.now())
                 };
-                let account = self.update_account(existing.account.id, changes).await?;
+                let account = self.store_account_changes(existing.account.id, changes).await?;
                 self.end_account_sessions(account.id, None).await?;
                 Ok(account)
             }

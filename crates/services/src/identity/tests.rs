@@ -10,13 +10,13 @@ use waiter_domain::{
     Version,
 };
 use waiter_ports::cache::MockCache;
-use waiter_ports::events::MockAccountEvents;
+use waiter_ports::identity::MockAccountEvents;
+use waiter_ports::identity::{
+    AccountCredentials, AccountPage, MockAccountStore, MockSessionStore, RotateRefreshTokenError,
+};
 use waiter_ports::identity::{
     AccountError, AuthError, Caller, Credentials, IdentityUseCases, OwnAccountChanges,
     RefreshError, SessionError, SignInError,
-};
-use waiter_ports::store::{
-    AccountCredentials, AccountPage, MockAccountStore, MockSessionStore, RotateRefreshTokenError,
 };
 
 use super::*;
@@ -138,7 +138,7 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
         ("not an email", "x"),
     ] {
         let err = identity
-            .sign_in(Credentials {
+            .create_session(Credentials {
                 email: email.into(),
                 password: password.into(),
             })
@@ -172,7 +172,7 @@ async fn a_signed_in_caller_is_authenticated_until_the_token_expires() {
     let (identity, clock) = mocks.build();
 
     let tokens = identity
-        .sign_in(Credentials {
+        .create_session(Credentials {
             email: " ANN@example.com ".into(),
             password: "right password".into(),
         })
@@ -225,7 +225,7 @@ async fn a_revoked_session_fails_authentication_at_once() {
         .returning(|_| Ok(Some(b"1".to_vec())));
     let (identity, _) = mocks.build();
     let tokens = identity
-        .sign_in(Credentials {
+        .create_session(Credentials {
             email: "ann@example.com".into(),
             password: "right password".into(),
         })
@@ -286,7 +286,7 @@ async fn replaying_a_rotated_refresh_token_revokes_its_session() {
         .returning(|_| Ok(true));
     let (identity, _) = mocks.build();
     let (token, _) = tokens::new_refresh_token();
-    let err = identity.refresh(&token).await.unwrap_err();
+    let err = identity.refresh_session(&token).await.unwrap_err();
     assert!(matches!(err, RefreshError::Reused), "{err:?}");
 }
 
@@ -302,7 +302,7 @@ async fn malformed_refresh_tokens_never_reach_the_store() {
         "eyJhbGciOiJIUzI1NiJ9.e30.sig",
     ] {
         assert!(matches!(
-            identity.refresh(token).await,
+            identity.refresh_session(token).await,
             Err(RefreshError::InvalidToken)
         ));
     }
@@ -325,7 +325,7 @@ async fn refreshing_issues_tokens_with_the_current_role() {
         .returning(|_| Ok(Some(account(Role::Admin))));
     let (identity, _) = mocks.build();
     let (token, _) = tokens::new_refresh_token();
-    let tokens = identity.refresh(&token).await.unwrap();
+    let tokens = identity.refresh_session(&token).await.unwrap();
     assert_ne!(tokens.refresh_token, token);
     let caller = identity.authenticate(&tokens.access_token).await.unwrap();
     assert_eq!(caller.role, Role::Admin, "promoted since sign-in");
@@ -346,7 +346,7 @@ async fn an_expired_or_unknown_refresh_token_is_invalid() {
         let (identity, _) = mocks.build();
         let (token, _) = tokens::new_refresh_token();
         assert!(matches!(
-            identity.refresh(&token).await,
+            identity.refresh_session(&token).await,
             Err(RefreshError::InvalidToken)
         ));
     }
@@ -426,11 +426,13 @@ async fn members_cannot_administer_accounts() {
         Err(AccountError::Forbidden)
     ));
     assert!(matches!(
-        identity.account(member, other).await,
+        identity.get_account(member, other).await,
         Err(AccountError::Forbidden)
     ));
     assert!(matches!(
-        identity.set_role(member, other, Role::Admin, None).await,
+        identity
+            .update_account(member, other, Role::Admin, None)
+            .await,
         Err(AccountError::Forbidden)
     ));
     assert!(matches!(
@@ -453,7 +455,7 @@ async fn another_accounts_session_cannot_be_ended() {
     mocks.cache.expect_set().never();
     let (identity, _) = mocks.build();
     let err = identity
-        .end_session(caller(Role::Member), their_id)
+        .delete_session(caller(Role::Member), their_id)
         .await
         .unwrap_err();
     assert!(matches!(err, SessionError::NotFound));
@@ -488,7 +490,7 @@ async fn a_role_change_signs_the_account_out_everywhere() {
         ..caller(Role::Admin)
     };
     let updated = identity
-        .set_role(admin, target_id, Role::Admin, None)
+        .update_account(admin, target_id, Role::Admin, None)
         .await
         .unwrap();
     assert_eq!(updated.role, Role::Admin);
@@ -541,7 +543,7 @@ async fn a_revoked_session_cannot_refresh_even_if_its_deletion_failed() {
     let (identity, _) = mocks.build();
     let (token, _) = tokens::new_refresh_token();
     assert!(matches!(
-        identity.refresh(&token).await,
+        identity.refresh_session(&token).await,
         Err(RefreshError::InvalidToken)
     ));
 }

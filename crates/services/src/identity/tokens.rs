@@ -11,7 +11,7 @@ use thiserror::Error;
 use waiter_domain::Timestamp;
 use waiter_ports::PortError;
 use waiter_ports::identity::Caller;
-use waiter_ports::store::RefreshTokenHash;
+use waiter_ports::identity::RefreshTokenHash;
 
 /// The key access tokens are signed with: at least 32 bytes, as RFC 7518 §3.2
 /// requires for HS256. `Debug` never prints it.

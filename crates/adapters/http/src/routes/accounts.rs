@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waiter_domain::{AccountId, DisplayName, Email, Password, Role, SignUp, ValidationErrors};
 use waiter_ports::idempotency::IdempotencyUseCases;
+use waiter_ports::identity::AccountPage;
 use waiter_ports::identity::{IdentityUseCases, OwnAccountChanges};
-use waiter_ports::store::AccountPage;
 
 use crate::dto::{AccountBody, PageBody};
 use crate::error::{ApiError, Problem};
@@ -93,7 +93,7 @@ pub async fn create_account(
     let sign_up = SignUp::parse(&body.email, &body.password, &body.display_name)?;
     let scope = scope(&req, None);
     run_idempotently(&req, idempotency.as_ref(), &scope, &*body, async {
-        let account = identity.sign_up(sign_up).await?;
+        let account = identity.create_account(sign_up).await?;
         Ok(
             Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
                 .header(header::LOCATION, location(account.id))
@@ -117,7 +117,7 @@ pub async fn get_own_account(
     identity: Identity,
     Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(account_response(identity.own_account(caller).await?))
+    Ok(account_response(identity.get_own_account(caller).await?))
 }
 
 /// Change the caller's display name, email or password.
@@ -248,7 +248,7 @@ pub async fn get_account(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    Ok(account_response(identity.account(caller, id).await?))
+    Ok(account_response(identity.get_account(caller, id).await?))
 }
 
 /// Change an account's role (admins only).
@@ -282,7 +282,9 @@ pub async fn update_account(
         .role
         .parse()
         .map_err(|err| ValidationErrors::single("role", err))?;
-    let account = identity.set_role(caller, id, role, if_match(&req)?).await?;
+    let account = identity
+        .update_account(caller, id, role, if_match(&req)?)
+        .await?;
     Ok(account_response(account))
 }
 

@@ -17,7 +17,7 @@ use time::macros::format_description;
 use utoipa::{IntoParams, ToSchema};
 use waiter_domain::{Author, Book, BookDraft, BookId, Date, Isbn, Price, Title, ValidationErrors};
 use waiter_ports::catalog::{
-    BookCursor, BookFilter, BookPatch, BookQuery, BookSort, CatalogUseCases, SortValue,
+    BookCursor, BookFilter, BookPatch, BookQuery, BookSort, BookSortKey, CatalogUseCases, SortValue,
 };
 use waiter_ports::idempotency::IdempotencyUseCases;
 
@@ -150,13 +150,30 @@ impl BooksQuery {
             published_before: date("published_before", self.published_before)?,
         };
         let sort = match self.sort {
-            Some(raw) => raw.parse().map_err(|()| {
+            Some(raw) => parse_sort(&raw).ok_or_else(|| {
                 bad("sort", "must be one of published_date, title, price, created_at, optionally prefixed with -".to_owned())
             })?,
             None => BookSort::default(),
         };
         Ok((filter, sort))
     }
+}
+
+/// `title` ascending, `-title` descending.
+fn parse_sort(text: &str) -> Option<BookSort> {
+    let (descending, name) = match text.strip_prefix('-') {
+        Some(name) => (true, name),
+        None => (false, text),
+    };
+    let key = [
+        BookSortKey::PublishedDate,
+        BookSortKey::Title,
+        BookSortKey::Price,
+        BookSortKey::CreatedAt,
+    ]
+    .into_iter()
+    .find(|key| key.as_str() == name)?;
+    Some(BookSort { key, descending })
 }
 
 /// The opaque form of a book cursor: `<id>|<kind><value>`.
@@ -349,7 +366,7 @@ pub async fn list_books(
 #[utoipa::path(tag = "books", responses((status = 200, description = "The books, newest first", body = crate::dto::ItemsBody<BookBody>)))]
 #[get("/books/recent")]
 pub async fn list_recent_books(catalog: Catalog) -> Result<HttpResponse, ApiError> {
-    let books = catalog.recent_books().await?;
+    let books = catalog.list_recent_books().await?;
     Ok(HttpResponse::Ok().json(crate::dto::ItemsBody {
         items: books.into_iter().map(BookBody::from).collect::<Vec<_>>(),
     }))
@@ -426,7 +443,7 @@ pub async fn get_book(
     catalog: Catalog,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let book = catalog.book(book_id(&id)?).await?;
+    let book = catalog.get_book(book_id(&id)?).await?;
     let tag = etag(book.version);
     if none_match(&req, &tag) {
         return Ok(HttpResponse::NotModified()
@@ -501,7 +518,7 @@ pub async fn update_book(
     let id = book_id(&id)?;
     let patch = parse_patch(&body)?;
     let book = catalog
-        .patch_book(caller, id, patch, if_match(&req)?)
+        .update_book(caller, id, patch, if_match(&req)?)
         .await?;
     Ok(book_response(book))
 }

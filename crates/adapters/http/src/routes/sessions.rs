@@ -52,7 +52,9 @@ pub async fn create_session(
     body: web::Json<SignInRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let SignInRequest { email, password } = body.into_inner();
-    let tokens = identity.sign_in(Credentials { email, password }).await?;
+    let tokens = identity
+        .create_session(Credentials { email, password })
+        .await?;
     Ok(tokens_response(tokens.into()))
 }
 
@@ -71,7 +73,7 @@ pub async fn refresh_session(
     identity: Identity,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = identity.refresh(&body.refresh_token).await?;
+    let tokens = identity.refresh_session(&body.refresh_token).await?;
     Ok(tokens_response(tokens.into()))
 }
 
@@ -89,7 +91,7 @@ pub async fn get_current_session(
     identity: Identity,
     Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let session = identity.current_session(caller).await?;
+    let session = identity.get_current_session(caller).await?;
     Ok(HttpResponse::Ok().json(SessionBody::from(session)))
 }
 
@@ -107,7 +109,7 @@ pub async fn delete_current_session(
     identity: Identity,
     Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    identity.end_session(caller, caller.session_id).await?;
+    identity.delete_session(caller, caller.session_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -145,7 +147,7 @@ pub async fn delete_all_sessions(
     identity: Identity,
     Authenticated(caller): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    identity.end_all_sessions(caller).await?;
+    identity.delete_all_sessions(caller).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -169,6 +171,6 @@ pub async fn delete_session(
     let id: SessionId = id
         .parse()
         .map_err(|_| ApiError::NotFound("no such session"))?;
-    identity.end_session(caller, id).await?;
+    identity.delete_session(caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

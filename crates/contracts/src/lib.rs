@@ -9,5 +9,6 @@ pub mod accounts;
 pub mod books;
 pub mod cache;
 pub mod external;
+pub mod fault;
 pub mod idempotency;
 pub mod sessions;

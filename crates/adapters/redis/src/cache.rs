@@ -8,7 +8,7 @@ use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
 
-use crate::connection::{Namespace, millis, port_error};
+use crate::connection::{Namespace, millis};
 
 /// A [`Cache`] in Redis, shared by every instance configured with the same key prefix.
 ///
@@ -50,15 +50,15 @@ impl RedisCache {
     /// `volatile-*` policy a full server may evict one and bring a signed-out
     /// token back, so the server warns at start-up unless this is `noeviction`.
     pub async fn eviction_policy(&self) -> Result<Option<String>, PortError> {
-        let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut self.namespace.connection())
+        let reply: Result<Vec<String>, _> = self
+            .namespace
+            .query(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
             .await;
         match reply {
             Ok(pair) => Ok(pair.into_iter().nth(1)),
-            Err(err) if matches!(err.kind(), redis::ErrorKind::Server(_)) => Ok(None),
-            Err(err) => Err(port_error(err)),
+            // A refused command is a server error, not unavailability.
+            Err(PortError::Unexpected(_)) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 
@@ -80,11 +80,9 @@ impl fmt::Debug for RedisCache {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        redis::cmd("GET")
-            .arg(self.namespace.key(key))
-            .query_async(&mut self.namespace.connection())
+        self.namespace
+            .query(redis::cmd("GET").arg(self.namespace.key(key)))
             .await
-            .map_err(port_error)
     }
 
     /// Redis keeps expiry times in whole milliseconds and rejects `PX 0`, so a
@@ -94,14 +92,15 @@ impl Cache for RedisCache {
         if millis == 0 {
             return self.delete(key).await;
         }
-        redis::cmd("SET")
-            .arg(self.namespace.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(millis)
-            .exec_async(&mut self.namespace.connection())
+        self.namespace
+            .query(
+                redis::cmd("SET")
+                    .arg(self.namespace.key(key))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis),
+            )
             .await
-            .map_err(port_error)
     }
 
     /// `SET … NX`, atomic in Redis. A TTL under one millisecond stores
@@ -117,23 +116,22 @@ impl Cache for RedisCache {
             return Ok(false);
         }
         // Replies `OK` when it stored and nil when the key was taken.
-        redis::cmd("SET")
-            .arg(self.namespace.key(key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis)
-            .query_async(&mut self.namespace.connection())
+        self.namespace
+            .query(
+                redis::cmd("SET")
+                    .arg(self.namespace.key(key))
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis),
+            )
             .await
-            .map_err(port_error)
     }
 
     async fn delete(&self, key: &str) -> Result<(), PortError> {
-        redis::cmd("DEL")
-            .arg(self.namespace.key(key))
-            .exec_async(&mut self.namespace.connection())
+        self.namespace
+            .query(redis::cmd("DEL").arg(self.namespace.key(key)))
             .await
-            .map_err(port_error)
     }
 }
 
@@ -144,9 +142,6 @@ impl Probe for RedisCache {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        redis::cmd("PING")
-            .exec_async(&mut self.namespace.connection())
-            .await
-            .map_err(port_error)
+        self.namespace.query(&redis::cmd("PING")).await
     }
 }

@@ -1,31 +1,51 @@
 //! The connection and key namespace every Redis adapter here works through.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use failsafe::backoff::{self, Constant};
+use failsafe::failure_policy::{self, ConsecutiveFailures};
+use failsafe::futures::CircuitBreaker as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RetryMethod};
+use redis::{Cmd, FromRedisValue, RedisError, RetryMethod, ScriptInvocation};
 use waiter_ports::PortError;
 
+/// The most one Redis call may take, reconnecting included. Redis only makes
+/// things cheaper, so a call that cannot answer in this time is better
+/// skipped: callers fall back to the database.
+pub(crate) const CALL_BUDGET: Duration = Duration::from_millis(250);
 /// How long one attempt to open a connection may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECTION_TIMEOUT: Duration = CALL_BUDGET;
 /// How long a command may wait for its reply.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = CALL_BUDGET;
 /// Further connection attempts after a failed one, before giving up on a command.
-const RECONNECT_RETRIES: usize = 2;
+const RECONNECT_RETRIES: usize = 1;
 /// The longest pause between two connection attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(50);
+/// Consecutive unavailable calls after which the circuit opens.
+const FAILURES_TO_OPEN: u32 = 3;
+/// How long an open circuit refuses every call at once, before it lets one
+/// through to find out whether Redis is back.
+const OPEN_FOR: Duration = Duration::from_secs(1);
 /// Keys asked for per `SCAN` round trip when clearing a prefix.
 const SCAN_BATCH: usize = 500;
+
+/// Opens after [`FAILURES_TO_OPEN`] unavailable calls in a row and stays open for [`OPEN_FOR`].
+type Breaker = failsafe::StateMachine<ConsecutiveFailures<Constant>, ()>;
 
 /// A multiplexed connection plus the prefix every key is stored under.
 ///
 /// Clones share the connection, which reconnects by itself after Redis comes
-/// back; [`Namespace::within`] derives a sub-namespace on the same connection.
+/// back, and one circuit breaker: every call is bounded by [`CALL_BUDGET`],
+/// and while Redis stays down calls fail at once instead of each paying that
+/// budget. [`Namespace::within`] derives a sub-namespace on the same
+/// connection and breaker.
 #[derive(Clone)]
 pub(crate) struct Namespace {
     connection: ConnectionManager,
+    breaker: Breaker,
     prefix: Arc<str>,
 }
 
@@ -42,16 +62,65 @@ impl Namespace {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(port_error)?;
+        let breaker = failsafe::Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                FAILURES_TO_OPEN,
+                backoff::constant(OPEN_FOR),
+            ))
+            .build();
         Ok(Self {
             connection,
+            breaker,
             prefix: prefix.into(),
         })
+    }
+
+    /// Runs `command` within the call budget and through the circuit breaker.
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, PortError> {
+        let mut connection = self.connection.clone();
+        self.guarded(async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// Runs a script invocation within the call budget and through the circuit breaker.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, PortError> {
+        let mut connection = self.connection.clone();
+        self.guarded(async move { invocation.invoke_async(&mut connection).await })
+            .await
+    }
+
+    /// Bounds `call` by [`CALL_BUDGET`]; only unavailability counts towards
+    /// opening the circuit (a script error says nothing about Redis being down).
+    async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, PortError> {
+        let bounded = async {
+            match tokio::time::timeout(CALL_BUDGET, call).await {
+                Ok(reply) => reply.map_err(port_error),
+                Err(_) => Err(PortError::Unavailable(anyhow!(
+                    "Redis did not answer within {CALL_BUDGET:?}"
+                ))),
+            }
+        };
+        let is_unavailable = |err: &PortError| matches!(err, PortError::Unavailable(_));
+        match self.breaker.call_with(is_unavailable, bounded).await {
+            Ok(value) => Ok(value),
+            Err(failsafe::Error::Inner(err)) => Err(err),
+            Err(failsafe::Error::Rejected) => Err(PortError::Unavailable(anyhow!(
+                "Redis is unavailable: calls are paused for up to {OPEN_FOR:?} after repeated failures"
+            ))),
+        }
     }
 
     /// The namespace of keys under this one's prefix followed by `suffix`.
     pub(crate) fn within(&self, suffix: &str) -> Self {
         Self {
             connection: self.connection.clone(),
+            breaker: self.breaker.clone(),
             prefix: format!("{}{suffix}", self.prefix).into(),
         }
     }
@@ -67,11 +136,6 @@ impl Namespace {
         format!("{}{key}", self.prefix)
     }
 
-    /// A handle on the shared connection; commands need it mutably.
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
-    }
-
     /// Deletes every key under the prefix, walking them with `SCAN`, which
     /// never blocks the server the way `KEYS` does. Refuses an empty prefix,
     /// which would clear the whole database.
@@ -82,24 +146,20 @@ impl Namespace {
             )));
         }
         let pattern = format!("{}*", escape_glob(&self.prefix));
-        let mut connection = self.connection();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut connection)
-                .await
-                .map_err(port_error)?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH),
+                )
+                .await?;
             if !keys.is_empty() {
-                redis::cmd("DEL")
-                    .arg(&keys)
-                    .exec_async(&mut connection)
-                    .await
-                    .map_err(port_error)?;
+                self.query::<()>(redis::cmd("DEL").arg(&keys)).await?;
             }
             if next == 0 {
                 return Ok(());

@@ -21,7 +21,7 @@ use waiter_ports::idempotency::{
 };
 
 use crate::RedisCache;
-use crate::connection::{Namespace, millis, port_error};
+use crate::connection::{Namespace, millis};
 
 /// Appended to the cache's prefix, so idempotency records never collide with
 /// cache entries (whose keys must therefore not start with it).
@@ -122,16 +122,18 @@ impl IdempotencyStore for RedisIdempotencyStore {
             fingerprint: fingerprint.0,
             claim: claim_text(claim),
         })?;
-        let holder: Option<Vec<u8>> = redis::cmd("SET")
-            .arg(self.namespace.key(key))
-            .arg(record)
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(millis(claim_ttl).max(1))
-            .query_async(&mut self.namespace.connection())
-            .await
-            .map_err(port_error)?;
+        let holder: Option<Vec<u8>> = self
+            .namespace
+            .query(
+                redis::cmd("SET")
+                    .arg(self.namespace.key(key))
+                    .arg(record)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(millis(claim_ttl).max(1)),
+            )
+            .await?;
         match holder {
             None => Ok(ClaimOutcome::Claimed),
             Some(record) => decode(&record).map(Record::into_outcome),
@@ -161,23 +163,25 @@ impl IdempotencyStore for RedisIdempotencyStore {
                 body: response.body,
             })?
         };
-        COMPLETE_CLAIM
-            .key(self.namespace.key(key))
-            .arg(claim_text(claim))
-            .arg(record)
-            .arg(millis)
-            .invoke_async(&mut self.namespace.connection())
+        self.namespace
+            .invoke(
+                COMPLETE_CLAIM
+                    .key(self.namespace.key(key))
+                    .arg(claim_text(claim))
+                    .arg(record)
+                    .arg(millis),
+            )
             .await
-            .map_err(port_error)
     }
 
     async fn release(&self, key: &str, claim: ClaimToken) -> Result<bool, PortError> {
-        RELEASE_CLAIM
-            .key(self.namespace.key(key))
-            .arg(claim_text(claim))
-            .invoke_async(&mut self.namespace.connection())
+        self.namespace
+            .invoke(
+                RELEASE_CLAIM
+                    .key(self.namespace.key(key))
+                    .arg(claim_text(claim)),
+            )
             .await
-            .map_err(port_error)
     }
 }
 

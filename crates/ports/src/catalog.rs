@@ -267,4 +267,12 @@ pub trait CatalogUseCases: Send + Sync {
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), CatalogError>;
+
+    /// Stores every book `books` yields with [`BookStore::bulk_insert`]
+    /// (skipping taken ISBNs; it may lock the books until it returns) and
+    /// returns how many it stored, then makes every cached view of the
+    /// catalogue stale, so readers see the new books at once rather than
+    /// after the cache's TTL. An operator's command (`waiter seed books`),
+    /// not a request: the records, owner included, are taken as they are.
+    async fn import_books(&self, books: BookRecords) -> Result<u64, CatalogError>;
 }

@@ -291,3 +291,62 @@ async fn a_deleted_owner_takes_every_cached_book_along() {
         Err(CatalogError::NotFound)
     ));
 }
+
+#[tokio::test]
+async fn imported_books_show_at_once_in_every_cached_view() {
+    let mut store = MockBookStore::new();
+    let mut recent = vec![
+        vec![book(1, "Dune")],
+        vec![book(1, "Imported"), book(1, "Dune")],
+    ]
+    .into_iter();
+    store
+        .expect_recent()
+        .times(2)
+        .returning(move |_| Ok(recent.next().unwrap()));
+    store
+        .expect_find()
+        .times(2)
+        .returning(|_| Ok(Some(book(1, "Dune"))));
+    store
+        .expect_bulk_insert()
+        .times(1)
+        .returning(|records| Ok(records.count() as u64));
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);
+    assert!(catalog.get_book(id).await.is_ok());
+    assert!(catalog.get_book(id).await.is_ok(), "cached");
+
+    let owner = AccountId::from_ulid(ulid::Ulid::from(OWNER));
+    let records = (0..2_u128).map(move |n| NewBookRecord {
+        id: BookId::from_ulid(ulid::Ulid::from(100 + n)),
+        draft: book(1, "Imported").draft(),
+        owner,
+        created_at: datetime!(2026-11-21 12:00 UTC),
+    });
+    assert_eq!(catalog.import_books(Box::new(records)).await.unwrap(), 2);
+
+    assert_eq!(
+        catalog.list_recent_books().await.unwrap().len(),
+        2,
+        "the recent list is read again"
+    );
+    assert!(catalog.get_book(id).await.is_ok(), "and so is every book");
+}
+
+#[tokio::test]
+async fn a_failed_import_reports_the_store_failure() {
+    let mut store = MockBookStore::new();
+    store.expect_bulk_insert().times(1).returning(|_| {
+        Err(PortError::Unavailable(anyhow::anyhow!(
+            "the database went away"
+        )))
+    });
+    let catalog = service(store);
+    let err = catalog
+        .import_books(Box::new(std::iter::empty()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Port(PortError::Unavailable(_))));
+}

@@ -1,7 +1,6 @@
 //! Catalog rules: permissions, conditional writes and cache-aside reads,
 //! over a mocked store and an in-memory fake cache.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use mockall::predicate::eq;
@@ -11,41 +10,7 @@ use waiter_ports::catalog::MockBookStore;
 
 use super::*;
 use crate::ManualClock;
-
-/// A cache in a `HashMap`, ignoring expiry: enough to test cache-aside logic.
-#[derive(Default)]
-struct FakeCache(Mutex<HashMap<String, Vec<u8>>>);
-
-#[async_trait]
-impl Cache for FakeCache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), PortError> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        _ttl: Duration,
-    ) -> Result<bool, PortError> {
-        let mut entries = self.0.lock().unwrap();
-        if entries.contains_key(key) {
-            return Ok(false);
-        }
-        entries.insert(key.to_owned(), value.to_vec());
-        Ok(true)
-    }
-    async fn delete(&self, key: &str) -> Result<(), PortError> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-}
+use crate::cache_aside::tests::FakeCache;
 
 const OWNER: u128 = 1;
 const STRANGER: u128 = 2;
@@ -133,28 +98,6 @@ async fn a_write_makes_the_next_read_see_the_new_book() {
     assert_eq!(
         (read.title.as_str(), read.version),
         ("Dune Messiah", Version::new(2))
-    );
-}
-
-#[tokio::test]
-async fn a_slow_read_cannot_put_a_stale_value_back() {
-    let cache = CacheAside::new(Arc::new(FakeCache::default()), CACHE_TTL);
-    // The first read loads "old", but a write commits and invalidates before the load returns.
-    let slow = cache
-        .read("thing", async {
-            cache.invalidate("thing").await;
-            Ok("old".to_owned())
-        })
-        .await
-        .unwrap();
-    assert_eq!(slow, "old");
-    let next: String = cache
-        .read("thing", async { Ok("new".to_owned()) })
-        .await
-        .unwrap();
-    assert_eq!(
-        next, "new",
-        "the stale fill went to a generation nobody reads"
     );
 }
 

@@ -21,10 +21,13 @@ pub struct Email(String);
 /// Why a string is not an acceptable email address.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EmailError {
+    /// Nothing but whitespace was given, which deserves a clearer word than "invalid".
     #[error("must not be empty")]
     Empty,
+    /// Longer than any mail system will deliver to ([`Email::MAX_LEN`]).
     #[error("must be at most {max} characters", max = Email::MAX_LEN)]
     TooLong,
+    /// Not of the form `local@domain.tld`.
     #[error("is not a valid email address")]
     Invalid,
 }
@@ -80,10 +83,13 @@ pub struct DisplayName(String);
 /// Why a string is not an acceptable display name.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DisplayNameError {
+    /// Nothing is left after trimming.
     #[error("must not be empty")]
     Empty,
+    /// More than [`DisplayName::MAX_CHARS`] characters after trimming.
     #[error("must be at most {max} characters", max = DisplayName::MAX_CHARS)]
     TooLong,
+    /// A control character, which could forge lines in logs or break layouts.
     #[error("must not contain control characters")]
     ControlCharacter,
 }
@@ -135,8 +141,10 @@ pub struct Password(String);
 /// Why a string is not an acceptable new password.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PasswordError {
+    /// Fewer than [`Password::MIN_CHARS`] characters: too easy to guess.
     #[error("must be at least {min} characters", min = Password::MIN_CHARS)]
     TooShort,
+    /// More than [`Password::MAX_CHARS`] characters, which would only make hashing costly.
     #[error("must be at most {max} characters", max = Password::MAX_CHARS)]
     TooLong,
 }
@@ -241,20 +249,30 @@ impl fmt::Display for Role {
 /// An account as the rest of the system sees it; its password hash stays in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// Assigned at sign-up and never changed, so it can key everything the account owns.
     pub id: AccountId,
+    /// What the account signs in with; unique among accounts, and changeable.
     pub email: Email,
+    /// How the account is shown to others; not unique.
     pub display_name: DisplayName,
+    /// What the account may do beyond its own resources.
     pub role: Role,
+    /// Bumped by every change, for conditional updates (`If-Match`).
     pub version: Version,
+    /// When the account signed up.
     pub created_at: Timestamp,
+    /// When the account last changed; `created_at` until then.
     pub updated_at: Timestamp,
 }
 
 /// A validated sign-up request.
 #[derive(Debug, Clone)]
 pub struct SignUp {
+    /// The email the account will sign in with.
     pub email: Email,
+    /// The password chosen, to be hashed before anything stores it.
     pub password: Password,
+    /// The name others will see.
     pub display_name: DisplayName,
 }
 

@@ -120,8 +120,8 @@ const NO_SUITE: &[(&str, &str)] = &[
 /// Crates whose every public item must have a doc comment.
 const DOCUMENTED: &[&str] = &["waiter-domain", "waiter-ports"];
 
-/// Where a suite's macro lists its checks: after this, up to the closing `)`.
-const CHECK_LIST_START: &str = "@each $fixture:";
+/// What a suite's macro expands to: `__contract_tests!(module, $fixture: check, …)`.
+const EXPANDER: &str = "__contract_tests!(";
 
 /// Runs every check, printing one line each; fails if any failed.
 pub fn tidy() -> Result {
@@ -550,16 +550,19 @@ fn suite_macros(src: &Path) -> Result<BTreeMap<String, (PathBuf, Suite)>> {
         let source = read(&file)?;
         for (at, _) in source.match_indices("macro_rules! ") {
             let macro_name = identifier(&source[at + "macro_rules! ".len()..]);
-            if !macro_name.ends_with("_contract_tests") {
+            if !macro_name.ends_with("_contract_tests") || macro_name.starts_with("__") {
                 continue;
             }
             let body = &source[at..];
             let list = body
-                .find(CHECK_LIST_START)
-                .map(|start| &body[start + CHECK_LIST_START.len()..])
-                .and_then(|list| list.find(')').map(|end| &list[..end]))
+                .find(EXPANDER)
+                .map(|start| &body[start + EXPANDER.len()..])
+                .and_then(|arguments| arguments.find(')').map(|end| &arguments[..end]))
+                .and_then(|arguments| arguments.split_once(':').map(|(_, list)| list))
                 .ok_or_else(|| {
-                    format!("`{macro_name}!` has no `{CHECK_LIST_START} check, …` list")
+                    format!(
+                        "`{macro_name}!` does not expand to `{EXPANDER}module, $fixture: check, …)`"
+                    )
                 })?;
             let checks = list
                 .split(',')

@@ -20,7 +20,7 @@ use waiter_ports::cache::Cache;
 #[macro_export]
 macro_rules! cache_contract_tests {
     ($fixture:path) => {
-        $crate::cache_contract_tests!(@each $fixture:
+        $crate::__contract_tests!(cache, $fixture:
             round_trips_arbitrary_bytes,
             set_overwrites,
             absent_key_is_none,
@@ -32,14 +32,6 @@ macro_rules! cache_contract_tests {
             concurrent_access_is_consistent,
             concurrent_set_if_absent_stores_once,
         );
-    };
-    (@each $fixture:path: $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                $fixture($crate::cache::$check).await;
-            }
-        )*
     };
 }
 

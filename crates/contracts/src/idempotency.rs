@@ -24,7 +24,7 @@ use waiter_ports::idempotency::{
 #[macro_export]
 macro_rules! idempotency_store_contract_tests {
     ($fixture:path) => {
-        $crate::idempotency_store_contract_tests!(@each $fixture:
+        $crate::__contract_tests!(idempotency, $fixture:
             claiming_a_free_key_claims_it,
             claimed_key_is_in_flight,
             completed_key_replays_the_response,
@@ -36,14 +36,6 @@ macro_rules! idempotency_store_contract_tests {
             concurrent_claims_admit_exactly_one,
             keys_are_independent,
         );
-    };
-    (@each $fixture:path: $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                $fixture($crate::idempotency::$check).await;
-            }
-        )*
     };
 }
 

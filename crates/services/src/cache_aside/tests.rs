@@ -77,15 +77,18 @@ impl Loads {
     }
 }
 
+/// Reads `"thing"` through `aside`, loading `"value"` on a miss, and checks it got that.
+async fn read_thing(aside: &CacheAside, loads: &Loads) {
+    let value: String = aside.read("thing", loads.load("value")).await.unwrap();
+    assert_eq!(value, "value");
+}
+
 #[tokio::test]
 async fn a_value_is_loaded_once_then_served_from_the_cache() {
     let aside = CacheAside::new(Arc::new(FakeCache::default()), TTL);
     let loads = Loads::default();
     for _ in 0..3 {
-        assert_eq!(
-            aside.read("thing", loads.load("value")).await.unwrap(),
-            "value"
-        );
+        read_thing(&aside, &loads).await;
     }
     assert_eq!(loads.count(), 1);
 }
@@ -116,26 +119,17 @@ async fn a_slow_read_cannot_put_a_stale_value_back() {
 async fn invalidating_a_group_makes_each_member_stale() {
     let aside = CacheAside::new(Arc::new(FakeCache::default()), TTL);
     let loads = Loads::default();
-    for _ in 0..2 {
-        aside
-            .read_within("books", "book:1", loads.load("one"))
-            .await
-            .unwrap();
-        aside
-            .read_within("books", "book:2", loads.load("two"))
-            .await
-            .unwrap();
-    }
+    let read_members = async || {
+        for (name, value) in [("book:1", "one"), ("book:2", "two")] {
+            let read = aside.read_within("books", name, loads.load(value)).await;
+            assert_eq!(read.unwrap(), value);
+        }
+    };
+    read_members().await;
+    read_members().await;
     assert_eq!(loads.count(), 2, "both cached");
     aside.invalidate("books").await;
-    aside
-        .read_within("books", "book:1", loads.load("one"))
-        .await
-        .unwrap();
-    aside
-        .read_within("books", "book:2", loads.load("two"))
-        .await
-        .unwrap();
+    read_members().await;
     assert_eq!(loads.count(), 4, "both read again");
 }
 
@@ -160,10 +154,7 @@ async fn a_cache_that_is_down_serves_every_read_from_the_loader() {
     let aside = CacheAside::new(Arc::new(cache), TTL);
     let loads = Loads::default();
     for _ in 0..2 {
-        assert_eq!(
-            aside.read("thing", loads.load("value")).await.unwrap(),
-            "value"
-        );
+        read_thing(&aside, &loads).await;
         assert_eq!(
             aside
                 .read_within("group", "thing", loads.load("value"))
@@ -205,10 +196,7 @@ async fn a_failing_value_read_or_fill_still_returns_the_loaded_value() {
     let aside = CacheAside::new(Arc::new(cache), TTL);
     let loads = Loads::default();
     for _ in 0..2 {
-        assert_eq!(
-            aside.read("thing", loads.load("value")).await.unwrap(),
-            "value"
-        );
+        read_thing(&aside, &loads).await;
     }
     assert_eq!(loads.count(), 2);
 }
@@ -218,14 +206,11 @@ async fn a_corrupt_entry_is_read_past_to_the_loader() {
     let cache = Arc::new(FakeCache::default());
     let aside = CacheAside::new(cache.clone(), TTL);
     let loads = Loads::default();
-    aside.read("thing", loads.load("value")).await.unwrap();
+    read_thing(&aside, &loads).await;
 
     for corrupt in [&b"\xff\xfe not JSON"[..], br#"{"not":"a string"}"#] {
         cache.corrupt_values(corrupt);
-        assert_eq!(
-            aside.read("thing", loads.load("value")).await.unwrap(),
-            "value"
-        );
+        read_thing(&aside, &loads).await;
     }
     assert_eq!(
         loads.count(),
@@ -234,7 +219,7 @@ async fn a_corrupt_entry_is_read_past_to_the_loader() {
     );
 
     aside.invalidate("thing").await;
-    aside.read("thing", loads.load("value")).await.unwrap();
-    aside.read("thing", loads.load("value")).await.unwrap();
+    read_thing(&aside, &loads).await;
+    read_thing(&aside, &loads).await;
     assert_eq!(loads.count(), 4, "a write's new generation is cached again");
 }

@@ -2,20 +2,22 @@
 //!
 //! - `test`: the whole test suite.
 //! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
-//! - `ci`: format check, clippy with warnings denied, tests, and the OpenAPI check.
+//! - `tidy`: the architecture's invariants, from `cargo metadata` and the sources (see `tidy.rs`).
+//! - `ci`: tidy, format check, clippy with warnings denied, tests, and the OpenAPI check.
 //! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //!
-//! It depends on nothing but the standard library, so it builds in seconds.
+//! It depends on nothing but the standard library and `serde_json`, so it builds in seconds.
 
 mod bench;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => test(rest),
         ["openapi"] => openapi(false),
         ["openapi", "--check"] => openapi(true),
+        ["tidy"] => tidy::tidy(),
         ["ci"] => ci(),
         ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
@@ -99,6 +102,7 @@ fn openapi(check: bool) -> Result {
 }
 
 fn ci() -> Result {
+    tidy::tidy()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",

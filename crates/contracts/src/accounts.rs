@@ -24,7 +24,7 @@ use waiter_ports::identity::{
 #[macro_export]
 macro_rules! account_store_contract_tests {
     ($fixture:path) => {
-        $crate::account_store_contract_tests!(@each $fixture:
+        $crate::__contract_tests!(accounts, $fixture:
             insert_then_find_round_trips,
             timestamps_are_kept_to_the_microsecond,
             a_taken_email_cannot_be_inserted,
@@ -38,14 +38,6 @@ macro_rules! account_store_contract_tests {
             delete_removes_the_account,
             list_pages_in_id_order_without_gaps_or_duplicates,
         );
-    };
-    (@each $fixture:path: $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                $fixture($crate::accounts::$check).await;
-            }
-        )*
     };
 }
 

@@ -37,7 +37,7 @@ use crate::accounts::{insert_account, now};
 #[macro_export]
 macro_rules! book_store_contract_tests {
     ($fixture:path) => {
-        $crate::book_store_contract_tests!(@each $fixture:
+        $crate::__contract_tests!(books, $fixture:
             insert_then_find_round_trips,
             a_taken_isbn_cannot_be_inserted,
             of_two_concurrent_inserts_with_one_isbn_exactly_one_wins,
@@ -55,14 +55,6 @@ macro_rules! book_store_contract_tests {
             bulk_insert_stores_everything_and_keeps_the_constraints,
             deleting_an_account_deletes_its_books,
         );
-    };
-    (@each $fixture:path: $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                $fixture($crate::books::$check).await;
-            }
-        )*
     };
 }
 

@@ -1,7 +1,8 @@
 //! The contract every [`Cache`] adapter must honour, Redis and in-process alike.
 //!
-//! Each check is a separate `pub async fn` taking a fresh, empty cache, so an
-//! adapter's test file runs each as its own `#[tokio::test]` and a failure
+//! Each check is a separate `pub async fn` taking a fresh, empty cache; an
+//! adapter's test file runs every one of them as its own `#[tokio::test]`
+//! with [`cache_contract_tests!`](crate::cache_contract_tests), so a failure
 //! names the broken behaviour. The checks use fixed keys: isolation between
 //! tests is the caller's job (a new in-process cache, or a unique Redis key
 //! prefix per test). Every value is stored with a TTL of at most a minute, so
@@ -11,6 +12,28 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use waiter_ports::cache::Cache;
+
+/// Generates one `#[tokio::test]` per cache check.
+///
+/// `$fixture` is an `async fn(check: impl AsyncFnOnce(&dyn Cache))` that
+/// sets up a fresh, empty cache, runs `check` on it and cleans up.
+#[macro_export]
+macro_rules! cache_contract_tests {
+    ($fixture:path) => {
+        $crate::__contract_tests!(cache, $fixture:
+            round_trips_arbitrary_bytes,
+            set_overwrites,
+            absent_key_is_none,
+            delete_removes_and_tolerates_absent,
+            set_if_absent_stores_only_when_absent,
+            entries_expire,
+            zero_ttl_is_never_stored,
+            keys_are_independent,
+            concurrent_access_is_consistent,
+            concurrent_set_if_absent_stores_once,
+        );
+    };
+}
 
 /// Long enough to outlive any check, short enough that leftovers vanish.
 const LONG: Duration = Duration::from_secs(60);

@@ -1,12 +1,14 @@
 //! The contract every [`IdempotencyStore`] adapter must honour, Redis and in-process alike.
 //!
-//! Each check is a separate `pub async fn` taking a fresh, empty store, so an
-//! adapter's test file runs each as its own `#[tokio::test]` and a failure
-//! names the broken behaviour. The checks use fixed keys: isolation between
-//! tests is the caller's job (a new in-process store, or a unique Redis key
-//! prefix per test). Every claim and response is kept for at most a minute,
-//! so whatever a crashed run leaves behind expires on its own. Claim tokens
-//! are fixed too: the store must honour whatever token the caller picks.
+//! Each check is a separate `pub async fn` taking a fresh, empty store; an
+//! adapter's test file runs every one of them as its own `#[tokio::test]`
+//! with [`idempotency_store_contract_tests!`](crate::idempotency_store_contract_tests),
+//! so a failure names the broken behaviour. The checks use fixed keys:
+//! isolation between tests is the caller's job (a new in-process store, or
+//! a unique Redis key prefix per test). Every claim and response is kept for
+//! at most a minute, so whatever a crashed run leaves behind expires on its
+//! own. Claim tokens are fixed too: the store must honour whatever token the
+//! caller picks.
 
 use std::time::Duration;
 
@@ -14,6 +16,28 @@ use futures::future::join_all;
 use waiter_ports::idempotency::{
     ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
 };
+
+/// Generates one `#[tokio::test]` per idempotency store check.
+///
+/// `$fixture` is an `async fn(check: impl AsyncFnOnce(&dyn IdempotencyStore))`
+/// that sets up a fresh, empty store, runs `check` on it and cleans up.
+#[macro_export]
+macro_rules! idempotency_store_contract_tests {
+    ($fixture:path) => {
+        $crate::__contract_tests!(idempotency, $fixture:
+            claiming_a_free_key_claims_it,
+            claimed_key_is_in_flight,
+            completed_key_replays_the_response,
+            release_frees_the_key,
+            release_keeps_a_completed_response,
+            only_the_holder_completes_or_releases,
+            stale_claims_complete_and_release_nothing,
+            claims_and_responses_expire,
+            concurrent_claims_admit_exactly_one,
+            keys_are_independent,
+        );
+    };
+}
 
 /// Long enough to outlive any check, short enough that leftovers vanish.
 const LONG: Duration = Duration::from_secs(60);

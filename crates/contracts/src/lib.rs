@@ -12,3 +12,20 @@ pub mod external;
 pub mod fault;
 pub mod idempotency;
 pub mod sessions;
+
+/// Generates one `#[tokio::test]` per check of the suite module `$suite`,
+/// each running its check through `$fixture`: what every
+/// `…_contract_tests!` macro expands to, so that a suite only lists its
+/// checks.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($suite:ident, $fixture:path: $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                $fixture($crate::$suite::$check).await;
+            }
+        )*
+    };
+}

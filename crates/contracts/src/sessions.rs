@@ -26,7 +26,7 @@ use crate::accounts::{insert_account, now};
 #[macro_export]
 macro_rules! session_store_contract_tests {
     ($fixture:path) => {
-        $crate::session_store_contract_tests!(@each $fixture:
+        $crate::__contract_tests!(sessions, $fixture:
             create_then_find_round_trips,
             create_deletes_the_accounts_expired_sessions_only,
             concurrent_creates_and_deletes_of_one_account_all_end_cleanly,
@@ -44,14 +44,6 @@ macro_rules! session_store_contract_tests {
             delete_for_account_deletes_all_but_the_kept_session,
             deleting_an_account_deletes_its_sessions,
         );
-    };
-    (@each $fixture:path: $($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                $fixture($crate::sessions::$check).await;
-            }
-        )*
     };
 }
 

@@ -21,10 +21,13 @@ pub struct Email(String);
 /// Why a string is not an acceptable email address.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EmailError {
+    /// Nothing but whitespace was given, which deserves a clearer word than "invalid".
     #[error("must not be empty")]
     Empty,
+    /// Longer than any mail system will deliver to ([`Email::MAX_LEN`]).
     #[error("must be at most {max} characters", max = Email::MAX_LEN)]
     TooLong,
+    /// Not of the form `local@domain.tld`.
     #[error("is not a valid email address")]
     Invalid,
 }
@@ -80,10 +83,13 @@ pub struct DisplayName(String);
 /// Why a string is not an acceptable display name.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DisplayNameError {
+    /// Nothing is left after trimming.
     #[error("must not be empty")]
     Empty,
+    /// More than [`DisplayName::MAX_CHARS`] characters after trimming.
     #[error("must be at most {max} characters", max = DisplayName::MAX_CHARS)]
     TooLong,
+    /// A control character, which could forge lines in logs or break layouts.
     #[error("must not contain control characters")]
     ControlCharacter,
 }
@@ -135,8 +141,10 @@ pub struct Password(String);
 /// Why a string is not an acceptable new password.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PasswordError {
+    /// Fewer than [`Password::MIN_CHARS`] characters: too easy to guess.
     #[error("must be at least {min} characters", min = Password::MIN_CHARS)]
     TooShort,
+    /// More than [`Password::MAX_CHARS`] characters, which would only make hashing costly.
     #[error("must be at most {max} characters", max = Password::MAX_CHARS)]
     TooLong,
 }
@@ -241,20 +249,30 @@ impl fmt::Display for Role {
 /// An account as the rest of the system sees it; its password hash stays in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// Assigned at sign-up and never changed, so it can key everything the account owns.
     pub id: AccountId,
+    /// What the account signs in with; unique among accounts, and changeable.
     pub email: Email,
+    /// How the account is shown to others; not unique.
     pub display_name: DisplayName,
+    /// What the account may do beyond its own resources.
     pub role: Role,
+    /// Bumped by every change, for conditional updates (`If-Match`).
     pub version: Version,
+    /// When the account signed up.
     pub created_at: Timestamp,
+    /// When the account last changed; `created_at` until then.
     pub updated_at: Timestamp,
 }
 
 /// A validated sign-up request.
 #[derive(Debug, Clone)]
 pub struct SignUp {
+    /// The email the account will sign in with.
     pub email: Email,
+    /// The password chosen, to be hashed before anything stores it.
     pub password: Password,
+    /// The name others will see.
     pub display_name: DisplayName,
 }
 
@@ -375,19 +393,31 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_parsed_email_parses_to_itself(local in "[a-zA-Z0-9._+-]{1,30}", domain in "[a-z0-9-]{1,20}\\.[a-z]{2,6}") {
-            if let Ok(email) = Email::parse(&format!("{local}@{domain}")) {
-                prop_assert_eq!(Email::parse(email.as_str()), Ok(email.clone()));
-                prop_assert_eq!(email.as_str().to_lowercase(), email.as_str());
-            }
+        fn a_plausible_address_parses_to_itself_lower_cased(
+            local in "[a-zA-Z0-9+_-]{1,12}(\\.[a-zA-Z0-9+_-]{1,12}){0,2}",
+            domain in "[a-zA-Z0-9]([a-zA-Z0-9-]{0,18}[a-zA-Z0-9])?\\.[a-zA-Z]{2,6}",
+            padding in "[ \t]{0,3}",
+        ) {
+            let address = format!("{local}@{domain}").to_lowercase();
+            let email = Email::parse(&format!("{padding}{local}@{domain}{padding}"));
+            prop_assert_eq!(email.as_ref().map(Email::as_str), Ok(address.as_str()));
+            let email = email.expect("just asserted");
+            prop_assert_eq!(Email::parse(email.as_str()), Ok(email.clone()));
         }
 
         #[test]
-        fn display_names_never_carry_outer_whitespace(raw in "\\PC{0,80}") {
-            if let Ok(name) = DisplayName::parse(&raw) {
-                prop_assert_eq!(name.as_str().trim(), name.as_str());
-                prop_assert!(name.as_str().chars().count() <= DisplayName::MAX_CHARS);
-            }
+        fn display_names_are_kept_without_outer_whitespace(
+            name in "[^\\s\\p{C}]([^\\p{C}]{0,62}[^\\s\\p{C}])?",
+            before in "\\s{0,3}",
+            after in "\\s{0,3}",
+        ) {
+            let parsed = DisplayName::parse(&format!("{before}{name}{after}"));
+            prop_assert_eq!(parsed.as_ref().map(DisplayName::as_str), Ok(name.as_str()));
+        }
+
+        #[test]
+        fn display_names_over_the_limit_are_refused(name in "[^\\s\\p{C}]{65,80}") {
+            prop_assert_eq!(DisplayName::parse(&name), Err(DisplayNameError::TooLong));
         }
 
         #[test]

@@ -21,10 +21,16 @@ prefixed_id!(
 /// Why a string is not an acceptable book text field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TextError {
+    /// Nothing is left after trimming.
     #[error("must not be empty")]
     Empty,
+    /// Longer than the field allows after trimming.
     #[error("must be at most {max} characters")]
-    TooLong { max: usize },
+    TooLong {
+        /// The field's limit, in characters, so the message can state it.
+        max: usize,
+    },
+    /// A control character, which could forge lines in logs or break layouts.
     #[error("must not contain control characters")]
     ControlCharacter,
 }
@@ -101,8 +107,11 @@ pub struct Isbn(String);
 /// Why a string is not an ISBN.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IsbnError {
+    /// Not 13 or 10 digits (an ISBN-10 may end in `X`) once separators are removed.
     #[error("must be an ISBN-13 or ISBN-10 (digits, optionally separated by hyphens or spaces)")]
     Malformed,
+    /// The digits are well formed but the check digit does not match: most
+    /// likely a typo, which is why it is reported apart from `Malformed`.
     #[error("has a wrong check digit")]
     CheckDigit,
 }
@@ -192,10 +201,13 @@ pub struct Price(i64);
 /// Why a number is not a price.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PriceError {
+    /// Zero or negative: a book is never free or paid for.
     #[error("must be greater than zero")]
     NotPositive,
+    /// Above 1 000 000 ([`Price::MAX_CENTS`]), most likely a typo.
     #[error("must be at most 1000000")]
     TooLarge,
+    /// Fractions of a cent, which would have to be rounded away silently.
     #[error("must have at most two decimal places")]
     TooPrecise,
 }
@@ -261,10 +273,15 @@ impl FromStr for Price {
 /// The fields of a book its owner chooses; everything else the system assigns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookDraft {
+    /// The title, as printed on the cover.
     pub title: Title,
+    /// The author or authors, as one credit line.
     pub author: Author,
+    /// The edition's ISBN; no two books in the catalog share one.
     pub isbn: Isbn,
+    /// When the edition came out; never after today.
     pub published_date: Date,
+    /// What the book costs.
     pub price: Price,
 }
 
@@ -285,16 +302,25 @@ impl BookDraft {
 /// A book in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Book {
+    /// Assigned when the book is added and never changed.
     pub id: BookId,
+    /// See [`BookDraft::title`].
     pub title: Title,
+    /// See [`BookDraft::author`].
     pub author: Author,
+    /// See [`BookDraft::isbn`].
     pub isbn: Isbn,
+    /// See [`BookDraft::published_date`].
     pub published_date: Date,
+    /// See [`BookDraft::price`].
     pub price: Price,
     /// The account that created it; with admins, the only one that may change it.
     pub owner: AccountId,
+    /// Bumped by every change, for conditional writes (`If-Match`).
     pub version: Version,
+    /// When the book was added to the catalog.
     pub created_at: Timestamp,
+    /// When the book last changed; `created_at` until then.
     pub updated_at: Timestamp,
 }
 

@@ -8,10 +8,18 @@ use thiserror::Error;
 /// Why a string is not an id of the expected kind.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdError {
+    /// An id of another kind (or no id at all): a session id where an account id belongs.
     #[error("expected an id starting with `{expected}_`")]
-    WrongPrefix { expected: &'static str },
+    WrongPrefix {
+        /// The prefix this kind of id starts with.
+        expected: &'static str,
+    },
+    /// The right prefix, followed by something that is not a ULID.
     #[error("the part after `{prefix}_` is not a valid ULID")]
-    Malformed { prefix: &'static str },
+    Malformed {
+        /// The prefix that was found, and was right.
+        prefix: &'static str,
+    },
 }
 
 /// Defines a prefixed id newtype around a [`ulid::Ulid`].

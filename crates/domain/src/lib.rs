@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Waiter's domain: the entities and value objects every other crate speaks in.
 //!
 //! Everything here is pure: no I/O, no async, no framework, no clock and no

@@ -16,8 +16,11 @@ prefixed_id!(
 /// A live sign-in session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// Carried by every access token of the session, so ending it ends them.
     pub id: SessionId,
+    /// Whose session it is.
     pub account_id: AccountId,
+    /// When the account signed in, which the session list shows.
     pub created_at: Timestamp,
     /// When the refresh token was last rotated (equal to `created_at` until then).
     pub refreshed_at: Timestamp,

@@ -6,7 +6,9 @@ use std::fmt;
 /// One field that failed validation, and why, in words fit for a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// The field's name as the client sent it (`display_name`), so it can point at it.
     pub field: String,
+    /// What is wrong, completing a sentence that starts with the field's name.
     pub message: String,
 }
 

@@ -13,10 +13,13 @@ use crate::identity::Caller;
 /// What a list of books may be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BookSortKey {
+    /// Publication date, for "newest releases" and "classics first".
     PublishedDate,
     /// Code-point order, the same in every database.
     Title,
+    /// Price in cents, exact, so equal prices tie and fall back to the id.
     Price,
+    /// When the book joined the catalog: the default, newest first.
     CreatedAt,
 }
 
@@ -35,7 +38,9 @@ impl BookSortKey {
 /// A sort key and a direction; ties are always broken by id in the same direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BookSort {
+    /// What to order by.
     pub key: BookSortKey,
+    /// Largest first (`sort=-price`) rather than smallest first.
     pub descending: bool,
 }
 
@@ -65,16 +70,22 @@ pub struct BookFilter {
 /// The sort-key value of the last book of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SortValue {
+    /// For [`BookSortKey::PublishedDate`].
     Date(Date),
+    /// For [`BookSortKey::Title`].
     Text(String),
+    /// For [`BookSortKey::Price`].
     Cents(i64),
+    /// For [`BookSortKey::CreatedAt`].
     Instant(Timestamp),
 }
 
 /// Where the next page starts: strictly after this (sort value, id) in the sort order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookCursor {
+    /// The last book's sort-key value: where in the order the next page starts.
     pub value: SortValue,
+    /// The last book's id, which breaks ties between books with equal values.
     pub id: BookId,
 }
 
@@ -106,19 +117,26 @@ impl BookCursor {
 /// One page of a filtered, sorted list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookQuery {
+    /// Which books qualify.
     pub filter: BookFilter,
+    /// Their order.
     pub sort: BookSort,
     /// Start after this position; `None` for the first page. Always [`BookCursor::fits`] `sort`.
     pub after: Option<BookCursor>,
+    /// The most books to return; the caller bounds it (1 to 100 over HTTP).
     pub limit: u32,
 }
 
 /// A book to store.
 #[derive(Debug, Clone)]
 pub struct NewBookRecord {
+    /// Chosen by the caller, so the store never invents identity.
     pub id: BookId,
+    /// The owner's fields, already validated.
     pub draft: BookDraft,
+    /// The account the book belongs to; the store deletes the book with it.
     pub owner: AccountId,
+    /// From the caller's clock, so stores never read their own; also the first `updated_at`.
     pub created_at: Timestamp,
 }
 
@@ -128,8 +146,11 @@ pub type BookRecords = Box<dyn Iterator<Item = NewBookRecord> + Send>;
 /// Why a book could not be inserted.
 #[derive(Debug, Error)]
 pub enum InsertBookError {
+    /// Another book has the ISBN, found by the store's unique constraint
+    /// rather than a read before the write, so no race can slip past it.
     #[error("a book with this ISBN already exists")]
     IsbnTaken,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -137,12 +158,19 @@ pub enum InsertBookError {
 /// Why a book could not be changed or deleted.
 #[derive(Debug, Error)]
 pub enum WriteBookError {
+    /// No book has the id (perhaps deleted meanwhile).
     #[error("no such book")]
     NotFound,
+    /// The book is no longer at the expected version; nothing changed.
     #[error("the book changed since the expected version")]
-    VersionMismatch { current: Version },
+    VersionMismatch {
+        /// The stored version, so the caller can report it.
+        current: Version,
+    },
+    /// The new ISBN belongs to another book; nothing changed.
     #[error("a book with this ISBN already exists")]
     IsbnTaken,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -199,28 +227,40 @@ pub trait BookStore: Send + Sync {
 /// A JSON merge patch (RFC 7396) of a book, already parsed: `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BookPatch {
+    /// A new [`BookDraft::title`].
     pub title: Option<Title>,
+    /// A new [`BookDraft::author`].
     pub author: Option<Author>,
+    /// A new [`BookDraft::isbn`].
     pub isbn: Option<Isbn>,
+    /// A new [`BookDraft::published_date`].
     pub published_date: Option<Date>,
+    /// A new [`BookDraft::price`].
     pub price: Option<Price>,
 }
 
 /// Failures of the catalog use cases.
 #[derive(Debug, Error)]
 pub enum CatalogError {
+    /// No book has the id.
     #[error("book not found")]
     NotFound,
     /// Signed in, but neither the owner nor an admin.
     #[error("only the book's owner or an admin may change it")]
     Forbidden,
+    /// Another book has the ISBN.
     #[error("a book with this ISBN already exists")]
     IsbnTaken,
+    /// `If-Match` named a version that is no longer current.
     #[error("the book has changed since it was read")]
-    VersionMismatch { current: Version },
+    VersionMismatch {
+        /// The version the book is at now, for the client to read again.
+        current: Version,
+    },
     /// Values that parse but break a rule needing context (a future publication date).
     #[error("{0}")]
     Invalid(ValidationErrors),
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -267,4 +307,12 @@ pub trait CatalogUseCases: Send + Sync {
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), CatalogError>;
+
+    /// Stores every book `books` yields with [`BookStore::bulk_insert`]
+    /// (skipping taken ISBNs; it may lock the books until it returns) and
+    /// returns how many it stored, then makes every cached view of the
+    /// catalogue stale, so readers see the new books at once rather than
+    /// after the cache's TTL. An operator's command (`waiter seed books`),
+    /// not a request: the records, owner included, are taken as they are.
+    async fn import_books(&self, books: BookRecords) -> Result<u64, CatalogError>;
 }

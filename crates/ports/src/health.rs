@@ -18,7 +18,9 @@ pub trait Probe: Send + Sync {
 /// The state of one dependency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DependencyStatus {
+    /// The probe's [`Probe::name`], which names the check in `/readyz`.
     pub name: &'static str,
+    /// Whether it answered in time; one that did not makes the instance unready.
     pub ready: bool,
 }
 

@@ -33,9 +33,11 @@ pub struct ClaimToken(pub u128);
 /// A response as it is replayed: status, the headers that matter, and the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
+    /// The HTTP status of the first response, replayed as it was (`201`).
     pub status: u16,
     /// Only headers describing the created resource, such as `Location` and `ETag`.
     pub headers: Vec<(String, String)>,
+    /// The body as sent, byte for byte, so a replay is indistinguishable.
     pub body: Vec<u8>,
 }
 
@@ -46,10 +48,15 @@ pub enum ClaimOutcome {
     /// [`ClaimToken`] it passed, until `complete`, `release` or the claim's expiry.
     Claimed,
     /// Another request holds the claim.
-    InFlight { fingerprint: Fingerprint },
+    InFlight {
+        /// What the holder asked for, to tell a retry (409) from a misused key (422).
+        fingerprint: Fingerprint,
+    },
     /// A request with this key already completed.
     Completed {
+        /// What the first request asked for, to tell a retry from a misused key.
         fingerprint: Fingerprint,
+        /// What it was answered, to replay to a retry.
         response: StoredResponse,
     },
 }
@@ -101,7 +108,10 @@ pub trait IdempotencyStore: Send + Sync {
 pub enum Admission {
     /// Run the request, then [`IdempotencyUseCases::finish`] (or `abandon`)
     /// it with this claim.
-    Proceed { claim: ClaimToken },
+    Proceed {
+        /// Proves this request holds the key when it finishes or abandons it.
+        claim: ClaimToken,
+    },
     /// Answer with the first response instead of running again.
     Replay(StoredResponse),
 }
@@ -118,6 +128,7 @@ pub enum IdempotencyError {
     /// The key was first used for a different request.
     #[error("this Idempotency-Key was used for a different request")]
     Mismatch,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }

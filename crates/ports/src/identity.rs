@@ -22,8 +22,12 @@ use crate::PortError;
 /// The authenticated principal of a request, read from a verified access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
+    /// Who is asking: the owner that "own" resources are checked against.
     pub account_id: AccountId,
+    /// The session the token belongs to, so "this session" can be ended or kept.
     pub session_id: SessionId,
+    /// The role when the token was issued; a role change ends the account's
+    /// sessions, so it is never stale for long.
     pub role: Role,
 }
 
@@ -36,6 +40,7 @@ pub struct IssuedTokens {
     pub expires_in: Duration,
     /// An opaque secret for `POST /sessions/refresh`; shown once, stored only as a digest.
     pub refresh_token: String,
+    /// The session the tokens belong to, so the client can name it later.
     pub session: Session,
 }
 
@@ -43,15 +48,20 @@ pub struct IssuedTokens {
 /// email and a malformed one must get the same answer.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// The email as typed; normalised and checked only by looking it up.
     pub email: String,
+    /// The password as typed; never trimmed, never stored.
     pub password: String,
 }
 
 /// Changes a person makes to their own account.
 #[derive(Debug, Clone, Default)]
 pub struct OwnAccountChanges {
+    /// A new public name; needs no password, as it grants nothing.
     pub display_name: Option<DisplayName>,
+    /// A new sign-in email; needs `current_password`, as it hands over the account.
     pub email: Option<Email>,
+    /// A new password; needs `current_password`, and ends every other session.
     pub new_password: Option<Password>,
     /// Required when changing `email` or `new_password`.
     pub current_password: Option<String>,
@@ -68,6 +78,7 @@ pub enum AccountError {
     /// The caller is authenticated but lacks the role.
     #[error("this operation requires the admin role")]
     Forbidden,
+    /// Another account signs in with this email.
     #[error("an account with this email already exists")]
     EmailTaken,
     /// Changing email or password without the right `current_password`.
@@ -75,10 +86,14 @@ pub enum AccountError {
     CurrentPasswordMismatch,
     /// `If-Match` named a version that is no longer current.
     #[error("the account has changed since it was read")]
-    VersionMismatch { current: Version },
+    VersionMismatch {
+        /// The version the account is at now, for the client to read again.
+        current: Version,
+    },
     /// A new account needs a password and none was given.
     #[error("no account has this email; a password is needed to create one")]
     PasswordRequired,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -89,6 +104,7 @@ pub enum SignInError {
     /// Unknown email or wrong password; deliberately indistinguishable.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -102,6 +118,7 @@ pub enum RefreshError {
     /// An already-rotated token was replayed; its session has been revoked.
     #[error("refresh token reuse detected; the session has been revoked")]
     Reused,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -112,6 +129,7 @@ pub enum AuthError {
     /// Malformed, badly signed, expired or revoked.
     #[error("invalid access token")]
     InvalidToken,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -122,6 +140,7 @@ pub enum SessionError {
     /// No such session among the caller's own.
     #[error("session not found")]
     NotFound,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -215,30 +234,43 @@ pub trait IdentityUseCases: Send + Sync {
 /// Everything needed to store a new account.
 #[derive(Debug, Clone)]
 pub struct NewAccountRecord {
+    /// Chosen by the service, so the store never invents identity.
     pub id: AccountId,
+    /// Unique among accounts; the store enforces it.
     pub email: Email,
+    /// See [`Account::display_name`].
     pub display_name: DisplayName,
+    /// `Member` for sign-ups; `Admin` only from `waiter admin create`.
     pub role: Role,
+    /// The only form in which a password is ever stored.
     pub password_hash: PasswordHash,
+    /// From the service's clock, so tests can pin it; also the first `updated_at`.
     pub created_at: Timestamp,
 }
 
 /// An account together with its password hash, for verifying a password.
 #[derive(Debug, Clone)]
 pub struct AccountCredentials {
+    /// The account the hash belongs to.
     pub account: Account,
+    /// What a presented password is verified against; read only for that.
     pub password_hash: PasswordHash,
 }
 
 /// A change to an account: `None` fields stay as they are.
 #[derive(Debug, Clone)]
 pub struct AccountChanges {
+    /// A new email; the store refuses one another account has.
     pub email: Option<Email>,
+    /// A new public name.
     pub display_name: Option<DisplayName>,
+    /// A new role, which only an admin may give.
     pub role: Option<Role>,
+    /// The hash of a new password.
     pub password_hash: Option<PasswordHash>,
     /// Apply only if the stored version is this one (from `If-Match`).
     pub expected_version: Option<Version>,
+    /// From the service's clock, so stores never read their own.
     pub updated_at: Timestamp,
 }
 
@@ -268,8 +300,11 @@ pub struct AccountPage {
 /// Why an account could not be inserted.
 #[derive(Debug, Error)]
 pub enum InsertAccountError {
+    /// Another account has the email, found by the store's unique constraint
+    /// rather than a read before the write, so no race can slip past it.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -277,12 +312,19 @@ pub enum InsertAccountError {
 /// Why an account could not be updated.
 #[derive(Debug, Error)]
 pub enum UpdateAccountError {
+    /// No account has the id (perhaps deleted meanwhile).
     #[error("no such account")]
     NotFound,
+    /// The account is no longer at the expected version; nothing changed.
     #[error("the account changed since the expected version")]
-    VersionMismatch { current: Version },
+    VersionMismatch {
+        /// The stored version, so the caller can report it.
+        current: Version,
+    },
+    /// The new email belongs to another account; nothing changed.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -345,7 +387,9 @@ impl std::fmt::Debug for RefreshTokenHash {
 /// A session to store with the digest of its first refresh token.
 #[derive(Debug, Clone)]
 pub struct NewSessionRecord {
+    /// The session, with its id and times chosen by the service.
     pub session: Session,
+    /// The digest of the session's first refresh token; the token itself is never stored.
     pub refresh_token_hash: RefreshTokenHash,
 }
 
@@ -372,12 +416,15 @@ pub enum RotateRefreshTokenError {
     /// The token was already rotated away: someone is replaying it.
     #[error("refresh token was already used")]
     Reused {
+        /// The session the token belonged to, which the service then revokes.
         session_id: SessionId,
+        /// Its account, for the log line that records the replay.
         account_id: AccountId,
     },
     /// The token is current but its session has expired.
     #[error("session expired")]
     Expired,
+    /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
 }

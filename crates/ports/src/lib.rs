@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Waiter's ports: traits only, plus the record and error types that cross them.
 //!
 //! One module per feature, each holding that feature's inbound use cases and

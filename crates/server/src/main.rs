@@ -63,33 +63,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Loads `args.count` generated books with [`BookStore::bulk_insert`], which
-/// locks the books until it is done (about half a minute for a million on
-/// PostgreSQL): seed a catalogue nobody is using.
-///
-/// [`BookStore::bulk_insert`]: waiter_ports::catalog::BookStore::bulk_insert
+/// Runs [`waiter::seed::seed_books`] and reports what it did.
 async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
-    let email = Email::parse(&args.owner).context("--owner")?;
-    let stores = Database::connect(config).await?.stores();
-    let owner = stores
-        .accounts
-        .find_credentials_by_email(&email)
-        .await?
-        .with_context(|| {
-            format!("no account has the email {email}; sign up or `waiter admin create` first")
-        })?
-        .account;
     let started = std::time::Instant::now();
-    let now = waiter_ports::clock::Clock::now(&SystemClock);
-    let books = waiter::seed::generate_books(args.count, owner.id, args.seed, now);
-    tracing::info!(
-        count = args.count,
-        "seeding books; the catalogue is locked until they are all in"
-    );
-    let stored = stores.books.bulk_insert(Box::new(books)).await?;
+    let stored = waiter::seed::seed_books(config, &args).await?;
     println!(
-        "added {stored} books (of {}) owned by {email} in {:.1} s",
+        "added {stored} books (of {}) owned by {} in {:.1} s",
         args.count,
+        args.owner,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -12,13 +12,24 @@
 //! appends to the primary key, the ISBN key and the `created_at` index instead
 //! of writing all over them, which is most of what makes `waiter seed` fast;
 //! the values themselves (titles, authors, dates, prices) are as varied as
-//! ever. This module only makes records; storing them is the caller's job.
+//! ever. [`seed_books`] hands them to the catalog service, never to a store
+//! directly, so the catalogue's cached views learn of them.
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use time::Duration;
 use time::macros::date;
 use ulid::Ulid;
-use waiter_domain::{AccountId, Author, BookDraft, BookId, Date, Isbn, Price, Timestamp, Title};
+use waiter_domain::{
+    AccountId, Author, BookDraft, BookId, Date, Email, Isbn, Price, Timestamp, Title,
+};
 use waiter_ports::catalog::NewBookRecord;
+use waiter_ports::clock::Clock;
+use waiter_services::SystemClock;
+
+use crate::config::{Config, SeedBooks};
+use crate::{Database, Wiring};
 
 /// The earliest publication date generated.
 const FIRST_PUBLISHED: Date = date!(1900 - 01 - 01);
@@ -153,6 +164,36 @@ const LAST_NAMES: [&str; 20] = [
     "Herbert",
     "Tolstoy",
 ];
+
+/// `waiter seed books`: generates `args.count` books owned by the account
+/// whose email is `args.owner` and imports them through the catalog, which
+/// then makes its cached views stale; returns how many were stored.
+///
+/// The import locks the books until it is done (about half a minute for a
+/// million on PostgreSQL): seed a catalogue nobody is using. Only a shared
+/// cache (Redis) reaches running servers; with the in-process cache, a
+/// running server's cached views catch up within their TTL.
+pub async fn seed_books(config: &Config, args: &SeedBooks) -> anyhow::Result<u64> {
+    let email = Email::parse(&args.owner).context("--owner")?;
+    let database = Database::connect(config).await?;
+    let owner = database
+        .stores()
+        .accounts
+        .find_credentials_by_email(&email)
+        .await?
+        .with_context(|| {
+            format!("no account has the email {email}; sign up or `waiter admin create` first")
+        })?
+        .account;
+    let now = SystemClock.now();
+    let wiring = Wiring::with_database(config, &database, Arc::new(SystemClock)).await?;
+    let books = generate_books(args.count, owner.id, args.seed, now);
+    tracing::info!(
+        count = args.count,
+        "seeding books; the catalogue is locked until they are all in"
+    );
+    Ok(wiring.catalog().import_books(Box::new(books)).await?)
+}
 
 /// `count` books of `owner`, the same ones for the same `seed`, oldest first.
 ///

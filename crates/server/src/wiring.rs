@@ -179,7 +179,15 @@ impl std::fmt::Debug for Wiring {
 impl Wiring {
     /// Connects every adapter the configuration names and builds the services on them.
     pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let database = Database::connect(config).await?;
+        Self::with_database(config, &Database::connect(config).await?, clock).await
+    }
+
+    /// Like [`Self::connect`], on a database the caller has already connected.
+    pub async fn with_database(
+        config: &Config,
+        database: &Database,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let caches = connect_cache(config).await?;
         let jwt_secret = match &config.jwt_secret {
             Some(secret) => secret.clone(),
@@ -220,6 +228,11 @@ impl Wiring {
     /// The identity use cases, for the CLI.
     pub fn identity(&self) -> Arc<dyn IdentityUseCases> {
         self.identity.clone()
+    }
+
+    /// The catalog use cases, for the CLI.
+    pub fn catalog(&self) -> Arc<dyn CatalogUseCases> {
+        self.catalog.clone()
     }
 
     /// What the HTTP adapter needs.

@@ -8,12 +8,9 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
-use reqwest::{Method, StatusCode, header};
-use serde_json::{Value, json};
-use support::{Backend, TestApp, access, refresh};
-use waiter_domain::{DisplayName, Email, Password};
-
-const PASSWORD: &str = "correct horse battery";
+use reqwest::{StatusCode, header};
+use serde_json::json;
+use support::{Anonymous, Backend, PASSWORD, TestApp, access, header_of, id, json_of, refresh};
 
 on_both_backends!(
     the_whole_session_lifecycle,
@@ -36,52 +33,35 @@ async fn the_whole_session_lifecycle(app: &TestApp) {
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
 
-    let me: Value = app
-        .get("/api/v1/accounts/me", access(&tokens))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(app.get_own_account(access(&tokens)).await).await;
     assert_eq!(me["id"], account["id"]);
-
-    let session: Value = app
-        .get("/api/v1/sessions/me", access(&tokens))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = json_of(app.get_current_session(access(&tokens)).await).await;
     assert_eq!(session["id"], tokens["session"]["id"]);
 
-    let response = app.refresh(refresh(&tokens)).await;
+    let response = app.refresh_session(refresh(&tokens)).await;
     assert_eq!(response.status(), StatusCode::CREATED);
-    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-    let renewed: Value = response.json().await.unwrap();
+    assert_eq!(header_of(&response, header::CACHE_CONTROL), "no-store");
+    let renewed = json_of(response).await;
     assert_eq!(renewed["session"]["id"], tokens["session"]["id"]);
     assert_ne!(refresh(&renewed), refresh(&tokens));
-    assert_eq!(app.me_status(access(&renewed)).await, StatusCode::OK);
-
-    let response = app
-        .request(Method::DELETE, "/api/v1/sessions/me")
-        .bearer_auth(access(&renewed))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        app.me_status(access(&renewed)).await,
+        app.get_own_account(access(&renewed)).await.status(),
+        StatusCode::OK
+    );
+
+    let signed_out = app.delete_current_session(access(&renewed)).await;
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_own_account(access(&renewed)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.me_status(access(&tokens)).await,
+        app.get_own_account(access(&tokens)).await.status(),
         StatusCode::UNAUTHORIZED,
         "older tokens of the session too"
     );
     assert_eq!(
-        app.refresh(refresh(&renewed)).await.status(),
+        app.refresh_session(refresh(&renewed)).await.status(),
         StatusCode::UNAUTHORIZED
     );
 }
@@ -89,26 +69,26 @@ async fn the_whole_session_lifecycle(app: &TestApp) {
 async fn replaying_a_refresh_token_revokes_the_session(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
     let stolen = app.sign_in("ann@example.com", PASSWORD).await;
-    let legitimate: Value = app.refresh(refresh(&stolen)).await.json().await.unwrap();
+    let legitimate = json_of(app.refresh_session(refresh(&stolen)).await).await;
 
-    let replay = app.refresh(refresh(&stolen)).await;
+    let replay = app.refresh_session(refresh(&stolen)).await;
     assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        replay.headers()[header::WWW_AUTHENTICATE],
+        header_of(&replay, header::WWW_AUTHENTICATE),
         r#"Bearer error="invalid_token""#
     );
 
     assert_eq!(
-        app.me_status(access(&legitimate)).await,
+        app.get_own_account(access(&legitimate)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.refresh(refresh(&legitimate)).await.status(),
+        app.refresh_session(refresh(&legitimate)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     let other = app.sign_in("ann@example.com", PASSWORD).await;
     assert_eq!(
-        app.me_status(access(&other)).await,
+        app.get_own_account(access(&other)).await.status(),
         StatusCode::OK,
         "other sessions live on"
     );
@@ -117,7 +97,7 @@ async fn replaying_a_refresh_token_revokes_the_session(app: &TestApp) {
 async fn concurrent_refreshes_with_one_token_let_exactly_one_through(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
     let tokens = app.sign_in("ann@example.com", PASSWORD).await;
-    let attempts = join_all((0..2).map(|_| app.refresh(refresh(&tokens)))).await;
+    let attempts = join_all((0..2).map(|_| app.refresh_session(refresh(&tokens)).send())).await;
     let created = attempts
         .iter()
         .filter(|r| r.status() == StatusCode::CREATED)
@@ -135,55 +115,40 @@ async fn sign_up_normalises_and_guards_the_email(app: &TestApp) {
     assert_eq!(account["role"], "member");
 
     let again = app
-        .request(Method::POST, "/api/v1/accounts")
-        .json(&json!({"email": "ANN@example.com", "password": PASSWORD, "display_name": "Imposter", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+        .create_account(json!({"email": "ANN@example.com", "password": PASSWORD, "display_name": "Imposter", "role": "admin"}))
+        .await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     assert_eq!(
-        again.headers()[header::CONTENT_TYPE],
+        header_of(&again, header::CONTENT_TYPE),
         "application/problem+json"
     );
 
     let sneaky = app
-        .request(Method::POST, "/api/v1/accounts")
-        .json(&json!({"email": "bob@example.com", "password": PASSWORD, "display_name": "Bob", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+        .create_account(json!({"email": "bob@example.com", "password": PASSWORD, "display_name": "Bob", "role": "admin"}))
+        .await;
     assert_eq!(sneaky.status(), StatusCode::CREATED);
-    let location = sneaky.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body: Value = sneaky.json().await.unwrap();
+    let location = header_of(&sneaky, header::LOCATION).to_owned();
+    let body = json_of(sneaky).await;
     assert_eq!(body["role"], "member", "a client cannot choose its role");
-    assert_eq!(
-        location,
-        format!("/api/v1/accounts/{}", body["id"].as_str().unwrap())
-    );
+    assert_eq!(location, format!("/api/v1/accounts/{}", id(&body)));
 
     let invalid = app
-        .request(Method::POST, "/api/v1/accounts")
-        .json(&json!({"email": "x", "password": "1234567", "display_name": ""}))
-        .send()
-        .await
-        .unwrap();
+        .create_account(json!({"email": "x", "password": "1234567", "display_name": ""}))
+        .await;
     assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let problem: Value = invalid.json().await.unwrap();
+    let problem = json_of(invalid).await;
     assert_eq!(problem["errors"].as_array().unwrap().len(), 3);
 }
 
 async fn a_wrong_password_and_an_unknown_email_look_alike(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
-    let wrong = app.try_sign_in("ann@example.com", "not the password").await;
-    let unknown = app.try_sign_in("nobody@example.com", PASSWORD).await;
+    let wrong = app
+        .create_session("ann@example.com", "not the password")
+        .await;
+    let unknown = app.create_session("nobody@example.com", PASSWORD).await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
-    let wrong: Value = wrong.json().await.unwrap();
-    let unknown: Value = unknown.json().await.unwrap();
-    assert_eq!(wrong, unknown);
+    assert_eq!(json_of(wrong).await, json_of(unknown).await);
 }
 
 async fn a_password_change_ends_every_other_session(app: &TestApp) {
@@ -191,44 +156,40 @@ async fn a_password_change_ends_every_other_session(app: &TestApp) {
     let laptop = app.sign_in("ann@example.com", PASSWORD).await;
     let phone = app.sign_in("ann@example.com", PASSWORD).await;
 
-    let change = |current: Option<&str>| {
+    let new_password = |current: Option<&str>| {
         let mut body = json!({"password": "a brand new password"});
         if let Some(current) = current {
             body["current_password"] = json!(current);
         }
-        app.request(Method::PATCH, "/api/v1/accounts/me")
-            .bearer_auth(access(&laptop))
-            .json(&body)
-            .send()
+        app.update_own_account(access(&laptop), body)
     };
     assert_eq!(
-        change(None).await.unwrap().status(),
+        new_password(None).await.status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        change(Some("wrong")).await.unwrap().status(),
+        new_password(Some("wrong")).await.status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    assert_eq!(
-        change(Some(PASSWORD)).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(new_password(Some(PASSWORD)).await.status(), StatusCode::OK);
 
     assert_eq!(
-        app.me_status(access(&laptop)).await,
+        app.get_own_account(access(&laptop)).await.status(),
         StatusCode::OK,
         "the session that changed it lives on"
     );
     assert_eq!(
-        app.me_status(access(&phone)).await,
+        app.get_own_account(access(&phone)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.refresh(refresh(&phone)).await.status(),
+        app.refresh_session(refresh(&phone)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.try_sign_in("ann@example.com", PASSWORD).await.status(),
+        app.create_session("ann@example.com", PASSWORD)
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
     app.sign_in("ann@example.com", "a brand new password").await;
@@ -237,38 +198,26 @@ async fn a_password_change_ends_every_other_session(app: &TestApp) {
 async fn account_changes_are_conditional_on_if_match(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
     let tokens = app.sign_in("ann@example.com", PASSWORD).await;
-    let rename = |name: &str, etag: &str| {
-        app.request(Method::PATCH, "/api/v1/accounts/me")
-            .bearer_auth(access(&tokens))
-            .header(header::IF_MATCH, etag)
-            .json(&json!({"display_name": name}))
-            .send()
-    };
-    let renamed = rename("Annie", "\"1\"").await.unwrap();
+    let rename =
+        |name: &str| app.update_own_account(access(&tokens), json!({"display_name": name}));
+
+    let renamed = rename("Annie").if_match("\"1\"").await;
     assert_eq!(renamed.status(), StatusCode::OK);
-    assert_eq!(renamed.headers()[header::ETAG], "\"2\"");
+    assert_eq!(header_of(&renamed, header::ETAG), "\"2\"");
     assert_eq!(
-        rename("Anna", "\"1\"").await.unwrap().status(),
+        rename("Anna").if_match("\"1\"").await.status(),
         StatusCode::PRECONDITION_FAILED
     );
-    let me: Value = app
-        .get("/api/v1/accounts/me", access(&tokens))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(app.get_own_account(access(&tokens)).await).await;
     assert_eq!(me["display_name"], "Annie");
 
     let taken = app.sign_up("bob@example.com", PASSWORD).await;
     let steal = app
-        .request(Method::PATCH, "/api/v1/accounts/me")
-        .bearer_auth(access(&tokens))
-        .json(&json!({"email": taken["email"], "current_password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+        .update_own_account(
+            access(&tokens),
+            json!({"email": taken["email"], "current_password": PASSWORD}),
+        )
+        .await;
     assert_eq!(steal.status(), StatusCode::CONFLICT);
 }
 
@@ -280,96 +229,73 @@ async fn sessions_are_listed_and_ended_one_by_one(app: &TestApp) {
     let second = app.sign_in("ann@example.com", PASSWORD).await;
     let bobs = app.sign_in("bob@example.com", PASSWORD).await;
 
-    let list: Value = app
-        .get("/api/v1/sessions", access(&first))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<_> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].clone())
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            second["session"]["id"].clone(),
-            first["session"]["id"].clone()
-        ]
-    );
+    let list = json_of(app.list_sessions(access(&first)).await).await;
+    let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(id).collect();
+    assert_eq!(ids, [id(&second["session"]), id(&first["session"])]);
 
-    let end = |token: &str, id: &Value| {
-        app.request(
-            Method::DELETE,
-            &format!("/api/v1/sessions/{}", id.as_str().unwrap()),
-        )
-        .bearer_auth(token.to_owned())
-        .send()
-    };
     assert_eq!(
-        end(access(&first), &bobs["session"]["id"])
+        app.delete_session(access(&first), id(&bobs["session"]))
             .await
-            .unwrap()
             .status(),
         StatusCode::NOT_FOUND
     );
-    assert_eq!(app.me_status(access(&bobs)).await, StatusCode::OK);
     assert_eq!(
-        end(access(&first), &second["session"]["id"])
+        app.get_own_account(access(&bobs)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.delete_session(access(&first), id(&second["session"]))
             .await
-            .unwrap()
             .status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        app.me_status(access(&second)).await,
+        app.get_own_account(access(&second)).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(app.me_status(access(&first)).await, StatusCode::OK);
-
-    let everywhere = app
-        .request(Method::DELETE, "/api/v1/sessions")
-        .bearer_auth(access(&first))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(everywhere.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        app.me_status(access(&first)).await,
+        app.get_own_account(access(&first)).await.status(),
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        app.delete_all_sessions(access(&first)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get_own_account(access(&first)).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(app.me_status(access(&bobs)).await, StatusCode::OK);
+    assert_eq!(
+        app.get_own_account(access(&bobs)).await.status(),
+        StatusCode::OK
+    );
 }
 
 async fn deleting_the_account_ends_everything(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
     let tokens = app.sign_in("ann@example.com", PASSWORD).await;
     let other = app.sign_in("ann@example.com", PASSWORD).await;
-    let response = app
-        .request(Method::DELETE, "/api/v1/accounts/me")
-        .bearer_auth(access(&tokens))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        app.me_status(access(&tokens)).await,
+        app.delete_own_account(access(&tokens)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get_own_account(access(&tokens)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.me_status(access(&other)).await,
+        app.get_own_account(access(&other)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.refresh(refresh(&other)).await.status(),
+        app.refresh_session(refresh(&other)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.try_sign_in("ann@example.com", PASSWORD).await.status(),
+        app.create_session("ann@example.com", PASSWORD)
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
     app.sign_up("ann@example.com", PASSWORD).await;
@@ -379,39 +305,28 @@ async fn access_tokens_expire(app: &TestApp) {
     app.sign_up("ann@example.com", PASSWORD).await;
     let tokens = app.sign_in("ann@example.com", PASSWORD).await;
     app.clock.advance(Duration::from_secs(15 * 60));
-    let response = app
-        .get("/api/v1/accounts/me", access(&tokens))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_own_account(access(&tokens)).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        response.headers()[header::WWW_AUTHENTICATE],
+        header_of(&response, header::WWW_AUTHENTICATE),
         r#"Bearer error="invalid_token""#
     );
-    let renewed: Value = app.refresh(refresh(&tokens)).await.json().await.unwrap();
-    assert_eq!(app.me_status(access(&renewed)).await, StatusCode::OK);
+    let renewed = json_of(app.refresh_session(refresh(&tokens)).await).await;
+    assert_eq!(
+        app.get_own_account(access(&renewed)).await.status(),
+        StatusCode::OK
+    );
 
     app.clock.advance(Duration::from_secs(31 * 24 * 3600));
     assert_eq!(
-        app.refresh(refresh(&renewed)).await.status(),
+        app.refresh_session(refresh(&renewed)).await.status(),
         StatusCode::UNAUTHORIZED,
         "the session expired"
     );
 }
 
 async fn admins_administer_and_members_cannot(app: &TestApp) {
-    let admin = app
-        .wiring
-        .identity()
-        .bootstrap_admin(
-            Email::parse("root@example.com").unwrap(),
-            DisplayName::parse("Root").unwrap(),
-            Some(Password::parse(PASSWORD).unwrap()),
-        )
-        .await
-        .unwrap();
-    assert!(admin.role.is_admin());
+    let root = app.admin().await;
     // Ids are ULIDs, ordered by creation time (to the millisecond) on this clock.
     app.clock.advance(Duration::from_millis(1));
     let member = app.sign_up("ann@example.com", PASSWORD).await;
@@ -419,36 +334,27 @@ async fn admins_administer_and_members_cannot(app: &TestApp) {
         app.clock.advance(Duration::from_millis(1));
         app.sign_up(&format!("user{n}@example.com"), PASSWORD).await;
     }
-    let root = app.sign_in("root@example.com", PASSWORD).await;
     let ann = app.sign_in("ann@example.com", PASSWORD).await;
 
     assert_eq!(
-        app.request(Method::GET, "/api/v1/accounts")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.list_accounts(Anonymous, "").await.status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        app.get("/api/v1/accounts", access(&ann))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.list_accounts(access(&ann), "").await.status(),
         StatusCode::FORBIDDEN
     );
 
     let mut seen = Vec::new();
-    let mut path = "/api/v1/accounts?limit=2".to_owned();
+    let mut query = "limit=2".to_owned();
     loop {
-        let response = app.get(&path, access(&root)).send().await.unwrap();
+        let response = app.list_accounts(&root, &query).await;
         assert_eq!(response.status(), StatusCode::OK);
         let link = response
             .headers()
             .get(header::LINK)
             .map(|l| l.to_str().unwrap().to_owned());
-        let page: Value = response.json().await.unwrap();
+        let page = json_of(response).await;
         seen.extend(
             page["items"]
                 .as_array()
@@ -459,7 +365,7 @@ async fn admins_administer_and_members_cannot(app: &TestApp) {
         match page["next_cursor"].as_str() {
             Some(cursor) => {
                 assert!(link.unwrap().contains(cursor));
-                path = format!("/api/v1/accounts?limit=2&cursor={cursor}");
+                query = format!("limit=2&cursor={cursor}");
             }
             None => break,
         }
@@ -474,82 +380,65 @@ async fn admins_administer_and_members_cannot(app: &TestApp) {
             "user2@example.com"
         ]
     );
-    let forged = app
-        .get("/api/v1/accounts?cursor=bm90LWFuLWlk", access(&root))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
-
-    let member_path = format!("/api/v1/accounts/{}", member["id"].as_str().unwrap());
-    let promote = |token: &str| {
-        app.request(Method::PATCH, &member_path)
-            .bearer_auth(token.to_owned())
-            .json(&json!({"role": "admin"}))
-            .send()
-    };
     assert_eq!(
-        promote(access(&ann)).await.unwrap().status(),
-        StatusCode::FORBIDDEN
+        app.list_accounts(&root, "cursor=bm90LWFuLWlk")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
     );
-    let bad_role = app
-        .request(Method::PATCH, &member_path)
-        .bearer_auth(access(&root))
-        .json(&json!({"role": "emperor"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_role.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let promoted: Value = promote(access(&root)).await.unwrap().json().await.unwrap();
+
+    let read = app.get_account(&root, id(&member)).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(json_of(read).await["email"], "ann@example.com");
+    assert_eq!(
+        app.get_account(access(&ann), id(&member)).await.status(),
+        StatusCode::FORBIDDEN,
+        "not even one's own account, by id"
+    );
+
+    let promote = |who: &str| app.update_account(who, id(&member), json!({"role": "admin"}));
+    assert_eq!(promote(access(&ann)).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.update_account(&root, id(&member), json!({"role": "emperor"}))
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let promoted = json_of(promote(&root).await).await;
     assert_eq!(promoted["role"], "admin");
     assert_eq!(
-        app.me_status(access(&ann)).await,
+        app.get_own_account(access(&ann)).await.status(),
         StatusCode::UNAUTHORIZED,
         "a role change signs the account out"
     );
 
     let ann = app.sign_in("ann@example.com", PASSWORD).await;
     assert_eq!(
-        app.get("/api/v1/accounts", access(&ann))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.list_accounts(access(&ann), "").await.status(),
         StatusCode::OK
     );
-    let delete = app
-        .request(Method::DELETE, &member_path)
-        .bearer_auth(access(&root))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.me_status(access(&ann)).await, StatusCode::UNAUTHORIZED);
-    let again = app
-        .request(Method::DELETE, &member_path)
-        .bearer_auth(access(&root))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete_account(&root, id(&member)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get_own_account(access(&ann)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.delete_account(&root, id(&member)).await.status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn readiness_reports_the_dependencies(app: &TestApp) {
-    let response = app.request(Method::GET, "/readyz").send().await.unwrap();
+    let response = app.readiness().await;
     assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
     assert_eq!(
-        body,
+        json_of(response).await,
         json!({"status": "ok", "checks": {"cache": "ok", "database": "ok"}})
     );
-    assert!(
-        app.request(Method::GET, "/healthz")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(app.liveness().await.status().is_success());
 }
 
 /// Two instances sharing PostgreSQL and Redis: ending a session on one is
@@ -562,16 +451,16 @@ async fn revocation_reaches_every_instance_sharing_the_cache() {
     let second = first.twin().await;
     first.sign_up("ann@example.com", PASSWORD).await;
     let tokens = first.sign_in("ann@example.com", PASSWORD).await;
-    assert_eq!(second.me_status(access(&tokens)).await, StatusCode::OK);
-    let signed_out = first
-        .request(Method::DELETE, "/api/v1/sessions/me")
-        .bearer_auth(access(&tokens))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        second.me_status(access(&tokens)).await,
+        second.get_own_account(access(&tokens)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        first.delete_current_session(access(&tokens)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        second.get_own_account(access(&tokens)).await.status(),
         StatusCode::UNAUTHORIZED
     );
     first.cleanup().await;

@@ -143,3 +143,6 @@ impl CacheAside {
 fn generation_key(name: &str) -> String {
     format!("{name}:generation")
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

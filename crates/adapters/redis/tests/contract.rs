@@ -53,59 +53,29 @@ async fn cleaning_up(caches: &[&RedisCache], test: impl Future<Output = ()>) {
     }
 }
 
-/// One module of tests per suite, named after it, as suites share check
-/// names. `$adapter` builds what the suite tests from a cache with a fresh
-/// prefix, whose keys are cleared afterwards.
-macro_rules! contract_tests {
-    ($suite:ident, $adapter:expr, [$($check:ident),* $(,)?]) => {
-        mod $suite {
-            use super::*;
-
-            $(
-                #[tokio::test]
-                async fn $check() {
-                    let Some(cache) = connect(&unique_prefix()).await else { return };
-                    let adapter = $adapter(&cache);
-                    cleaning_up(&[&cache], waiter_contracts::$suite::$check(&adapter)).await;
-                }
-            )*
-        }
+/// Runs `check` on a cache under a fresh prefix, whose keys are cleared afterwards.
+async fn with_cache(check: impl AsyncFnOnce(&dyn Cache)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
     };
+    cleaning_up(&[&cache], check(&cache)).await;
 }
 
-contract_tests!(
-    cache,
-    RedisCache::clone,
-    [
-        round_trips_arbitrary_bytes,
-        set_overwrites,
-        absent_key_is_none,
-        delete_removes_and_tolerates_absent,
-        set_if_absent_stores_only_when_absent,
-        entries_expire,
-        zero_ttl_is_never_stored,
-        keys_are_independent,
-        concurrent_access_is_consistent,
-        concurrent_set_if_absent_stores_once,
-    ]
-);
+/// Runs `check` on an idempotency store under a fresh prefix, whose keys are cleared afterwards.
+async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    cleaning_up(&[&cache], check(&RedisIdempotencyStore::new(&cache))).await;
+}
 
-contract_tests!(
-    idempotency,
-    RedisIdempotencyStore::new,
-    [
-        claiming_a_free_key_claims_it,
-        claimed_key_is_in_flight,
-        completed_key_replays_the_response,
-        release_frees_the_key,
-        release_keeps_a_completed_response,
-        only_the_holder_completes_or_releases,
-        stale_claims_complete_and_release_nothing,
-        claims_and_responses_expire,
-        concurrent_claims_admit_exactly_one,
-        keys_are_independent,
-    ]
-);
+mod cache {
+    waiter_contracts::cache_contract_tests!(super::with_cache);
+}
+
+mod idempotency {
+    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
+}
 
 #[tokio::test]
 async fn instances_with_the_same_prefix_share_entries() {

@@ -4,18 +4,32 @@
 //! Spawns the real application on port 0 for black-box tests, in either
 //! configuration: the embedded default (SQLite file + in-process cache) or
 //! PostgreSQL + Redis, each test with its own database / key prefix.
+//!
+//! [`TestApp`] has one method per endpoint, named after its operation id
+//! (`app.create_book(&token, &body)`), returning a [`Call`] that is sent when
+//! awaited, so a scenario reads as what it does rather than how requests are
+//! built. A few helpers on top (`sign_up`, `member`, `created_book`) do the
+//! setup a scenario needs on the way to what it is about, asserting it worked.
 
+use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use futures::future::BoxFuture;
+use reqwest::header::{self, HeaderName};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
-use waiter::{Application, Cli, Wiring};
+use waiter::config::SeedCommand;
+use waiter::{Application, Cli, Command, Wiring};
 use waiter_contracts::external::redis_url;
+use waiter_domain::{DisplayName, Email, Password};
 use waiter_postgres::TestDatabase;
 use waiter_redis::RedisCache;
 use waiter_services::ManualClock;
+
+/// The password of every account the helpers create.
+pub const PASSWORD: &str = "correct horse battery";
 
 /// Runs each scenario (an `async fn(&TestApp)` in the calling file) once per
 /// configuration, as its own test: `sqlite::<name>` and `postgres_redis::<name>`.
@@ -58,6 +72,142 @@ enum Scratch {
     },
 }
 
+/// Who sends a request: an access token, or nobody ([`Anonymous`]).
+pub trait Credential {
+    fn into_token(self) -> Option<String>;
+}
+
+/// No credential at all: the request carries no `Authorization`.
+pub struct Anonymous;
+
+impl Credential for Anonymous {
+    fn into_token(self) -> Option<String> {
+        None
+    }
+}
+
+impl Credential for &str {
+    fn into_token(self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl Credential for &String {
+    fn into_token(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl<T: Credential> Credential for Option<T> {
+    fn into_token(self) -> Option<String> {
+        self.and_then(Credential::into_token)
+    }
+}
+
+/// A request body: JSON built with `json!`, or JSON text exactly as written
+/// (for numbers and syntax a `Value` cannot hold).
+pub struct Body(String);
+
+impl From<&Value> for Body {
+    fn from(value: &Value) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl From<Value> for Body {
+    fn from(value: Value) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl From<&str> for Body {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+/// One request to the app, sent when awaited (or by [`Call::send`], to run
+/// several at once). The methods add the HTTP details a scenario is about.
+#[must_use = "a request is only sent when awaited"]
+pub struct Call {
+    client: Client,
+    method: Method,
+    url: String,
+    token: Option<String>,
+    headers: Vec<(HeaderName, String)>,
+    body: Option<(&'static str, String)>,
+}
+
+impl Call {
+    /// Sends the access token of `who`, for endpoints that anyone may call.
+    pub fn bearer(mut self, who: impl Credential) -> Self {
+        self.token = who.into_token();
+        self
+    }
+
+    pub fn if_match(self, etag: &str) -> Self {
+        self.header(header::IF_MATCH, etag)
+    }
+
+    pub fn if_none_match(self, etag: &str) -> Self {
+        self.header(header::IF_NONE_MATCH, etag)
+    }
+
+    pub fn idempotency_key(self, key: &str) -> Self {
+        self.header(HeaderName::from_static("idempotency-key"), key)
+    }
+
+    /// Sends the body as `content_type` rather than the endpoint's usual type.
+    pub fn content_type(mut self, content_type: &'static str) -> Self {
+        if let Some((current, _)) = &mut self.body {
+            *current = content_type;
+        }
+        self
+    }
+
+    fn header(mut self, name: HeaderName, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn body(mut self, content_type: &'static str, body: impl Into<Body>) -> Self {
+        self.body = Some((content_type, body.into().0));
+        self
+    }
+
+    /// Sends the request; the response, whatever its status.
+    pub fn send(self) -> BoxFuture<'static, Response> {
+        let mut request = self.client.request(self.method, self.url);
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in self.headers {
+            request = request.header(name, value);
+        }
+        if let Some((content_type, body)) = self.body {
+            request = request
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
+        Box::pin(async move { request.send().await.expect("the app answers") })
+    }
+}
+
+impl IntoFuture for Call {
+    type Output = Response;
+    type IntoFuture = BoxFuture<'static, Response>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        self.send()
+    }
+}
+
 /// A running server and a client pointed at it.
 pub struct TestApp {
     pub base: String,
@@ -72,6 +222,8 @@ pub struct TestApp {
 fn unique(label: &str) -> String {
     format!("{label}-{}", ulid::Ulid::generate())
 }
+
+const JSON: &str = "application/json";
 
 impl TestApp {
     /// Starts an app, or returns `None` when its services are unreachable and not required.
@@ -155,57 +307,231 @@ impl TestApp {
         }
     }
 
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base))
+    /// A request to `path` with nothing more to it.
+    fn call(&self, method: Method, path: &str) -> Call {
+        Call {
+            client: self.client.clone(),
+            method,
+            url: format!("{}{path}", self.base),
+            token: None,
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
-    pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
-        self.request(Method::GET, path).bearer_auth(token)
+    /// A request to an endpoint that wants an access token.
+    fn authenticated(&self, method: Method, path: &str, who: impl Credential) -> Call {
+        self.call(method, path).bearer(who)
     }
 
-    /// Signs up an account and returns its JSON.
+    pub fn create_account(&self, body: impl Into<Body>) -> Call {
+        self.call(Method::POST, "/api/v1/accounts").body(JSON, body)
+    }
+
+    pub fn get_own_account(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::GET, "/api/v1/accounts/me", who)
+    }
+
+    pub fn update_own_account(&self, who: impl Credential, changes: impl Into<Body>) -> Call {
+        self.authenticated(Method::PATCH, "/api/v1/accounts/me", who)
+            .body(JSON, changes)
+    }
+
+    pub fn delete_own_account(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::DELETE, "/api/v1/accounts/me", who)
+    }
+
+    /// `GET /accounts?{query}`, e.g. `limit=2&cursor=…`, or `""`.
+    pub fn list_accounts(&self, who: impl Credential, query: &str) -> Call {
+        self.authenticated(Method::GET, &format!("/api/v1/accounts?{query}"), who)
+    }
+
+    pub fn get_account(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::GET, &format!("/api/v1/accounts/{id}"), who)
+    }
+
+    pub fn update_account(&self, who: impl Credential, id: &str, changes: impl Into<Body>) -> Call {
+        self.authenticated(Method::PATCH, &format!("/api/v1/accounts/{id}"), who)
+            .body(JSON, changes)
+    }
+
+    pub fn delete_account(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::DELETE, &format!("/api/v1/accounts/{id}"), who)
+    }
+
+    pub fn create_session(&self, email: &str, password: &str) -> Call {
+        self.call(Method::POST, "/api/v1/sessions")
+            .body(JSON, json!({"email": email, "password": password}))
+    }
+
+    pub fn refresh_session(&self, refresh_token: &str) -> Call {
+        self.call(Method::POST, "/api/v1/sessions/refresh")
+            .body(JSON, json!({"refresh_token": refresh_token}))
+    }
+
+    pub fn get_current_session(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::GET, "/api/v1/sessions/me", who)
+    }
+
+    pub fn delete_current_session(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::DELETE, "/api/v1/sessions/me", who)
+    }
+
+    pub fn list_sessions(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::GET, "/api/v1/sessions", who)
+    }
+
+    pub fn delete_all_sessions(&self, who: impl Credential) -> Call {
+        self.authenticated(Method::DELETE, "/api/v1/sessions", who)
+    }
+
+    pub fn delete_session(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::DELETE, &format!("/api/v1/sessions/{id}"), who)
+    }
+
+    /// `GET /books?{query}`, e.g. `sort=-price&limit=2`, or `""`.
+    pub fn list_books(&self, query: &str) -> Call {
+        self.call(Method::GET, &format!("/api/v1/books?{query}"))
+    }
+
+    pub fn list_recent_books(&self) -> Call {
+        self.call(Method::GET, "/api/v1/books/recent")
+    }
+
+    pub fn create_book(&self, who: impl Credential, book: impl Into<Body>) -> Call {
+        self.authenticated(Method::POST, "/api/v1/books", who)
+            .body(JSON, book)
+    }
+
+    pub fn get_book(&self, id: &str) -> Call {
+        self.call(Method::GET, &format!("/api/v1/books/{id}"))
+    }
+
+    pub fn replace_book(&self, who: impl Credential, id: &str, book: impl Into<Body>) -> Call {
+        self.authenticated(Method::PUT, &format!("/api/v1/books/{id}"), who)
+            .body(JSON, book)
+    }
+
+    /// A JSON merge patch, sent as `application/merge-patch+json`.
+    pub fn update_book(&self, who: impl Credential, id: &str, patch: impl Into<Body>) -> Call {
+        self.authenticated(Method::PATCH, &format!("/api/v1/books/{id}"), who)
+            .body("application/merge-patch+json", patch)
+    }
+
+    pub fn delete_book(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::DELETE, &format!("/api/v1/books/{id}"), who)
+    }
+
+    pub fn liveness(&self) -> Call {
+        self.call(Method::GET, "/healthz")
+    }
+
+    pub fn readiness(&self) -> Call {
+        self.call(Method::GET, "/readyz")
+    }
+
+    /// Signs up an account named "Tester" and returns its JSON.
     pub async fn sign_up(&self, email: &str, password: &str) -> Value {
-        let response = self
-            .request(Method::POST, "/api/v1/accounts")
-            .json(&json!({"email": email, "password": password, "display_name": "Tester"}))
-            .send()
-            .await
-            .unwrap();
+        let body = json!({"email": email, "password": password, "display_name": "Tester"});
+        let response = self.create_account(body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        json_of(response).await
     }
 
     /// Signs in and returns the token response.
     pub async fn sign_in(&self, email: &str, password: &str) -> Value {
-        let response = self.try_sign_in(email, password).await;
+        let response = self.create_session(email, password).await;
         assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        json_of(response).await
     }
 
-    pub async fn try_sign_in(&self, email: &str, password: &str) -> Response {
-        self.request(Method::POST, "/api/v1/sessions")
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .unwrap()
+    /// Signs up and in with [`PASSWORD`]; returns the access token.
+    pub async fn member(&self, email: &str) -> String {
+        self.sign_up(email, PASSWORD).await;
+        access(&self.sign_in(email, PASSWORD).await).to_owned()
     }
 
-    pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.request(Method::POST, "/api/v1/sessions/refresh")
-            .json(&json!({"refresh_token": refresh_token}))
-            .send()
+    /// Makes `root@example.com` an admin (as `waiter admin create` does) and
+    /// signs it in; returns the access token.
+    pub async fn admin(&self) -> String {
+        let admin = self
+            .wiring
+            .identity()
+            .bootstrap_admin(
+                Email::parse("root@example.com").unwrap(),
+                DisplayName::parse("Root").unwrap(),
+                Some(Password::parse(PASSWORD).unwrap()),
+            )
             .await
-            .unwrap()
+            .unwrap();
+        assert!(admin.role.is_admin());
+        access(&self.sign_in("root@example.com", PASSWORD).await).to_owned()
     }
 
-    /// The status of `GET /accounts/me` with this token.
-    pub async fn me_status(&self, token: &str) -> StatusCode {
-        self.get("/api/v1/accounts/me", token)
-            .send()
-            .await
-            .unwrap()
-            .status()
+    /// Creates a book and returns its JSON.
+    pub async fn created_book(&self, who: impl Credential, book: &Value) -> Value {
+        let response = self.create_book(who, book).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        json_of(response).await
     }
+
+    /// The titles `GET /books/recent` lists, in its order.
+    pub async fn recent_titles(&self) -> Vec<String> {
+        let response = self.list_recent_books().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        json_of(response).await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|book| book["title"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Runs `waiter seed books --owner <owner> --count <count>` on this
+    /// app's configuration, as an operator would next to the running
+    /// server; returns how many books it added.
+    pub async fn seed_books(&self, owner: &str, count: usize) -> u64 {
+        use clap::Parser as _;
+        let mut args = self.args.clone();
+        args.extend(
+            [
+                "seed",
+                "books",
+                "--owner",
+                owner,
+                "--count",
+                &count.to_string(),
+            ]
+            .map(String::from),
+        );
+        let cli = Cli::try_parse_from(&args).expect("the seed command parses");
+        let Some(Command::Seed(SeedCommand::Books(seed))) = cli.command else {
+            panic!("{args:?} is not `seed books`");
+        };
+        waiter::seed::seed_books(&cli.config, &seed)
+            .await
+            .expect("seeding succeeds")
+    }
+}
+
+/// The JSON body of `response`.
+pub async fn json_of(response: Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+/// The value of header `name` in `response`, which must have it.
+pub fn header_of(response: &Response, name: impl header::AsHeaderName) -> &str {
+    response
+        .headers()
+        .get(name)
+        .expect("the header is present")
+        .to_str()
+        .expect("the header is text")
+}
+
+/// The `id` of a resource's JSON.
+pub fn id(resource: &Value) -> &str {
+    resource["id"].as_str().expect("the resource has an id")
 }
 
 /// The `access_token` of a token response.

@@ -12,8 +12,8 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{
-    BookPatch, BookQuery, BookStore, CatalogError, CatalogUseCases, InsertBookError, NewBookRecord,
-    WriteBookError,
+    BookPatch, BookQuery, BookRecords, BookStore, CatalogError, CatalogUseCases, InsertBookError,
+    NewBookRecord, WriteBookError,
 };
 use waiter_ports::clock::Clock;
 use waiter_ports::identity::{AccountEvents, Caller};
@@ -68,6 +68,13 @@ impl CatalogService {
     /// Makes every cached view that may include the book stale.
     async fn invalidate(&self, id: BookId) {
         self.cache.invalidate(&book_cache_name(id)).await;
+        self.cache.invalidate(RECENT).await;
+    }
+
+    /// Makes every cached view of the catalogue stale, for changes to more
+    /// books than are worth naming.
+    async fn invalidate_everything(&self) {
+        self.cache.invalidate(ALL_BOOKS).await;
         self.cache.invalidate(RECENT).await;
     }
 
@@ -220,6 +227,12 @@ impl CatalogUseCases for CatalogService {
         self.invalidate(id).await;
         Ok(())
     }
+
+    async fn import_books(&self, books: BookRecords) -> Result<u64, CatalogError> {
+        let stored = self.books.bulk_insert(books).await?;
+        self.invalidate_everything().await;
+        Ok(stored)
+    }
 }
 
 /// The catalog subscribes to deleted accounts: the database deleted their
@@ -229,8 +242,7 @@ impl AccountEvents for CatalogService {
     async fn account_deleted(&self, _id: AccountId) -> Result<(), PortError> {
         // Which of the owner's books were cached is not known, so every cached
         // book goes. Deleting an account is rare.
-        self.cache.invalidate(ALL_BOOKS).await;
-        self.cache.invalidate(RECENT).await;
+        self.invalidate_everything().await;
         Ok(())
     }
 }

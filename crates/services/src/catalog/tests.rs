@@ -1,7 +1,6 @@
 //! Catalog rules: permissions, conditional writes and cache-aside reads,
 //! over a mocked store and an in-memory fake cache.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use mockall::predicate::eq;
@@ -11,41 +10,7 @@ use waiter_ports::catalog::MockBookStore;
 
 use super::*;
 use crate::ManualClock;
-
-/// A cache in a `HashMap`, ignoring expiry: enough to test cache-aside logic.
-#[derive(Default)]
-struct FakeCache(Mutex<HashMap<String, Vec<u8>>>);
-
-#[async_trait]
-impl Cache for FakeCache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), PortError> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        _ttl: Duration,
-    ) -> Result<bool, PortError> {
-        let mut entries = self.0.lock().unwrap();
-        if entries.contains_key(key) {
-            return Ok(false);
-        }
-        entries.insert(key.to_owned(), value.to_vec());
-        Ok(true)
-    }
-    async fn delete(&self, key: &str) -> Result<(), PortError> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-}
+use crate::cache_aside::tests::FakeCache;
 
 const OWNER: u128 = 1;
 const STRANGER: u128 = 2;
@@ -133,28 +98,6 @@ async fn a_write_makes_the_next_read_see_the_new_book() {
     assert_eq!(
         (read.title.as_str(), read.version),
         ("Dune Messiah", Version::new(2))
-    );
-}
-
-#[tokio::test]
-async fn a_slow_read_cannot_put_a_stale_value_back() {
-    let cache = CacheAside::new(Arc::new(FakeCache::default()), CACHE_TTL);
-    // The first read loads "old", but a write commits and invalidates before the load returns.
-    let slow = cache
-        .read("thing", async {
-            cache.invalidate("thing").await;
-            Ok("old".to_owned())
-        })
-        .await
-        .unwrap();
-    assert_eq!(slow, "old");
-    let next: String = cache
-        .read("thing", async { Ok("new".to_owned()) })
-        .await
-        .unwrap();
-    assert_eq!(
-        next, "new",
-        "the stale fill went to a generation nobody reads"
     );
 }
 
@@ -290,4 +233,63 @@ async fn a_deleted_owner_takes_every_cached_book_along() {
         catalog.get_book(id).await,
         Err(CatalogError::NotFound)
     ));
+}
+
+#[tokio::test]
+async fn imported_books_show_at_once_in_every_cached_view() {
+    let mut store = MockBookStore::new();
+    let mut recent = vec![
+        vec![book(1, "Dune")],
+        vec![book(1, "Imported"), book(1, "Dune")],
+    ]
+    .into_iter();
+    store
+        .expect_recent()
+        .times(2)
+        .returning(move |_| Ok(recent.next().unwrap()));
+    store
+        .expect_find()
+        .times(2)
+        .returning(|_| Ok(Some(book(1, "Dune"))));
+    store
+        .expect_bulk_insert()
+        .times(1)
+        .returning(|records| Ok(records.count() as u64));
+    let catalog = service(store);
+    let id = book(1, "Dune").id;
+    assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);
+    assert!(catalog.get_book(id).await.is_ok());
+    assert!(catalog.get_book(id).await.is_ok(), "cached");
+
+    let owner = AccountId::from_ulid(ulid::Ulid::from(OWNER));
+    let records = (0..2_u128).map(move |n| NewBookRecord {
+        id: BookId::from_ulid(ulid::Ulid::from(100 + n)),
+        draft: book(1, "Imported").draft(),
+        owner,
+        created_at: datetime!(2026-11-21 12:00 UTC),
+    });
+    assert_eq!(catalog.import_books(Box::new(records)).await.unwrap(), 2);
+
+    assert_eq!(
+        catalog.list_recent_books().await.unwrap().len(),
+        2,
+        "the recent list is read again"
+    );
+    assert!(catalog.get_book(id).await.is_ok(), "and so is every book");
+}
+
+#[tokio::test]
+async fn a_failed_import_reports_the_store_failure() {
+    let mut store = MockBookStore::new();
+    store.expect_bulk_insert().times(1).returning(|_| {
+        Err(PortError::Unavailable(anyhow::anyhow!(
+            "the database went away"
+        )))
+    });
+    let catalog = service(store);
+    let err = catalog
+        .import_books(Box::new(std::iter::empty()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Port(PortError::Unavailable(_))));
 }

@@ -153,7 +153,7 @@ impl From<NewBookRecord> for NewBookRow {
 /// with the folded filter, so matching ignores case the same way in every
 /// store (SQLite's `lower()` folds ASCII only, PostgreSQL's depends on the
 /// locale).
-pub fn folded(text: &str) -> String {
+fn folded(text: &str) -> String {
     text.to_lowercase()
 }
 

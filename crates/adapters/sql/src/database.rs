@@ -35,12 +35,15 @@ impl<D: Dialect> SqlDatabase<D> {
 
     /// Applies every embedded migration not yet applied; safe to run on every start.
     pub async fn migrate(&self) -> Result<(), PortError> {
-        D::MIGRATOR.run(&self.pool).await.map_err(|error| match error {
-            // The database could not run it: classified like any other failure.
-            MigrateError::Execute(error) => D::port_error(error),
-            // The migrations themselves are wrong.
-            error => PortError::unexpected(error),
-        })
+        D::MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|error| match error {
+                // The database could not run it: classified like any other failure.
+                MigrateError::Execute(error) => D::port_error(error),
+                // The migrations themselves are wrong.
+                error => PortError::unexpected(error),
+            })
     }
 
     /// The account store on this pool.

@@ -82,7 +82,9 @@ pub fn pool_options<DB: Database>(max_connections: u32) -> PoolOptions<DB> {
 pub struct UniqueKey {
     /// The constraint's name in the migrations.
     pub name: &'static str,
+    /// The table it constrains.
     pub table: &'static str,
+    /// The one column it keeps unique.
     pub column: &'static str,
 }
 

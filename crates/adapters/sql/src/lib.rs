@@ -26,18 +26,23 @@ mod database;
 mod dialect;
 mod sessions;
 
+use sqlx::{ColumnIndex, Executor, Pool};
+use uuid::Uuid;
+use waiter_domain::Version;
+use waiter_ports::PortError;
+
 pub use accounts::SqlAccountStore;
-pub use books::{BookLoading, NewBookRow, SqlBookStore, folded};
+pub use books::{BookLoading, NewBookRow, SqlBookStore};
 pub use database::SqlDatabase;
 pub use dialect::{Column, Dialect, Param, UniqueKey, pool_options};
 pub use sessions::{SessionLocking, SqlSessionStore};
 
 /// The sqlx driver of dialect `D`.
-pub type Db<D> = <D as Dialect>::Database;
+type Db<D> = <D as Dialect>::Database;
 /// A connection of dialect `D`.
-pub type Connection<D> = <Db<D> as sqlx::Database>::Connection;
+type Connection<D> = <Db<D> as sqlx::Database>::Connection;
 /// A result row of dialect `D`.
-pub type Row<D> = <Db<D> as sqlx::Database>::Row;
+type Row<D> = <Db<D> as sqlx::Database>::Row;
 
 /// Why a conditional write (`… WHERE id = $1 AND version = COALESCE($2, version)`)
 /// matched no row: `Some(current)` when the row has moved on from the
@@ -45,15 +50,15 @@ pub type Row<D> = <Db<D> as sqlx::Database>::Row;
 /// version only a missing row stops a write. `sql` reads the `version` of
 /// row `$1`.
 async fn stale_version<D: Dialect>(
-    pool: &sqlx::Pool<Db<D>>,
+    pool: &Pool<Db<D>>,
     sql: &'static str,
-    id: uuid::Uuid,
-    expected: Option<waiter_domain::Version>,
-) -> Result<Option<waiter_domain::Version>, waiter_ports::PortError>
+    id: Uuid,
+    expected: Option<Version>,
+) -> Result<Option<Version>, PortError>
 where
-    for<'c> &'c mut Connection<D>: sqlx::Executor<'c, Database = Db<D>>,
-    usize: sqlx::ColumnIndex<Row<D>>,
-    uuid::Uuid: Column<Db<D>>,
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
     i64: Column<Db<D>>,
 {
     let current = sqlx::query_scalar::<_, i64>(sql)
@@ -61,7 +66,5 @@ where
         .fetch_optional(pool)
         .await
         .map_err(D::port_error)?;
-    Ok(current
-        .filter(|_| expected.is_some())
-        .map(waiter_domain::Version::new))
+    Ok(current.filter(|_| expected.is_some()).map(Version::new))
 }

@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config).await,
         Command::Migrate => {
-            Database::connect(&config).await?;
+            Database::connect(&config).await?.close().await;
             tracing::info!("migrations are up to date");
             Ok(())
         }
@@ -70,7 +70,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// [`BookStore::bulk_insert`]: waiter_ports::catalog::BookStore::bulk_insert
 async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
     let email = Email::parse(&args.owner).context("--owner")?;
-    let stores = Database::connect(config).await?.stores();
+    let database = Database::connect(config).await?;
+    let stores = database.stores();
     let owner = stores
         .accounts
         .find_credentials_by_email(&email)
@@ -86,7 +87,9 @@ async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
         count = args.count,
         "seeding books; the catalogue is locked until they are all in"
     );
-    let stored = stores.books.bulk_insert(Box::new(books)).await?;
+    let stored = stores.books.bulk_insert(Box::new(books)).await;
+    database.close().await;
+    let stored = stored?;
     println!(
         "added {stored} books (of {}) owned by {email} in {:.1} s",
         args.count,
@@ -101,7 +104,9 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on WAITER_ADDR {}", config.addr))?;
     let app = Application::build(&wiring, listener, config.workers.map(usize::from))?;
     tracing::info!(addr = %config.addr, docs = %format!("http://{}/docs/", config.addr), "waiter is serving");
-    app.run_until_stopped().await?;
+    let served = app.run_until_stopped().await;
+    wiring.close().await;
+    served?;
     tracing::info!("waiter stopped");
     Ok(())
 }
@@ -114,13 +119,14 @@ async fn create_admin(config: &Config, args: AdminCreate) -> anyhow::Result<()> 
     let account = wiring
         .identity()
         .bootstrap_admin(email, display_name, password)
-        .await
-        .map_err(|err| match err {
-            AccountError::PasswordRequired => {
-                anyhow::anyhow!("{err}: give it in WAITER_ADMIN_PASSWORD or on standard input")
-            }
-            other => other.into(),
-        })?;
+        .await;
+    wiring.close().await;
+    let account = account.map_err(|err| match err {
+        AccountError::PasswordRequired => {
+            anyhow::anyhow!("{err}: give it in WAITER_ADMIN_PASSWORD or on standard input")
+        }
+        other => other.into(),
+    })?;
     println!("{} is an admin ({})", account.email, account.id);
     Ok(())
 }

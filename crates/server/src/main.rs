@@ -70,8 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// [`BookStore::bulk_insert`]: waiter_ports::catalog::BookStore::bulk_insert
 async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
     let email = Email::parse(&args.owner).context("--owner")?;
-    let database = Database::connect(config).await?;
-    let stores = database.stores();
+    let stores = Database::connect(config).await?.stores();
     let owner = stores
         .accounts
         .find_credentials_by_email(&email)
@@ -87,9 +86,7 @@ async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
         count = args.count,
         "seeding books; the catalogue is locked until they are all in"
     );
-    let stored = stores.books.bulk_insert(Box::new(books)).await;
-    database.close().await;
-    let stored = stored?;
+    let stored = stores.books.bulk_insert(Box::new(books)).await?;
     println!(
         "added {stored} books (of {}) owned by {email} in {:.1} s",
         args.count,

@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config).await,
         Command::Migrate => {
-            Database::connect(&config).await?;
+            Database::connect(&config).await?.close().await;
             tracing::info!("migrations are up to date");
             Ok(())
         }
@@ -82,7 +82,9 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on WAITER_ADDR {}", config.addr))?;
     let app = Application::build(&wiring, listener, config.workers.map(usize::from))?;
     tracing::info!(addr = %config.addr, docs = %format!("http://{}/docs/", config.addr), "waiter is serving");
-    app.run_until_stopped().await?;
+    let served = app.run_until_stopped().await;
+    wiring.close().await;
+    served?;
     tracing::info!("waiter stopped");
     Ok(())
 }
@@ -95,13 +97,14 @@ async fn create_admin(config: &Config, args: AdminCreate) -> anyhow::Result<()> 
     let account = wiring
         .identity()
         .bootstrap_admin(email, display_name, password)
-        .await
-        .map_err(|err| match err {
-            AccountError::PasswordRequired => {
-                anyhow::anyhow!("{err}: give it in WAITER_ADMIN_PASSWORD or on standard input")
-            }
-            other => other.into(),
-        })?;
+        .await;
+    wiring.close().await;
+    let account = account.map_err(|err| match err {
+        AccountError::PasswordRequired => {
+            anyhow::anyhow!("{err}: give it in WAITER_ADMIN_PASSWORD or on standard input")
+        }
+        other => other.into(),
+    })?;
     println!("{} is an admin ({})", account.email, account.id);
     Ok(())
 }

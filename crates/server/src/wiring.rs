@@ -101,6 +101,16 @@ impl Database {
         Ok(database)
     }
 
+    /// Closes the pool, waiting for connections in use. On SQLite the last
+    /// connection to close checkpoints the write-ahead log, leaving the data
+    /// in the database file alone.
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(db) => db.close().await,
+            Database::Sqlite(db) => db.close().await,
+        }
+    }
+
     async fn migrate(&self) -> Result<(), PortError> {
         match self {
             Database::Postgres(db) => db.migrate().await,
@@ -164,6 +174,7 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
 /// The services, built from the configured adapters.
 #[derive(Clone)]
 pub struct Wiring {
+    database: Database,
     identity: Arc<dyn IdentityUseCases>,
     catalog: Arc<dyn CatalogUseCases>,
     idempotency: Arc<dyn IdempotencyUseCases>,
@@ -218,11 +229,17 @@ impl Wiring {
         let idempotency =
             IdempotencyService::new(caches.idempotency, IdempotencySettings::default());
         Ok(Self {
+            database,
             identity: Arc::new(identity),
             catalog,
             idempotency: Arc::new(idempotency),
             health: Arc::new(HealthService::new(vec![stores.probe, caches.probe])),
         })
+    }
+
+    /// Closes the database; call it once nothing serves requests any more.
+    pub async fn close(&self) {
+        self.database.close().await;
     }
 
     /// The identity use cases, for the CLI.

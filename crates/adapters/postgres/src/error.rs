@@ -1,49 +1,26 @@
-//! Turning sqlx errors into the ports' errors, in one place.
+//! Which PostgreSQL errors mean what.
 
-use waiter_ports::PortError;
+use waiter_sql::UniqueKey;
 
 /// SQLSTATE `serialization_failure`.
 const SERIALIZATION_FAILURE: &str = "40001";
 /// SQLSTATE `deadlock_detected`.
 const DEADLOCK_DETECTED: &str = "40P01";
 
-/// Classifies a failure: the server being out of reach, or aborting the
-/// transaction over a serialization failure or deadlock, is `Unavailable`
-/// (503, worth retrying); anything else is a bug or corrupt data.
-pub(crate) fn port_error(error: sqlx::Error) -> PortError {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => PortError::Unavailable(error.into()),
-        error if is_transient_conflict(&error) => PortError::Unavailable(error.into()),
-        error => PortError::Unexpected(error.into()),
-    }
-}
-
 /// True when PostgreSQL aborted the transaction because it conflicted with a
 /// concurrent one (SQLSTATE 40001 or 40P01): running it again may succeed.
-fn is_transient_conflict(error: &sqlx::Error) -> bool {
+pub(crate) fn is_transient_conflict(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code == SERIALIZATION_FAILURE || code == DEADLOCK_DETECTED)
 }
 
-/// True when `error` is a unique violation of the named constraint.
-pub(crate) fn violates_unique(error: &sqlx::Error, constraint: &str) -> bool {
+/// True when `error` is a unique violation of `key`, which PostgreSQL names.
+pub(crate) fn violates_unique(error: &sqlx::Error, key: UniqueKey) -> bool {
     error
         .as_database_error()
-        .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
-}
-
-/// Classifies a failed migration like any other query failure when the
-/// database could not run it, and as unexpected when the migrations themselves are wrong.
-pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> PortError {
-    match error {
-        sqlx::migrate::MigrateError::Execute(error) => port_error(error),
-        error => PortError::unexpected(error),
-    }
+        .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(key.name))
 }
 
 #[cfg(test)]
@@ -55,11 +32,12 @@ mod tests {
     #[tokio::test]
     async fn a_deadlock_is_unavailable() {
         use waiter_ports::PortError;
+        use waiter_sql::Dialect as _;
 
         let Some(test) = crate::TestDatabase::create().await else {
             return;
         };
-        let pool = &test.database().pool;
+        let pool = test.database().pool();
         let mut first = pool.begin().await.expect("begin first");
         let mut second = pool.begin().await.expect("begin second");
         for (tx, key) in [(&mut first, 1_i64), (&mut second, 2)] {
@@ -76,7 +54,7 @@ mod tests {
         let error = a.err().or(b.err()).expect("one transaction is aborted");
         let code = error.as_database_error().and_then(|db| db.code());
         assert_eq!(code.as_deref(), Some(super::DEADLOCK_DETECTED));
-        let classified = super::port_error(error);
+        let classified = crate::PostgresDialect::port_error(error);
         assert!(
             matches!(classified, PortError::Unavailable(_)),
             "expected Unavailable, got {classified:?}"

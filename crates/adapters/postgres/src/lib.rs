@@ -1,35 +1,26 @@
-//! PostgreSQL adapter: implements Waiter's store ports with sqlx.
+//! PostgreSQL adapter: the [`Dialect`] that runs Waiter's SQL stores
+//! (`waiter-sql`) on PostgreSQL.
 //!
 //! [`PostgresDatabase`] owns the connection pool and the embedded migrations
-//! (`migrations/postgres`); the stores it hands out share that pool. Queries
-//! are runtime-checked and sit next to the port method they serve; the
-//! contract suites in `waiter-contracts` run every one of them against a real
-//! server. Nothing here decides business rules: it stores and reads, and
-//! turns constraint violations into the ports' typed errors.
+//! (`migrations/postgres`); the stores it hands out share that pool. This
+//! crate holds only what PostgreSQL does its own way: pool set-up, error
+//! classification, the row locks that keep session writes in one order, and
+//! bulk loading with the indexes dropped and rebuilt.
 
-mod accounts;
 mod books;
 mod error;
 mod sessions;
 #[cfg(feature = "test-support")]
 mod test_support;
 
-use std::time::Duration;
-
-use async_trait::async_trait;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+use waiter_domain::Timestamp;
 use waiter_ports::PortError;
-use waiter_ports::health::Probe;
+use waiter_sql::{Dialect, SqlDatabase, UniqueKey, pool_options};
 
-pub use accounts::PostgresAccountStore;
-pub use books::PostgresBookStore;
-pub use sessions::PostgresSessionStore;
 #[cfg(feature = "test-support")]
 pub use test_support::TestDatabase;
-
-use error::{migrate_error, port_error};
 
 /// The schema, embedded at compile time so the binary migrates itself.
 static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations/postgres");
@@ -38,67 +29,34 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations/postgres");
 /// `max_connections` when several instances share it.
 const MAX_CONNECTIONS: u32 = 10;
 
-/// How long a query waits for a free connection before the request fails as
-/// unavailable (503) rather than hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL, as the SQL stores see it.
+#[derive(Debug, Clone, Copy)]
+pub enum PostgresDialect {}
 
 /// A PostgreSQL connection pool and the stores built on it.
-#[derive(Debug, Clone)]
-pub struct PostgresDatabase {
-    pool: PgPool,
-}
+///
+/// [`connect`](SqlDatabase::connect) takes a `postgres://user@host:port/db` URL.
+pub type PostgresDatabase = SqlDatabase<PostgresDialect>;
 
-impl PostgresDatabase {
-    /// Connects to `url` (`postgres://user@host:port/db`), failing as
-    /// `Unavailable` within the acquire timeout when the server cannot be
-    /// reached, so a misconfigured start-up says so at once.
-    pub async fn connect(url: &str) -> Result<Self, PortError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+impl Dialect for PostgresDialect {
+    type Database = Postgres;
+    type Timestamp = Timestamp;
+
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const MIGRATOR: &'static Migrator = &MIGRATOR;
+
+    async fn connect(url: &str) -> Result<PgPool, PortError> {
+        pool_options(MAX_CONNECTIONS)
             .connect(url)
             .await
-            .map_err(port_error)?;
-        Ok(Self { pool })
+            .map_err(Self::port_error)
     }
 
-    /// Applies every embedded migration not yet applied; safe to run on every start.
-    pub async fn migrate(&self) -> Result<(), PortError> {
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+    fn is_transient(error: &sqlx::Error) -> bool {
+        error::is_transient_conflict(error)
     }
 
-    /// The account store on this pool.
-    pub fn accounts(&self) -> PostgresAccountStore {
-        PostgresAccountStore::new(self.pool.clone())
-    }
-
-    /// The session store on this pool.
-    pub fn sessions(&self) -> PostgresSessionStore {
-        PostgresSessionStore::new(self.pool.clone())
-    }
-
-    /// The book store on this pool.
-    pub fn books(&self) -> PostgresBookStore {
-        PostgresBookStore::new(self.pool.clone())
-    }
-
-    /// Closes every connection, waiting for those in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl Probe for PostgresDatabase {
-    fn name(&self) -> &'static str {
-        "database"
-    }
-
-    async fn ping(&self) -> Result<(), PortError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(port_error)
+    fn violates(error: &sqlx::Error, key: UniqueKey) -> bool {
+        error::violates_unique(error, key)
     }
 }

@@ -21,7 +21,19 @@ const FORMAT: &[BorrowedFormatItem<'static>] =
 
 /// A [`Timestamp`] as a query parameter or column, in the format above.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StoredTimestamp(pub(crate) Timestamp);
+pub struct StoredTimestamp(Timestamp);
+
+impl From<Timestamp> for StoredTimestamp {
+    fn from(instant: Timestamp) -> Self {
+        Self(instant)
+    }
+}
+
+impl From<StoredTimestamp> for Timestamp {
+    fn from(stored: StoredTimestamp) -> Self {
+        stored.0
+    }
+}
 
 impl Type<Sqlite> for StoredTimestamp {
     fn type_info() -> SqliteTypeInfo {

@@ -1,0 +1,93 @@
+//! [`SqlDatabase`]: one pool, and the stores that share it.
+
+use async_trait::async_trait;
+use sqlx::migrate::MigrateError;
+use sqlx::{Connection, Pool};
+use waiter_ports::PortError;
+use waiter_ports::health::Probe;
+
+use crate::{Dialect, SqlAccountStore, SqlBookStore, SqlSessionStore};
+
+/// A connection pool of dialect `D` and the stores built on it.
+///
+/// The adapter crates name it for their database (`PostgresDatabase`,
+/// `SqliteDatabase`), so this is the type the server connects and wires.
+#[derive(Debug)]
+pub struct SqlDatabase<D: Dialect> {
+    pool: Pool<D::Database>,
+}
+
+impl<D: Dialect> Clone for SqlDatabase<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> SqlDatabase<D> {
+    /// Connects to `url`, failing as `Unavailable` when the database cannot
+    /// be reached, so a misconfigured start-up says so at once.
+    pub async fn connect(url: &str) -> Result<Self, PortError> {
+        let pool = D::connect(url).await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies every embedded migration not yet applied; safe to run on every start.
+    pub async fn migrate(&self) -> Result<(), PortError> {
+        D::MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|error| match error {
+                // The database could not run it: classified like any other failure.
+                MigrateError::Execute(error) => D::port_error(error),
+                // The migrations themselves are wrong.
+                error => PortError::unexpected(error),
+            })
+    }
+
+    /// The account store on this pool.
+    pub fn accounts(&self) -> SqlAccountStore<D> {
+        SqlAccountStore {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The session store on this pool.
+    pub fn sessions(&self) -> SqlSessionStore<D> {
+        SqlSessionStore {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The book store on this pool.
+    pub fn books(&self) -> SqlBookStore<D> {
+        SqlBookStore {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The pool itself, for what the stores do not cover (tests, bulk tooling).
+    pub fn pool(&self) -> &Pool<D::Database> {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    /// SQLite checkpoints its write-ahead log into the database file as the
+    /// last connection closes, so a closed database is one self-contained file.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Probe for SqlDatabase<D> {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    async fn ping(&self) -> Result<(), PortError> {
+        let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
+        connection.ping().await.map_err(D::port_error)
+    }
+}

@@ -1,0 +1,105 @@
+//! What differs between the databases the stores run on, behind one trait.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::database::HasStatementCache;
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::PoolOptions;
+use sqlx::{Database, Decode, Encode, IntoArguments, Pool, Type};
+use waiter_domain::Timestamp;
+use waiter_ports::PortError;
+
+/// A database the stores of this crate run on: its sqlx driver and the few
+/// things the SQL they share cannot say the same way on every database.
+///
+/// `waiter-postgres` and `waiter-sqlite` each implement it on a marker type;
+/// everything else (statements, rows, the stores themselves) is written once,
+/// here. What is specific to one store lives in a trait of its own beside
+/// that store ([`SessionLocking`](crate::SessionLocking),
+/// [`BookLoading`](crate::BookLoading)).
+pub trait Dialect: Send + Sync + 'static {
+    /// The sqlx driver.
+    type Database: Database<Arguments: IntoArguments<Self::Database>, Connection: Migrate>
+        + HasStatementCache;
+
+    /// How an instant is stored and read back. PostgreSQL has `timestamptz`;
+    /// SQLite has no time type, so its dialect writes text of a fixed width.
+    type Timestamp: Column<Self::Database> + From<Timestamp> + Into<Timestamp>;
+
+    /// The statement that begins a transaction that is going to write.
+    /// SQLite needs `BEGIN IMMEDIATE`, which takes the write lock up front, so
+    /// a transaction waits for other writers (busy timeout) rather than
+    /// failing half-way; PostgreSQL locks rows as it goes.
+    const BEGIN_WRITE: &'static str;
+
+    /// The schema (`migrations/<database>`), embedded at compile time so the
+    /// binary migrates itself.
+    const MIGRATOR: &'static Migrator;
+
+    /// Opens a pool of connections to the database at `url` (starting from
+    /// [`pool_options`]), failing as `Unavailable` when it cannot be reached.
+    fn connect(url: &str) -> impl Future<Output = Result<Pool<Self::Database>, PortError>> + Send;
+
+    /// True when the database aborted the statement over a conflict with a
+    /// concurrent transaction, so that running it again may succeed.
+    fn is_transient(error: &sqlx::Error) -> bool;
+
+    /// True when `error` is a violation of the unique constraint `key`.
+    fn violates(error: &sqlx::Error, key: UniqueKey) -> bool;
+
+    /// Classifies a failure: the database being out of reach, or aborting
+    /// over a transient conflict, is `Unavailable` (503, worth retrying);
+    /// anything else is a bug or corrupt data.
+    fn port_error(error: sqlx::Error) -> PortError {
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => PortError::Unavailable(error.into()),
+            error if Self::is_transient(&error) => PortError::Unavailable(error.into()),
+            error => PortError::Unexpected(error.into()),
+        }
+    }
+}
+
+/// How long a query waits for a free connection before the request fails as
+/// unavailable (503) rather than hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings every pool starts from: at most `max_connections`, and a
+/// bounded wait for one.
+pub fn pool_options<DB: Database>(max_connections: u32) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// A unique constraint whose violation a store turns into a typed error
+/// (`EmailTaken`, `IsbnTaken`). PostgreSQL reports the constraint's name;
+/// SQLite reports only the table and column, so a key carries both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UniqueKey {
+    /// The constraint's name in the migrations.
+    pub name: &'static str,
+    /// The table it constrains.
+    pub table: &'static str,
+    /// The one column it keeps unique.
+    pub column: &'static str,
+}
+
+/// A Rust type that database `DB` takes as a bind parameter.
+///
+/// sqlx implements encoding per driver, so code generic over the driver must
+/// state every type it binds; this names the bounds once per type.
+pub trait Param<'q, DB: Database>: Encode<'q, DB> + Type<DB> + Send + 'q {}
+
+impl<'q, DB: Database, T> Param<'q, DB> for T where T: Encode<'q, DB> + Type<DB> + Send + 'q {}
+
+/// A Rust type that database `DB` takes as a bind parameter and returns as a column.
+pub trait Column<DB: Database>: for<'q> Param<'q, DB> + for<'r> Decode<'r, DB> + Unpin {}
+
+impl<DB: Database, T> Column<DB> for T where
+    T: for<'q> Param<'q, DB> + for<'r> Decode<'r, DB> + Unpin
+{
+}

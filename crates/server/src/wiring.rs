@@ -229,7 +229,7 @@ impl Wiring {
         let idempotency =
             IdempotencyService::new(caches.idempotency, IdempotencySettings::default());
         Ok(Self {
-            database,
+            database: database.clone(),
             identity: Arc::new(identity),
             catalog,
             idempotency: Arc::new(idempotency),

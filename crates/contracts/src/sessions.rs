@@ -13,7 +13,7 @@ use ulid::Ulid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::identity::{
     AccountStore, NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenHash, RefreshTokenRotation,
-    RotateRefreshTokenError, SessionStore,
+    Revocation, RotateRefreshTokenError, SessionEnding, SessionStore,
 };
 
 use crate::accounts::{insert_account, now};
@@ -43,6 +43,10 @@ macro_rules! session_store_contract_tests {
             delete_removes_the_session_and_its_tokens,
             delete_for_account_deletes_all_but_the_kept_session,
             deleting_an_account_deletes_its_sessions,
+            deleting_a_session_records_its_revocation_until_it_lapses,
+            delete_for_account_records_every_revocation_it_makes,
+            revocations_since_reads_what_was_recorded_from_then_on,
+            lapsed_revocations_are_pruned_by_later_deletions,
         );
     };
 }
@@ -63,6 +67,14 @@ pub fn session_of(account_id: AccountId, created_at: Timestamp) -> Session {
         created_at,
         refreshed_at: created_at,
         expires_at: created_at + Duration::hours(1),
+    }
+}
+
+/// Ending a session now, its tokens refused for the next quarter of an hour.
+pub fn ending_at(at: Timestamp) -> SessionEnding {
+    SessionEnding {
+        at,
+        revoked_until: at + Duration::minutes(15),
     }
 }
 
@@ -196,8 +208,10 @@ pub async fn concurrent_creates_and_deletes_of_one_account_all_end_cleanly(
                 refresh_token_hash: fresh_token(),
             })
         }));
-        let (created, deleted) =
-            tokio::join!(creates, sessions.delete_for_account(account.id, None));
+        let (created, deleted) = tokio::join!(
+            creates,
+            sessions.delete_for_account(account.id, None, ending_at(now))
+        );
         for result in created {
             result.unwrap_or_else(|error| panic!("round {round}: create failed: {error:?}"));
         }
@@ -378,7 +392,7 @@ pub async fn concurrent_rotation_and_delete_both_end_cleanly(
         let rotate = rotation(token);
         let (rotated, deleted) = tokio::join!(
             sessions.rotate_refresh_token(rotate.clone()),
-            sessions.delete(session.id),
+            sessions.delete(session.id, ending_at(now())),
         );
 
         match &rotated {
@@ -421,7 +435,12 @@ pub async fn rotating_after_the_session_is_deleted_is_unknown(
         .await
         .expect("rotate");
 
-    assert!(sessions.delete(session.id).await.expect("delete"));
+    assert!(
+        sessions
+            .delete(session.id, ending_at(now()))
+            .await
+            .expect("delete")
+    );
     for (which, token) in [("rotated-away", first), ("current", rotate.replacement)] {
         let result = sessions.rotate_refresh_token(rotation(token)).await;
         assert!(
@@ -539,9 +558,19 @@ pub async fn delete_removes_the_session_and_its_tokens(
     let survivor = session_of(account.id, now());
     create_session(sessions, &survivor).await;
 
-    assert!(sessions.delete(session.id).await.expect("delete"));
+    assert!(
+        sessions
+            .delete(session.id, ending_at(now()))
+            .await
+            .expect("delete")
+    );
     assert_eq!(sessions.find(session.id).await.expect("find"), None);
-    assert!(!sessions.delete(session.id).await.expect("delete again"));
+    assert!(
+        !sessions
+            .delete(session.id, ending_at(now()))
+            .await
+            .expect("delete again")
+    );
     let result = sessions.rotate_refresh_token(rotation(token)).await;
     assert!(
         matches!(result, Err(RotateRefreshTokenError::Unknown)),
@@ -569,7 +598,7 @@ pub async fn delete_for_account_deletes_all_but_the_kept_session(
 
     let kept = &ours[0];
     let deleted = sessions
-        .delete_for_account(account.id, Some(kept.id))
+        .delete_for_account(account.id, Some(kept.id), ending_at(now()))
         .await
         .expect("delete all but one");
     let deleted: HashSet<SessionId> = deleted.into_iter().collect();
@@ -584,7 +613,7 @@ pub async fn delete_for_account_deletes_all_but_the_kept_session(
     );
 
     let deleted = sessions
-        .delete_for_account(account.id, None)
+        .delete_for_account(account.id, None, ending_at(now()))
         .await
         .expect("delete all");
     assert_eq!(deleted, [kept.id]);
@@ -626,4 +655,160 @@ fn assert_reused(result: &Result<Session, RotateRefreshTokenError>, session: &Se
         "expected Reused for {:?}, got {result:?}",
         session.id
     );
+}
+
+/// A deleted session's revocation is in force until `revoked_until`, and
+/// only a session that existed gets one.
+pub async fn deleting_a_session_records_its_revocation_until_it_lapses(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let session = session_of(account.id, now());
+    create_session(sessions, &session).await;
+    let live = session_of(account.id, now());
+    create_session(sessions, &live).await;
+    let ending = ending_at(now());
+
+    assert!(
+        !sessions
+            .is_revoked(session.id, ending.at)
+            .await
+            .expect("before")
+    );
+    assert!(sessions.delete(session.id, ending).await.expect("delete"));
+    assert!(
+        sessions
+            .is_revoked(session.id, ending.at)
+            .await
+            .expect("after")
+    );
+    assert!(!sessions.is_revoked(live.id, ending.at).await.expect("live"));
+    let just_before = ending.revoked_until - Duration::microseconds(1);
+    assert!(
+        sessions
+            .is_revoked(session.id, just_before)
+            .await
+            .expect("in force")
+    );
+    assert!(
+        !sessions
+            .is_revoked(session.id, ending.revoked_until)
+            .await
+            .expect("lapsed"),
+        "a revocation lapses at revoked_until"
+    );
+
+    let unknown = SessionId::from_ulid(Ulid::generate());
+    assert!(
+        !sessions
+            .delete(unknown, ending)
+            .await
+            .expect("delete unknown")
+    );
+    assert!(
+        !sessions
+            .is_revoked(unknown, ending.at)
+            .await
+            .expect("unknown")
+    );
+}
+
+/// Signing out everywhere records the revocation of exactly the sessions it deleted.
+pub async fn delete_for_account_records_every_revocation_it_makes(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let ours: Vec<Session> = (0..3).map(|_| session_of(account.id, now())).collect();
+    for session in &ours {
+        create_session(sessions, session).await;
+    }
+    let ending = ending_at(now());
+    sessions
+        .delete_for_account(account.id, Some(ours[0].id), ending)
+        .await
+        .expect("delete");
+    let revoked = sessions
+        .revocations_since(ending.at, ending.at)
+        .await
+        .expect("revocations");
+    let expected: HashSet<Revocation> = ours[1..]
+        .iter()
+        .map(|session| Revocation {
+            session_id: session.id,
+            revoked_at: ending.at,
+            revoked_until: ending.revoked_until,
+        })
+        .collect();
+    assert_eq!(revoked.into_iter().collect::<HashSet<_>>(), expected);
+    assert!(
+        !sessions
+            .is_revoked(ours[0].id, ending.at)
+            .await
+            .expect("kept")
+    );
+}
+
+/// What is new since a moment: revocations recorded at or after it, still in force.
+pub async fn revocations_since_reads_what_was_recorded_from_then_on(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let (early, late) = (session_of(account.id, now()), session_of(account.id, now()));
+    create_session(sessions, &early).await;
+    create_session(sessions, &late).await;
+    let first = ending_at(now());
+    let second = ending_at(first.at + Duration::seconds(10));
+    sessions
+        .delete(early.id, first)
+        .await
+        .expect("delete early");
+    sessions.delete(late.id, second).await.expect("delete late");
+
+    let ids = |revocations: Vec<Revocation>| -> HashSet<SessionId> {
+        revocations.into_iter().map(|r| r.session_id).collect()
+    };
+    let everything = sessions
+        .revocations_since(Timestamp::UNIX_EPOCH, second.at)
+        .await
+        .expect("all");
+    assert_eq!(ids(everything), HashSet::from([early.id, late.id]));
+    let recent = sessions
+        .revocations_since(second.at, second.at)
+        .await
+        .expect("recent");
+    assert_eq!(ids(recent), HashSet::from([late.id]));
+    let in_force = sessions
+        .revocations_since(Timestamp::UNIX_EPOCH, first.revoked_until)
+        .await
+        .expect("in force");
+    assert_eq!(
+        ids(in_force),
+        HashSet::from([late.id]),
+        "the first has lapsed"
+    );
+}
+
+/// Revocations that lapsed are gone after the next deletion, so the list
+/// stays as small as one token lifetime of sign-outs.
+pub async fn lapsed_revocations_are_pruned_by_later_deletions(
+    accounts: &dyn AccountStore,
+    sessions: &dyn SessionStore,
+) {
+    let account = insert_account(accounts).await;
+    let (old, new) = (session_of(account.id, now()), session_of(account.id, now()));
+    create_session(sessions, &old).await;
+    create_session(sessions, &new).await;
+    let first = ending_at(now());
+    sessions.delete(old.id, first).await.expect("delete old");
+    let later = ending_at(first.revoked_until + Duration::seconds(1));
+    sessions.delete(new.id, later).await.expect("delete new");
+    let kept = sessions
+        .revocations_since(Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH)
+        .await
+        .expect("every row");
+    let ids: Vec<SessionId> = kept.into_iter().map(|r| r.session_id).collect();
+    assert_eq!(ids, [new.id], "the lapsed revocation was pruned");
 }

@@ -477,15 +477,57 @@ pub trait SessionStore: Send + Sync {
         rotation: RefreshTokenRotation,
     ) -> Result<Session, RotateRefreshTokenError>;
 
-    /// Deletes one session and its refresh tokens; `false` when it did not exist.
-    async fn delete(&self, id: SessionId) -> Result<bool, PortError>;
+    /// Deletes one session and its refresh tokens and records its revocation
+    /// until `ending.revoked_until`, all in one transaction, so a session is
+    /// never gone without its access tokens being refused; `false` (and
+    /// nothing recorded) when it did not exist.
+    ///
+    /// In the same transaction it deletes revocations that lapsed by
+    /// `ending.at`, so the list stays bounded without a sweeper.
+    async fn delete(&self, id: SessionId, ending: SessionEnding) -> Result<bool, PortError>;
 
-    /// Deletes every session of the account except `keep`, returning the ids deleted.
+    /// Deletes every session of the account except `keep`, recording each
+    /// one's revocation as [`Self::delete`] does, in one transaction; returns
+    /// the ids deleted.
     async fn delete_for_account(
         &self,
         account_id: AccountId,
         keep: Option<SessionId>,
+        ending: SessionEnding,
     ) -> Result<Vec<SessionId>, PortError>;
+
+    /// The revocations recorded at or after `since` that are still in force
+    /// at `now` (`revoked_until > now`), in no particular order. With `since`
+    /// far enough back, every revocation in force.
+    async fn revocations_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Revocation>, PortError>;
+
+    /// Whether a revocation of the session is in force at `now`.
+    async fn is_revoked(&self, id: SessionId, now: Timestamp) -> Result<bool, PortError>;
+}
+
+/// When a session ends, and until when its access tokens must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEnding {
+    /// Now: recorded as the revocation's time.
+    pub at: Timestamp,
+    /// The moment after which no access token of the session can be valid
+    /// anyway (now plus one access-token lifetime), so the revocation may go.
+    pub revoked_until: Timestamp,
+}
+
+/// An ended session whose access tokens must be refused until `revoked_until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Revocation {
+    /// The ended session.
+    pub session_id: SessionId,
+    /// When it was ended.
+    pub revoked_at: Timestamp,
+    /// When its last access token expires anyway.
+    pub revoked_until: Timestamp,
 }
 
 /// Told about changes to accounts that other services' data depends on.

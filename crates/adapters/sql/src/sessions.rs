@@ -6,8 +6,8 @@ use uuid::Uuid;
 use waiter_domain::{AccountId, Session, SessionId, Timestamp};
 use waiter_ports::PortError;
 use waiter_ports::identity::{
-    NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenRotation, RotateRefreshTokenError,
-    SessionStore,
+    NewSessionRecord, REMEMBERED_USED_TOKENS, RefreshTokenRotation, Revocation,
+    RotateRefreshTokenError, SessionEnding, SessionStore,
 };
 
 use crate::{Column, Connection, Db, Dialect, Param, Row};
@@ -56,6 +56,18 @@ const PRUNE_USED_TOKENS: &str = "DELETE FROM refresh_tokens
            LIMIT $3
        )";
 const DELETE: &str = "DELETE FROM sessions WHERE id = $1 RETURNING id";
+/// Records that session `$1` ended at `$2` and its tokens stay refused until
+/// `$3`. A session is deleted once, but the conflict clause keeps a repeated
+/// revocation harmless.
+const REVOKE: &str = "INSERT INTO session_revocations (session_id, revoked_at, revoked_until)
+                      VALUES ($1, $2, $3)
+                      ON CONFLICT (session_id) DO UPDATE SET revoked_until = excluded.revoked_until";
+const PRUNE_REVOCATIONS: &str = "DELETE FROM session_revocations WHERE revoked_until <= $1";
+const REVOCATIONS_SINCE: &str = "SELECT session_id, revoked_at, revoked_until
+                                 FROM session_revocations
+                                 WHERE revoked_at >= $1 AND revoked_until > $2";
+const IS_REVOKED: &str = "SELECT session_id FROM session_revocations
+                          WHERE session_id = $1 AND revoked_until > $2";
 
 /// How a dialect keeps the session store's concurrent writes from
 /// interleaving badly: the statements that lock, and must lock in an order
@@ -91,6 +103,24 @@ struct SessionRow<T> {
     created_at: T,
     refreshed_at: T,
     expires_at: T,
+}
+
+/// A `session_revocations` row, with instants stored as `T`.
+#[derive(Debug, FromRow)]
+struct RevocationRow<T> {
+    session_id: Uuid,
+    revoked_at: T,
+    revoked_until: T,
+}
+
+impl<T: Into<Timestamp>> From<RevocationRow<T>> for Revocation {
+    fn from(row: RevocationRow<T>) -> Self {
+        Revocation {
+            session_id: SessionId::from_uuid(row.session_id),
+            revoked_at: row.revoked_at.into(),
+            revoked_until: row.revoked_until.into(),
+        }
+    }
 }
 
 impl<T: Into<Timestamp>> From<SessionRow<T>> for Session {
@@ -257,12 +287,19 @@ where
         Ok(session.into())
     }
 
-    async fn delete(&self, id: SessionId) -> Result<bool, PortError> {
-        let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
+    async fn delete(&self, id: SessionId, ending: SessionEnding) -> Result<bool, PortError> {
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
             .await
             .map_err(D::port_error)?;
+        let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        revoke::<D>(&mut tx, deleted.as_slice(), ending).await?;
+        tx.commit().await.map_err(D::port_error)?;
         Ok(deleted.is_some())
     }
 
@@ -270,13 +307,73 @@ where
         &self,
         account_id: AccountId,
         keep: Option<SessionId>,
+        ending: SessionEnding,
     ) -> Result<Vec<SessionId>, PortError> {
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::port_error)?;
         let ids = sqlx::query_scalar::<_, Uuid>(D::DELETE_FOR_ACCOUNT)
             .bind(account_id.as_uuid())
             .bind(keep.map(SessionId::as_uuid))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        revoke::<D>(&mut tx, &ids, ending).await?;
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(ids.into_iter().map(SessionId::from_uuid).collect())
+    }
+
+    async fn revocations_since(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<Revocation>, PortError> {
+        let rows = sqlx::query_as::<_, RevocationRow<D::Timestamp>>(REVOCATIONS_SINCE)
+            .bind(D::Timestamp::from(since))
+            .bind(D::Timestamp::from(now))
             .fetch_all(&self.pool)
             .await
             .map_err(D::port_error)?;
-        Ok(ids.into_iter().map(SessionId::from_uuid).collect())
+        Ok(rows.into_iter().map(Revocation::from).collect())
     }
+
+    async fn is_revoked(&self, id: SessionId, now: Timestamp) -> Result<bool, PortError> {
+        let found = sqlx::query_scalar::<_, Uuid>(IS_REVOKED)
+            .bind(id.as_uuid())
+            .bind(D::Timestamp::from(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::port_error)?;
+        Ok(found.is_some())
+    }
+}
+
+/// Records the revocation of the sessions `ids`, deleted in `tx`, and prunes
+/// the revocations that lapsed by `ending.at`.
+async fn revoke<D: Dialect>(
+    tx: &mut sqlx::Transaction<'_, Db<D>>,
+    ids: &[Uuid],
+    ending: SessionEnding,
+) -> Result<(), PortError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    Uuid: Column<Db<D>>,
+{
+    for id in ids {
+        sqlx::query(REVOKE)
+            .bind(*id)
+            .bind(D::Timestamp::from(ending.at))
+            .bind(D::Timestamp::from(ending.revoked_until))
+            .execute(&mut **tx)
+            .await
+            .map_err(D::port_error)?;
+    }
+    sqlx::query(PRUNE_REVOCATIONS)
+        .bind(D::Timestamp::from(ending.at))
+        .execute(&mut **tx)
+        .await
+        .map_err(D::port_error)?;
+    Ok(())
 }

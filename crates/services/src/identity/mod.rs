@@ -1,9 +1,10 @@
 //! The identity service: accounts, sessions, tokens and roles.
 //!
 //! Sessions are stored; access tokens are not. A request is authenticated
-//! from its JWT alone plus one cache lookup in the revocation set, so ending
-//! a session takes effect on the very next request on every instance that
-//! shares the cache, without a database read per request.
+//! from its JWT alone plus a lookup in the revocation set (see
+//! [`revocation`]): ending a session records its revocation in the database
+//! with the deletion, and takes effect on the very next request on every
+//! instance, without a database read per request.
 
 mod passwords;
 mod revocation;
@@ -23,7 +24,7 @@ use waiter_ports::clock::Clock;
 use waiter_ports::identity::AccountEvents;
 use waiter_ports::identity::{
     AccountChanges, AccountPage, AccountStore, InsertAccountError, NewAccountRecord,
-    NewSessionRecord, RefreshTokenRotation, RotateRefreshTokenError, SessionStore,
+    NewSessionRecord, RefreshTokenRotation, RotateRefreshTokenError, SessionEnding, SessionStore,
     UpdateAccountError,
 };
 use waiter_ports::identity::{
@@ -33,7 +34,8 @@ use waiter_ports::identity::{
 
 use crate::ids::{new_account_id, new_session_id};
 use passwords::Passwords;
-use revocation::RevokedSessions;
+use revocation::Revocations;
+pub use revocation::SYNC_EVERY as REVOCATION_SYNC_EVERY;
 use tokens::{AccessTokens, new_refresh_token, parse_refresh_token};
 pub use tokens::{JwtSecret, JwtSecretError};
 
@@ -54,7 +56,10 @@ pub struct IdentitySettings {
 pub struct IdentityPorts {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
-    pub cache: Arc<dyn Cache>,
+    /// The cache other instances share, through which a revocation reaches
+    /// them at once; `None` for a single instance (memory and the database
+    /// are enough).
+    pub shared_cache: Option<Arc<dyn Cache>>,
     pub clock: Arc<dyn Clock>,
     /// Told when an account is deleted, for services keeping data per account.
     pub events: Arc<dyn AccountEvents>,
@@ -66,7 +71,7 @@ pub struct IdentityService {
     sessions: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     events: Arc<dyn AccountEvents>,
-    revoked: RevokedSessions,
+    revocations: Revocations,
     passwords: Passwords,
     access_tokens: AccessTokens,
     refresh_token_ttl: Duration,
@@ -86,10 +91,10 @@ impl IdentityService {
     pub fn new(ports: IdentityPorts, settings: IdentitySettings) -> Result<Self, PortError> {
         Ok(Self {
             accounts: ports.accounts,
+            revocations: Revocations::new(ports.sessions.clone(), ports.shared_cache),
             sessions: ports.sessions,
             clock: ports.clock,
             events: ports.events,
-            revoked: RevokedSessions::new(ports.cache, settings.access_token_ttl),
             passwords: Passwords::new(settings.max_concurrent_hashes)?,
             access_tokens: AccessTokens::new(&settings.jwt_secret, settings.access_token_ttl),
             refresh_token_ttl: settings.refresh_token_ttl,
@@ -136,12 +141,50 @@ impl IdentityService {
         })
     }
 
-    /// Ends a session: first in the store, so its refresh token dies and a
-    /// failure leaves it fully alive (the client may retry), then in the
-    /// revocation set, so its access tokens die on the next request.
+    /// Keeps this instance's revocation set in step with the database:
+    /// loads it, then reads what other instances recorded every
+    /// [`REVOCATION_SYNC_EVERY`]. Runs until dropped; the server spawns it.
+    /// Until the first load succeeds, every check asks the database.
+    pub async fn keep_revocations_in_sync(&self) {
+        let mut failing = false;
+        loop {
+            match self.revocations.sync(self.clock.now()).await {
+                Ok(()) if failing => {
+                    tracing::info!("revocations are in sync with the database again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    tracing::warn!(%err, "cannot read revocations from the database; checks ask the database until it answers");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(REVOCATION_SYNC_EVERY).await;
+        }
+    }
+
+    /// When a session ended now must stay refused until: its last access
+    /// token's expiry, plus a second for tokens issued in the same second.
+    fn ending(&self) -> SessionEnding {
+        let at = self.clock.now();
+        SessionEnding {
+            at,
+            revoked_until: at + self.access_tokens.ttl() + Duration::from_secs(1),
+        }
+    }
+
+    /// Ends a session: the store deletes it and records its revocation in one
+    /// transaction (a failure leaves it fully alive, and the client may
+    /// retry), then the revocation set learns of it.
     async fn end(&self, id: SessionId) -> Result<(), PortError> {
-        self.sessions.delete(id).await?;
-        self.revoked.revoke(id).await
+        let ending = self.ending();
+        if self.sessions.delete(id, ending).await? {
+            self.revocations
+                .recorded(&[id], ending.revoked_until, ending.at)
+                .await;
+        }
+        Ok(())
     }
 
     /// Ends every session of an account but `keep`, as [`Self::end`]
@@ -152,10 +195,14 @@ impl IdentityService {
         account_id: AccountId,
         keep: Option<SessionId>,
     ) -> Result<(), PortError> {
-        let ended = self.sessions.delete_for_account(account_id, keep).await?;
-        for id in ended {
-            self.revoked.revoke(id).await?;
-        }
+        let ending = self.ending();
+        let ended = self
+            .sessions
+            .delete_for_account(account_id, keep, ending)
+            .await?;
+        self.revocations
+            .recorded(&ended, ending.revoked_until, ending.at)
+            .await;
         Ok(())
     }
 
@@ -268,11 +315,8 @@ impl IdentityUseCases for IdentityService {
             }
             Err(RotateRefreshTokenError::Port(err)) => return Err(err.into()),
         };
-        // A session whose revocation reached the cache but whose deletion did
-        // not reach the store stays ended.
-        if self.revoked.contains(session.id).await? {
-            return Err(RefreshError::InvalidToken);
-        }
+        // The store still held the session, so it has not ended: a session's
+        // revocation is recorded in the transaction that deletes it.
         // The role may have changed since sign-in; tokens carry the current one.
         let account = self
             .accounts
@@ -283,11 +327,12 @@ impl IdentityUseCases for IdentityService {
     }
 
     async fn authenticate(&self, access_token: &str) -> Result<Caller, AuthError> {
+        let now = self.clock.now();
         let caller = self
             .access_tokens
-            .verify(access_token, self.clock.now())
+            .verify(access_token, now)
             .ok_or(AuthError::InvalidToken)?;
-        if self.revoked.contains(caller.session_id).await? {
+        if self.revocations.contains(caller.session_id, now).await? {
             return Err(AuthError::InvalidToken);
         }
         Ok(caller)
@@ -387,9 +432,7 @@ impl IdentityUseCases for IdentityService {
     }
 
     async fn delete_all_sessions(&self, caller: Caller) -> Result<(), SessionError> {
-        self.end_account_sessions(caller.account_id, None).await?;
-        // The current session may already be gone from the store; its token must die regardless.
-        Ok(self.revoked.revoke(caller.session_id).await?)
+        Ok(self.end_account_sessions(caller.account_id, None).await?)
     }
 
     async fn list_accounts(

@@ -50,13 +50,18 @@ impl Mocks {
         self
     }
 
-    fn build(self) -> (IdentityService, Arc<ManualClock>) {
+    /// The service, with its revocation set loaded (empty) from the store,
+    /// as the server's sync task does before the first request.
+    async fn build(mut self) -> (IdentityService, Arc<ManualClock>) {
+        self.sessions
+            .expect_revocations_since()
+            .returning(|_, _| Ok(vec![]));
         let clock = self.clock.clone();
         let service = IdentityService::new(
             IdentityPorts {
                 accounts: Arc::new(self.accounts),
                 sessions: Arc::new(self.sessions),
-                cache: Arc::new(self.cache),
+                shared_cache: Some(Arc::new(self.cache)),
                 clock: self.clock,
                 events: Arc::new(self.events),
             },
@@ -68,6 +73,7 @@ impl Mocks {
             },
         )
         .unwrap();
+        service.revocations.sync(clock.now()).await.unwrap();
         (service, clock)
     }
 }
@@ -130,7 +136,7 @@ async fn unknown_email_and_wrong_password_get_the_same_answer() {
             )
         });
     mocks.sessions.expect_create().never();
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
 
     for (email, password) in [
         ("nobody@example.com", "right password"),
@@ -169,7 +175,7 @@ async fn a_signed_in_caller_is_authenticated_until_the_token_expires() {
         .expect_create()
         .times(1)
         .returning(|_| Ok(()));
-    let (identity, clock) = mocks.build();
+    let (identity, clock) = mocks.build().await;
 
     let tokens = identity
         .create_session(Credentials {
@@ -223,7 +229,7 @@ async fn a_revoked_session_fails_authentication_at_once() {
         .expect_get()
         .withf(|key| key.starts_with("revoked-session:sess_"))
         .returning(|_| Ok(Some(b"1".to_vec())));
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     let tokens = identity
         .create_session(Credentials {
             email: "ann@example.com".into(),
@@ -239,20 +245,40 @@ async fn a_revoked_session_fails_authentication_at_once() {
 }
 
 #[tokio::test]
-async fn a_cache_outage_fails_authentication_closed() {
-    let mut mocks = Mocks::new();
-    mocks.cache.expect_get().returning(|_| {
-        Err(PortError::Unavailable(anyhow::anyhow!(
-            "connection refused"
-        )))
-    });
-    let (identity, clock) = mocks.build();
-    let token = identity
-        .access_tokens
-        .issue(caller(Role::Member), clock.now())
-        .unwrap();
-    let err = identity.authenticate(&token).await.unwrap_err();
-    assert!(matches!(err, AuthError::Port(PortError::Unavailable(_))));
+async fn a_cache_outage_asks_the_database_and_fails_closed_without_it() {
+    for (in_database, expected) in [
+        (Ok(true), Err("revoked")),
+        (Ok(false), Ok(())),
+        (Err(()), Err("unavailable")),
+    ] {
+        let mut mocks = Mocks::new();
+        mocks.cache.expect_get().returning(|_| {
+            Err(PortError::Unavailable(anyhow::anyhow!(
+                "connection refused"
+            )))
+        });
+        mocks
+            .sessions
+            .expect_is_revoked()
+            .times(1)
+            .returning(move |_, _| {
+                in_database.map_err(|()| PortError::Unavailable(anyhow::anyhow!("database down")))
+            });
+        let (identity, clock) = mocks.build().await;
+        let token = identity
+            .access_tokens
+            .issue(caller(Role::Member), clock.now())
+            .unwrap();
+        let outcome = identity.authenticate(&token).await;
+        match expected {
+            Ok(()) => assert!(outcome.is_ok(), "{outcome:?}"),
+            Err("revoked") => assert!(matches!(outcome, Err(AuthError::InvalidToken))),
+            Err(_) => assert!(matches!(
+                outcome,
+                Err(AuthError::Port(PortError::Unavailable(_)))
+            )),
+        }
+    }
 }
 
 #[tokio::test]
@@ -281,10 +307,10 @@ async fn replaying_a_rotated_refresh_token_revokes_its_session() {
     mocks
         .sessions
         .expect_delete()
-        .with(eq(victim_id))
+        .withf(move |id, ending| *id == victim_id && ending.revoked_until - ending.at >= ACCESS_TTL)
         .times(1)
-        .returning(|_| Ok(true));
-    let (identity, _) = mocks.build();
+        .returning(|_, _| Ok(true));
+    let (identity, _) = mocks.build().await;
     let (token, _) = tokens::new_refresh_token();
     let err = identity.refresh_session(&token).await.unwrap_err();
     assert!(matches!(err, RefreshError::Reused), "{err:?}");
@@ -294,7 +320,7 @@ async fn replaying_a_rotated_refresh_token_revokes_its_session() {
 async fn malformed_refresh_tokens_never_reach_the_store() {
     let mut mocks = Mocks::new();
     mocks.sessions.expect_rotate_refresh_token().never();
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     for token in [
         "",
         "short",
@@ -323,7 +349,7 @@ async fn refreshing_issues_tokens_with_the_current_role() {
         .accounts
         .expect_find()
         .returning(|_| Ok(Some(account(Role::Admin))));
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     let (token, _) = tokens::new_refresh_token();
     let tokens = identity.refresh_session(&token).await.unwrap();
     assert_ne!(tokens.refresh_token, token);
@@ -343,7 +369,7 @@ async fn an_expired_or_unknown_refresh_token_is_invalid() {
             .sessions
             .expect_rotate_refresh_token()
             .returning(move |_| Err(outcome.take().unwrap()));
-        let (identity, _) = mocks.build();
+        let (identity, _) = mocks.build().await;
         let (token, _) = tokens::new_refresh_token();
         assert!(matches!(
             identity.refresh_session(&token).await,
@@ -382,10 +408,10 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
     mocks
         .sessions
         .expect_delete_for_account()
-        .with(eq(me.account_id), eq(Some(me.session_id)))
+        .withf(move |account, keep, _| *account == me.account_id && *keep == Some(me.session_id))
         .times(1)
-        .returning(move |_, _| Ok(vec![other]));
-    let (identity, _) = mocks.build();
+        .returning(move |_, _, _| Ok(vec![other]));
+    let (identity, _) = mocks.build().await;
 
     let change = |current: Option<&str>| OwnAccountChanges {
         new_password: Some(Password::parse("new password").unwrap()),
@@ -414,7 +440,7 @@ async fn members_cannot_administer_accounts() {
     mocks.accounts.expect_list().never();
     mocks.accounts.expect_update().never();
     mocks.accounts.expect_delete().never();
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     let member = caller(Role::Member);
     let other = AccountId::from_ulid(ulid::Ulid::from(5_u128));
     let page = AccountPage {
@@ -453,7 +479,7 @@ async fn another_accounts_session_cannot_be_ended() {
         .returning(move |_| Ok(Some(theirs.clone())));
     mocks.sessions.expect_delete().never();
     mocks.cache.expect_set().never();
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     let err = identity
         .delete_session(caller(Role::Member), their_id)
         .await
@@ -475,16 +501,16 @@ async fn a_role_change_signs_the_account_out_everywhere() {
     mocks
         .sessions
         .expect_delete_for_account()
-        .with(eq(target_id), eq(None))
+        .withf(move |account, keep, _| *account == target_id && keep.is_none())
         .times(1)
-        .returning(move |_, _| Ok(vec![ended]));
+        .returning(move |_, _, _| Ok(vec![ended]));
     mocks
         .cache
         .expect_set()
         .withf(move |key, _, _| key == format!("revoked-session:{ended}"))
         .times(1)
         .returning(|_, _, _| Ok(()));
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     let admin = Caller {
         role: Role::Admin,
         ..caller(Role::Admin)
@@ -508,7 +534,7 @@ async fn deleting_an_account_tells_the_other_services_after_it_is_gone() {
     mocks
         .sessions
         .expect_delete_for_account()
-        .returning(|_, _| Ok(vec![]));
+        .returning(|_, _, _| Ok(vec![]));
     mocks
         .accounts
         .expect_delete()
@@ -523,27 +549,6 @@ async fn deleting_an_account_tells_the_other_services_after_it_is_gone() {
         .times(1)
         .in_sequence(&mut sequence)
         .returning(|_| Ok(()));
-    let (identity, _) = mocks.build();
+    let (identity, _) = mocks.build().await;
     identity.delete_own_account(me).await.unwrap();
-}
-
-#[tokio::test]
-async fn a_revoked_session_cannot_refresh_even_if_its_deletion_failed() {
-    let mut mocks = Mocks::new();
-    let live = session(account(Role::Member).id);
-    mocks
-        .sessions
-        .expect_rotate_refresh_token()
-        .returning(move |_| Ok(live.clone()));
-    mocks
-        .cache
-        .expect_get()
-        .returning(|_| Ok(Some(b"1".to_vec())));
-    mocks.accounts.expect_find().never();
-    let (identity, _) = mocks.build();
-    let (token, _) = tokens::new_refresh_token();
-    assert!(matches!(
-        identity.refresh_session(&token).await,
-        Err(RefreshError::InvalidToken)
-    ));
 }

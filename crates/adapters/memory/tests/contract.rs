@@ -1,10 +1,9 @@
-//! Runs the cache and idempotency contract suites against the in-process
-//! adapters, one fresh adapter per check.
+//! Runs the cache contract suite against the in-process
+//! adapter, one fresh adapter per check.
 
-use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
+use waiter_memory::MemoryCache;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
-use waiter_ports::idempotency::IdempotencyStore;
 
 /// Room for every entry a check writes, so none is evicted under it.
 const CAPACITY: u64 = 1_000;
@@ -14,17 +13,8 @@ async fn with_cache(check: impl AsyncFnOnce(&dyn Cache)) {
     check(&MemoryCache::new(CAPACITY)).await;
 }
 
-/// Runs `check` on a fresh in-process idempotency store.
-async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
-    check(&MemoryIdempotencyStore::new(CAPACITY)).await;
-}
-
 mod cache {
     waiter_contracts::cache_contract_tests!(super::with_cache);
-}
-
-mod idempotency {
-    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
 }
 
 #[tokio::test]

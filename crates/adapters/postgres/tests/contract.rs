@@ -1,6 +1,7 @@
 //! The store contracts, each check against a fresh PostgreSQL database.
 
 use waiter_ports::catalog::BookStore;
+use waiter_ports::idempotency::IdempotencyStore;
 use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_postgres::TestDatabase;
 
@@ -33,6 +34,15 @@ async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) 
     test.drop_database().await;
 }
 
+/// Runs `check` on the idempotency-key store of a fresh database.
+async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
+    let Some(test) = TestDatabase::create().await else {
+        return;
+    };
+    check(&test.database().idempotency()).await;
+    test.drop_database().await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
@@ -43,4 +53,8 @@ mod sessions {
 
 mod books {
     waiter_contracts::book_store_contract_tests!(super::with_books);
+}
+
+mod idempotency {
+    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
 }

@@ -24,7 +24,7 @@ impl RedisCache {
     /// every key under `key_prefix` (for example `waiter:`).
     ///
     /// Fails with [`PortError::Unavailable`] when the server cannot be reached
-    /// within a few seconds, so start-up reports a missing Redis promptly.
+    /// within a quarter of a second, so start-up reports a missing Redis promptly.
     pub async fn connect(url: &str, key_prefix: impl Into<String>) -> Result<Self, PortError> {
         Ok(Self {
             namespace: Namespace::connect(url, key_prefix.into()).await?,
@@ -60,11 +60,6 @@ impl RedisCache {
             Err(PortError::Unexpected(_)) => Ok(None),
             Err(err) => Err(err),
         }
-    }
-
-    /// The connection and prefix, for other adapters sharing them.
-    pub(crate) fn namespace(&self) -> &Namespace {
-        &self.namespace
     }
 }
 

@@ -9,7 +9,7 @@ use failsafe::backoff::{self, Constant};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::futures::CircuitBreaker as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, RedisError, RetryMethod, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, RedisError, RetryMethod};
 use waiter_ports::PortError;
 
 /// The most one Redis call may take, reconnecting included. Redis only makes
@@ -40,8 +40,7 @@ type Breaker = failsafe::StateMachine<ConsecutiveFailures<Constant>, ()>;
 /// Clones share the connection, which reconnects by itself after Redis comes
 /// back, and one circuit breaker: every call is bounded by [`CALL_BUDGET`],
 /// and while Redis stays down calls fail at once instead of each paying that
-/// budget. [`Namespace::within`] derives a sub-namespace on the same
-/// connection and breaker.
+/// budget.
 #[derive(Clone)]
 pub(crate) struct Namespace {
     connection: ConnectionManager,
@@ -51,7 +50,7 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     /// Connects to the Redis server at `url`, failing with
-    /// [`PortError::Unavailable`] when it cannot be reached within a few seconds.
+    /// [`PortError::Unavailable`] when it cannot be reached within [`CALL_BUDGET`].
     pub(crate) async fn connect(url: &str, prefix: String) -> Result<Self, PortError> {
         let client = redis::Client::open(url).map_err(port_error)?;
         let config = ConnectionManagerConfig::new()
@@ -82,16 +81,6 @@ impl Namespace {
             .await
     }
 
-    /// Runs a script invocation within the call budget and through the circuit breaker.
-    pub(crate) async fn invoke<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, PortError> {
-        let mut connection = self.connection.clone();
-        self.guarded(async move { invocation.invoke_async(&mut connection).await })
-            .await
-    }
-
     /// Bounds `call` by [`CALL_BUDGET`]; only unavailability counts towards
     /// opening the circuit (a script error says nothing about Redis being down).
     async fn guarded<T>(
@@ -113,15 +102,6 @@ impl Namespace {
             Err(failsafe::Error::Rejected) => Err(PortError::Unavailable(anyhow!(
                 "Redis is unavailable: calls are paused for up to {OPEN_FOR:?} after repeated failures"
             ))),
-        }
-    }
-
-    /// The namespace of keys under this one's prefix followed by `suffix`.
-    pub(crate) fn within(&self, suffix: &str) -> Self {
-        Self {
-            connection: self.connection.clone(),
-            breaker: self.breaker.clone(),
-            prefix: format!("{}{suffix}", self.prefix).into(),
         }
     }
 

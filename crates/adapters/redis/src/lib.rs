@@ -1,5 +1,5 @@
-//! Redis adapters for Waiter's cache and idempotency ports, for several
-//! instances sharing one Redis.
+//! The Redis adapter for Waiter's cache port, for several instances sharing
+//! one Redis.
 //!
 //! Every key is stored under a prefix chosen by the caller, so one Redis
 //! server can hold Waiter beside other tenants (and each test in its own
@@ -7,12 +7,8 @@
 //! entries. A Redis that is down or slow must never hang a request: every
 //! connection attempt and command is bounded by a timeout, and such failures
 //! surface as [`PortError::Unavailable`](waiter_ports::PortError::Unavailable).
-//!
-//! The idempotency store needs Redis 7.0 or later (`SET … NX GET`).
 
 mod cache;
 mod connection;
-mod idempotency;
 
 pub use cache::RedisCache;
-pub use idempotency::RedisIdempotencyStore;

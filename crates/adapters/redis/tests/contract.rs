@@ -1,4 +1,4 @@
-//! Runs the cache and idempotency contract suites against a real Redis, plus
+//! Runs the cache contract suite against a real Redis, plus
 //! what only Redis promises: instances sharing a prefix share entries, other
 //! prefixes stay apart.
 //!
@@ -16,10 +16,7 @@ use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
-use waiter_ports::idempotency::{
-    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
-};
-use waiter_redis::{RedisCache, RedisIdempotencyStore};
+use waiter_redis::RedisCache;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -61,20 +58,8 @@ async fn with_cache(check: impl AsyncFnOnce(&dyn Cache)) {
     cleaning_up(&[&cache], check(&cache)).await;
 }
 
-/// Runs `check` on an idempotency store under a fresh prefix, whose keys are cleared afterwards.
-async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
-    let Some(cache) = connect(&unique_prefix()).await else {
-        return;
-    };
-    cleaning_up(&[&cache], check(&RedisIdempotencyStore::new(&cache))).await;
-}
-
 mod cache {
     waiter_contracts::cache_contract_tests!(super::with_cache);
-}
-
-mod idempotency {
-    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
 }
 
 #[tokio::test]
@@ -123,147 +108,6 @@ async fn instances_with_different_prefixes_are_isolated() {
         assert_eq!(
             first.get("key").await.expect("get").as_deref(),
             Some(&b"first"[..])
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn idempotency_stores_with_the_same_prefix_share_claims() {
-    let prefix = unique_prefix();
-    let Some(first) = connect(&prefix).await else {
-        return;
-    };
-    let Some(second) = connect(&prefix).await else {
-        return;
-    };
-    let (first_store, second_store) = (
-        RedisIdempotencyStore::new(&first),
-        RedisIdempotencyStore::new(&second),
-    );
-    cleaning_up(&[&first], async {
-        let fingerprint = Fingerprint([1; 32]);
-        assert_eq!(
-            first_store
-                .claim("key", ClaimToken(1), fingerprint, TTL)
-                .await
-                .expect("claim"),
-            ClaimOutcome::Claimed
-        );
-        assert_eq!(
-            second_store
-                .claim("key", ClaimToken(2), Fingerprint([2; 32]), TTL)
-                .await
-                .expect("claim"),
-            ClaimOutcome::InFlight { fingerprint }
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn idempotency_records_do_not_collide_with_cache_entries() {
-    let Some(cache) = connect(&unique_prefix()).await else {
-        return;
-    };
-    let store = RedisIdempotencyStore::new(&cache);
-    cleaning_up(&[&cache], async {
-        cache.set("key", b"cached", TTL).await.expect("set");
-        assert_eq!(
-            store
-                .claim("key", ClaimToken(1), Fingerprint([1; 32]), TTL)
-                .await
-                .expect("claim"),
-            ClaimOutcome::Claimed
-        );
-        assert_eq!(
-            cache.get("key").await.expect("get").as_deref(),
-            Some(&b"cached"[..])
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn undecodable_idempotency_records_are_unexpected() {
-    let Some(cache) = connect(&unique_prefix()).await else {
-        return;
-    };
-    let store = RedisIdempotencyStore::new(&cache);
-    cleaning_up(&[&cache], async {
-        // What the store keeps under "key", written behind its back.
-        cache
-            .set("idempotency:key", b"\xff not a record", TTL)
-            .await
-            .expect("set");
-        let claim = store
-            .claim("key", ClaimToken(1), Fingerprint([1; 32]), TTL)
-            .await;
-        assert!(matches!(claim, Err(PortError::Unexpected(_))), "{claim:?}");
-        let release = store.release("key", ClaimToken(1)).await;
-        assert!(
-            matches!(release, Err(PortError::Unexpected(_))),
-            "{release:?}"
-        );
-        let response = StoredResponse {
-            status: 201,
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
-        let complete = store
-            .complete("key", ClaimToken(1), Fingerprint([1; 32]), response, TTL)
-            .await;
-        assert!(
-            matches!(complete, Err(PortError::Unexpected(_))),
-            "{complete:?}"
-        );
-        assert_eq!(
-            cache.get("idempotency:key").await.expect("get").as_deref(),
-            Some(&b"\xff not a record"[..]),
-            "none may overwrite or delete a record it cannot read"
-        );
-    })
-    .await;
-}
-
-/// A claim written before claims carried tokens (a rolling upgrade) still
-/// holds its key until it expires, and no token completes or releases it.
-#[tokio::test]
-async fn idempotency_claims_without_a_token_hold_their_key() {
-    let Some(cache) = connect(&unique_prefix()).await else {
-        return;
-    };
-    let store = RedisIdempotencyStore::new(&cache);
-    cleaning_up(&[&cache], async {
-        let fingerprint = Fingerprint([1; 32]);
-        let old_claim = br#"{"state":"in_flight","fingerprint":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}"#;
-        cache
-            .set("idempotency:key", old_claim, TTL)
-            .await
-            .expect("set");
-        let response = StoredResponse {
-            status: 201,
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
-        assert!(
-            !store
-                .complete("key", ClaimToken(0), fingerprint, response, TTL)
-                .await
-                .expect("complete")
-        );
-        assert!(
-            !store
-                .release("key", ClaimToken(0))
-                .await
-                .expect("release")
-        );
-        assert_eq!(
-            store
-                .claim("key", ClaimToken(1), Fingerprint([2; 32]), TTL)
-                .await
-                .expect("claim"),
-            ClaimOutcome::InFlight { fingerprint }
         );
     })
     .await;

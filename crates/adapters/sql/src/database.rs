@@ -1,12 +1,14 @@
 //! [`SqlDatabase`]: one pool, and the stores that share it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use sqlx::migrate::MigrateError;
 use sqlx::{Connection, Pool};
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
-use crate::{Dialect, SqlAccountStore, SqlBookStore, SqlSessionStore};
+use crate::{Dialect, SqlAccountStore, SqlBookStore, SqlIdempotencyStore, SqlSessionStore};
 
 /// A connection pool of dialect `D` and the stores built on it.
 ///
@@ -16,6 +18,9 @@ use crate::{Dialect, SqlAccountStore, SqlBookStore, SqlSessionStore};
 pub struct SqlDatabase<D: Dialect> {
     pool: Pool<D::Database>,
 }
+
+/// How long start-up keeps trying to reach the database.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
 impl<D: Dialect> Clone for SqlDatabase<D> {
     fn clone(&self) -> Self {
@@ -27,10 +32,22 @@ impl<D: Dialect> Clone for SqlDatabase<D> {
 
 impl<D: Dialect> SqlDatabase<D> {
     /// Connects to `url`, failing as `Unavailable` when the database cannot
-    /// be reached, so a misconfigured start-up says so at once.
+    /// be reached within [`CONNECT_PATIENCE`].
+    ///
+    /// Once serving, a request waits less than a second for a connection
+    /// (then 503); at start-up a database that is still starting, or a
+    /// machine under load, deserves a few more attempts.
     pub async fn connect(url: &str) -> Result<Self, PortError> {
-        let pool = D::connect(url).await?;
-        Ok(Self { pool })
+        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+        loop {
+            match D::connect(url).await {
+                Ok(pool) => return Ok(Self { pool }),
+                Err(PortError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Applies every embedded migration not yet applied; safe to run on every start.
@@ -63,6 +80,13 @@ impl<D: Dialect> SqlDatabase<D> {
     /// The book store on this pool.
     pub fn books(&self) -> SqlBookStore<D> {
         SqlBookStore {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The idempotency-key store on this pool.
+    pub fn idempotency(&self) -> SqlIdempotencyStore<D> {
+        SqlIdempotencyStore {
             pool: self.pool.clone(),
         }
     }

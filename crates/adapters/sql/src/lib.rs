@@ -24,6 +24,7 @@ mod accounts;
 mod books;
 mod database;
 mod dialect;
+mod idempotency;
 mod sessions;
 
 use sqlx::{ColumnIndex, Executor, Pool};
@@ -35,6 +36,7 @@ pub use accounts::SqlAccountStore;
 pub use books::{BookLoading, NewBookRow, SqlBookStore};
 pub use database::SqlDatabase;
 pub use dialect::{Column, Dialect, Param, UniqueKey, pool_options};
+pub use idempotency::SqlIdempotencyStore;
 pub use sessions::{SessionLocking, SqlSessionStore};
 
 /// The sqlx driver of dialect `D`.

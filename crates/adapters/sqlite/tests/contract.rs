@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use waiter_ports::catalog::BookStore;
+use waiter_ports::idempotency::IdempotencyStore;
 use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_sqlite::SqliteDatabase;
 
@@ -44,6 +45,13 @@ async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) 
     remove(database, directory).await;
 }
 
+/// Runs `check` on the idempotency-key store of a fresh database.
+async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
+    let (database, directory) = create().await;
+    check(&database.idempotency()).await;
+    remove(database, directory).await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
@@ -54,4 +62,8 @@ mod sessions {
 
 mod books {
     waiter_contracts::book_store_contract_tests!(super::with_books);
+}
+
+mod idempotency {
+    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
 }

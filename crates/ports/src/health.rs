@@ -15,13 +15,26 @@ pub trait Probe: Send + Sync {
     async fn ping(&self) -> Result<(), PortError>;
 }
 
+/// How one dependency is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyState {
+    /// It answered in time.
+    Ready,
+    /// An optional dependency (a cache) did not answer: the instance serves
+    /// without it, more slowly.
+    Degraded,
+    /// An essential dependency (the database) did not answer: the instance
+    /// cannot serve and should get no traffic.
+    Unavailable,
+}
+
 /// The state of one dependency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DependencyStatus {
     /// The probe's [`Probe::name`], which names the check in `/readyz`.
     pub name: &'static str,
-    /// Whether it answered in time; one that did not makes the instance unready.
-    pub ready: bool,
+    /// Whether it answered in time, and what it means if it did not.
+    pub state: DependencyState,
 }
 
 /// Readiness as the HTTP adapter asks for it.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use waiter_http::HttpState;
-use waiter_memory::{MemoryCache, MemoryIdempotencyStore};
+use waiter_memory::MemoryCache;
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
@@ -14,7 +14,7 @@ use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
 use waiter_postgres::PostgresDatabase;
-use waiter_redis::{RedisCache, RedisIdempotencyStore};
+use waiter_redis::RedisCache;
 use waiter_services::{
     AccountEventsFanOut, CatalogService, HealthService, IdempotencyService, IdempotencySettings,
     IdentityPorts, IdentityService, IdentitySettings,
@@ -28,27 +28,27 @@ use crate::secret;
 /// and one byte), and an evicted revocation would resurrect a token, so this
 /// is generous and the set gets a cache of its own, which cached books can
 /// never crowd out.
-const REVOCATION_ENTRIES: u64 = 1_000_000;
 /// Entries the in-process cache for reads holds.
 const READ_CACHE_ENTRIES: u64 = 100_000;
-/// Idempotency keys the in-process store remembers.
-const IDEMPOTENCY_ENTRIES: u64 = 100_000;
 
 /// The stores of one database, as ports.
 pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub books: Arc<dyn BookStore>,
+    /// Idempotency keys live in the database, so no restart or cache flush
+    /// lets a keyed retry run twice.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub probe: Arc<dyn Probe>,
 }
 
 /// The cache-side adapters, as ports.
 struct CacheAdapters {
-    /// Session revocations; must not lose entries early.
-    revocations: Arc<dyn Cache>,
+    /// The cache other instances share, through which a session revocation
+    /// reaches them at once; `None` in-process, where there are no others.
+    shared: Option<Arc<dyn Cache>>,
     /// Cache-aside reads.
     reads: Arc<dyn Cache>,
-    idempotency: Arc<dyn IdempotencyStore>,
     probe: Arc<dyn Probe>,
 }
 
@@ -125,12 +125,14 @@ impl Database {
                 accounts: Arc::new(db.accounts()),
                 sessions: Arc::new(db.sessions()),
                 books: Arc::new(db.books()),
+                idempotency: Arc::new(db.idempotency()),
                 probe: Arc::new(db.clone()),
             },
             Database::Sqlite(db) => Stores {
                 accounts: Arc::new(db.accounts()),
                 sessions: Arc::new(db.sessions()),
                 books: Arc::new(db.books()),
+                idempotency: Arc::new(db.idempotency()),
                 probe: Arc::new(db.clone()),
             },
         }
@@ -153,19 +155,17 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 _ => {}
             }
             Ok(CacheAdapters {
-                revocations: Arc::new(redis.clone()),
+                shared: Some(Arc::new(redis.clone())),
                 reads: Arc::new(redis.clone()),
-                idempotency: Arc::new(RedisIdempotencyStore::new(&redis)),
                 probe: Arc::new(redis),
             })
         }
         None => {
-            let revocations = MemoryCache::new(REVOCATION_ENTRIES);
+            let reads = MemoryCache::new(READ_CACHE_ENTRIES);
             Ok(CacheAdapters {
-                revocations: Arc::new(revocations.clone()),
-                reads: Arc::new(MemoryCache::new(READ_CACHE_ENTRIES)),
-                idempotency: Arc::new(MemoryIdempotencyStore::new(IDEMPOTENCY_ENTRIES)),
-                probe: Arc::new(revocations),
+                shared: None,
+                reads: Arc::new(reads.clone()),
+                probe: Arc::new(reads),
             })
         }
     }
@@ -175,6 +175,8 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
 #[derive(Clone)]
 pub struct Wiring {
     database: Database,
+    /// Keeps the identity service's revocation set in step with the database.
+    revocation_sync: Arc<tokio::task::JoinHandle<()>>,
     identity: Arc<dyn IdentityUseCases>,
     catalog: Arc<dyn CatalogUseCases>,
     idempotency: Arc<dyn IdempotencyUseCases>,
@@ -214,7 +216,7 @@ impl Wiring {
             IdentityPorts {
                 accounts: stores.accounts,
                 sessions: stores.sessions,
-                cache: caches.revocations,
+                shared_cache: caches.shared,
                 clock,
                 events: Arc::new(AccountEventsFanOut::new(vec![catalog.clone()])),
             },
@@ -225,20 +227,27 @@ impl Wiring {
                 max_concurrent_hashes: std::thread::available_parallelism().map_or(1, usize::from),
             },
         )
-        .context("cannot start the identity service")?;
+        .context("cannot start the identity service")
+        .map(Arc::new)?;
         let idempotency =
-            IdempotencyService::new(caches.idempotency, IdempotencySettings::default());
+            IdempotencyService::new(stores.idempotency, IdempotencySettings::default());
         Ok(Self {
             database: database.clone(),
-            identity: Arc::new(identity),
+            revocation_sync: Arc::new(tokio::spawn({
+                let identity = identity.clone();
+                async move { identity.keep_revocations_in_sync().await }
+            })),
+            identity,
             catalog,
             idempotency: Arc::new(idempotency),
-            health: Arc::new(HealthService::new(vec![stores.probe, caches.probe])),
+            health: Arc::new(HealthService::new(vec![stores.probe], vec![caches.probe])),
         })
     }
 
-    /// Closes the database; call it once nothing serves requests any more.
+    /// Stops the background work and closes the database; call it once
+    /// nothing serves requests any more.
     pub async fn close(&self) {
+        self.revocation_sync.abort();
         self.database.close().await;
     }
 

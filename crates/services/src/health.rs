@@ -4,26 +4,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use waiter_ports::health::{DependencyStatus, HealthUseCases, Probe};
+use waiter_ports::health::{DependencyState, DependencyStatus, HealthUseCases, Probe};
 
 /// How long one dependency may take to answer before it counts as down.
-const PING_DEADLINE: Duration = Duration::from_secs(2);
+const PING_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Answers readiness from a set of [`Probe`]s.
 pub struct HealthService {
-    probes: Vec<Arc<dyn Probe>>,
+    /// Each probe, and whether the instance can serve without its dependency.
+    probes: Vec<(Arc<dyn Probe>, bool)>,
 }
 
 impl HealthService {
-    /// Reports on these dependencies.
-    pub fn new(probes: Vec<Arc<dyn Probe>>) -> Self {
-        Self { probes }
+    /// Reports on these dependencies: `essential` ones (the database) make
+    /// the instance unavailable when down; `optional` ones (a cache whose
+    /// loss only costs speed) make it degraded.
+    pub fn new(essential: Vec<Arc<dyn Probe>>, optional: Vec<Arc<dyn Probe>>) -> Self {
+        let essential = essential.into_iter().map(|probe| (probe, false));
+        let optional = optional.into_iter().map(|probe| (probe, true));
+        Self {
+            probes: essential.chain(optional).collect(),
+        }
     }
 }
 
 impl std::fmt::Debug for HealthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.probes.iter().map(|probe| probe.name()).collect();
+        let names: Vec<_> = self.probes.iter().map(|(probe, _)| probe.name()).collect();
         f.debug_struct("HealthService")
             .field("probes", &names)
             .finish()
@@ -33,19 +40,24 @@ impl std::fmt::Debug for HealthService {
 #[async_trait]
 impl HealthUseCases for HealthService {
     async fn readiness(&self) -> Vec<DependencyStatus> {
-        let pings = self.probes.iter().map(|probe| async move {
+        let pings = self.probes.iter().map(|(probe, optional)| async move {
             let answer = tokio::time::timeout(PING_DEADLINE, probe.ping()).await;
-            let ready = matches!(answer, Ok(Ok(())));
-            if !ready {
+            let state = match answer {
+                Ok(Ok(())) => DependencyState::Ready,
+                _ if *optional => DependencyState::Degraded,
+                _ => DependencyState::Unavailable,
+            };
+            if state != DependencyState::Ready {
                 tracing::warn!(
                     dependency = probe.name(),
                     ?answer,
+                    ?state,
                     "dependency is not ready"
                 );
             }
             DependencyStatus {
                 name: probe.name(),
-                ready,
+                state,
             }
         });
         futures::future::join_all(pings).await
@@ -73,21 +85,23 @@ mod tests {
         Arc::new(probe)
     }
 
+    fn status(name: &'static str, state: DependencyState) -> DependencyStatus {
+        DependencyStatus { name, state }
+    }
+
     #[tokio::test]
-    async fn reports_each_dependency_separately() {
-        let health = HealthService::new(vec![probe("database", true), probe("cache", false)]);
-        let report = health.readiness().await;
+    async fn an_optional_dependency_down_degrades_an_essential_one_makes_unavailable() {
+        let health = HealthService::new(
+            vec![probe("database", true), probe("queue", false)],
+            vec![probe("cache", false), probe("other cache", true)],
+        );
         assert_eq!(
-            report,
+            health.readiness().await,
             [
-                DependencyStatus {
-                    name: "database",
-                    ready: true
-                },
-                DependencyStatus {
-                    name: "cache",
-                    ready: false
-                },
+                status("database", DependencyState::Ready),
+                status("queue", DependencyState::Unavailable),
+                status("cache", DependencyState::Degraded),
+                status("other cache", DependencyState::Ready),
             ]
         );
     }

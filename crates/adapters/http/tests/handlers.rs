@@ -14,7 +14,7 @@ use waiter_domain::{Account, AccountId, DisplayName, Email, Role, SessionId, Ver
 use waiter_http::{HttpState, JSON_LIMIT, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
-use waiter_ports::health::{DependencyStatus, MockHealthUseCases};
+use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
 use waiter_ports::idempotency::MockIdempotencyUseCases;
 use waiter_ports::identity::{AccountError, AuthError, Caller, MockIdentityUseCases};
 
@@ -80,7 +80,7 @@ async fn send(mocks: Mocks, request: TestRequest) -> (StatusCode, header::Header
     health.expect_readiness().returning(|| {
         vec![DependencyStatus {
             name: "database",
-            ready: false,
+            state: DependencyState::Unavailable,
         }]
     });
     let state = HttpState {

@@ -63,9 +63,11 @@ pub trait Dialect: Send + Sync + 'static {
     }
 }
 
-/// How long a query waits for a free connection before the request fails as
-/// unavailable (503) rather than hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a query waits for a connection (a free one, or a new one being
+/// opened) before the request fails as unavailable: a database out of reach
+/// is a 503 within a second, never a hanging request. A pool this busy is
+/// overloaded anyway; shedding load beats queueing it.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// The settings every pool starts from: at most `max_connections`, and a
 /// bounded wait for one.

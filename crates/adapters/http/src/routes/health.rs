@@ -3,21 +3,26 @@
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
-use waiter_ports::health::HealthUseCases;
+use waiter_ports::health::{DependencyState, HealthUseCases};
 
 /// The state of the server and its dependencies.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
-    /// `ok` or `unavailable`.
+    /// `ok`; `degraded` when an optional dependency (the cache) is down and
+    /// the server serves without it; `unavailable` when it cannot serve.
     #[schema(example = "ok")]
     pub status: &'static str,
-    /// Each dependency by name, with `ok` or `unavailable`.
+    /// Each dependency by name, with `ok`, `degraded` or `unavailable`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
-fn word(ready: bool) -> &'static str {
-    if ready { "ok" } else { "unavailable" }
+fn word(state: DependencyState) -> &'static str {
+    match state {
+        DependencyState::Ready => "ok",
+        DependencyState::Degraded => "degraded",
+        DependencyState::Unavailable => "unavailable",
+    }
 }
 
 /// Liveness: the process is up and serving HTTP.
@@ -34,19 +39,23 @@ pub async fn liveness() -> HttpResponse {
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, description = "Ready to serve", body = HealthBody),
+        (status = 200, description = "Ready to serve (perhaps degraded: without its cache)", body = HealthBody),
         (status = 503, description = "A dependency is unreachable", body = HealthBody),
     )
 )]
 #[get("/readyz")]
 pub async fn readiness(health: web::Data<dyn HealthUseCases>) -> HttpResponse {
     let report = health.readiness().await;
-    let ready = report.iter().all(|dependency| dependency.ready);
+    // The worst state of any dependency is the server's.
+    let overall = [DependencyState::Unavailable, DependencyState::Degraded]
+        .into_iter()
+        .find(|state| report.iter().any(|d| d.state == *state))
+        .unwrap_or(DependencyState::Ready);
     let body = HealthBody {
-        status: word(ready),
-        checks: report.iter().map(|d| (d.name, word(d.ready))).collect(),
+        status: word(overall),
+        checks: report.iter().map(|d| (d.name, word(d.state))).collect(),
     };
-    if ready {
+    if overall != DependencyState::Unavailable {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -1,0 +1,676 @@
+//! Faults caused for real against the real `waiter` binary: restarts
+//! (graceful and `kill -9`), a Redis that loses its keys or stops answering,
+//! and a PostgreSQL cut off by a proxy. What must hold is ARCHITECTURE.md's
+//! "Failure modes": nothing revoked comes back, nothing acknowledged is done
+//! twice or lost, and dependencies failing turn into prompt 503s that end by
+//! themselves.
+//!
+//! Each test runs its own server process with its own data directory,
+//! database and Redis key prefix; the shared PostgreSQL and Redis are never
+//! stopped (outages happen in a proxy in front of them).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ETAG, LOCATION};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use waiter_contracts::external::redis_url;
+use waiter_contracts::fault::{FaultyProxy, Link};
+use waiter_postgres::TestDatabase;
+use waiter_redis::RedisCache;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The services a server is configured with, and what to remove afterwards.
+struct Setup {
+    data_dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+    database: Option<TestDatabase>,
+    redis: Option<RedisCache>,
+    /// Proxies the server reaches its database and Redis through, when asked for.
+    database_link: Option<FaultyProxy>,
+    redis_link: Option<FaultyProxy>,
+}
+
+/// Where a proxy for `url`'s `host:port` is, as the same URL through the proxy.
+fn through(url: &str, proxy: &FaultyProxy) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, _) = authority
+        .rsplit_once('@')
+        .map_or((None, authority), |(user, host)| (Some(user), host));
+    let user = userinfo.map(|user| format!("{user}@")).unwrap_or_default();
+    format!("{scheme}://{user}{}/{path}", proxy.address())
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority).to_owned()
+}
+
+impl Setup {
+    fn sqlite() -> Self {
+        Self {
+            data_dir: scratch_dir(),
+            env: Vec::new(),
+            database: None,
+            redis: None,
+            database_link: None,
+            redis_link: None,
+        }
+    }
+
+    /// PostgreSQL and Redis, each reached through a proxy when `proxied`.
+    async fn postgres_redis(proxied: bool) -> Option<Self> {
+        let database = TestDatabase::create().await?;
+        let prefix = format!("waiter-test:{}:", ulid::Ulid::generate());
+        let redis = match RedisCache::connect(&redis_url(), prefix.clone()).await {
+            Ok(redis) => redis,
+            Err(err) => {
+                database.drop_database().await;
+                return waiter_contracts::external::unavailable("Redis", err);
+            }
+        };
+        let (mut database_url, mut redis_server) = (database.url().to_owned(), redis_url());
+        let (mut database_link, mut redis_link) = (None, None);
+        if proxied {
+            let db_proxy = FaultyProxy::start(&host_port(&database_url)).await.unwrap();
+            let redis_proxy = FaultyProxy::start(&host_port(&redis_server)).await.unwrap();
+            database_url = through(&database_url, &db_proxy);
+            redis_server = through(&redis_server, &redis_proxy);
+            database_link = Some(db_proxy);
+            redis_link = Some(redis_proxy);
+        }
+        Some(Self {
+            data_dir: scratch_dir(),
+            env: vec![
+                ("DATABASE_URL", database_url),
+                ("REDIS_URL", redis_server),
+                ("WAITER_REDIS_PREFIX", prefix),
+            ],
+            database: Some(database),
+            redis: Some(redis),
+            database_link,
+            redis_link,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_waiter"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WAITER_DATA_DIR", &self.data_dir)
+            .env("WAITER_LOG", "warn")
+            .env("WAITER_WORKERS", "2")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+    }
+
+    /// Makes `email` an admin with [`PASSWORD`], as an operator would.
+    fn create_admin(&self, email: &str) {
+        let status = self
+            .command()
+            .args(["admin", "create", "--email", email])
+            .env("WAITER_ADMIN_PASSWORD", PASSWORD)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run waiter admin create");
+        assert!(status.success());
+    }
+
+    async fn start(&self) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(self.data_dir.join(format!("server-{port}.log")))
+            .expect("a log file");
+        let child = self
+            .command()
+            .env("WAITER_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start waiter");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: Client::new(),
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn cleanup(self) {
+        if let Some(database) = self.database {
+            database.drop_database().await;
+        }
+        if let Some(redis) = &self.redis {
+            let _ = redis.clear_prefix().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("waiter-faults-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running `waiter` process and a client pointed at it.
+struct Server {
+    child: Child,
+    base: String,
+    client: Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "waiter did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown code runs at all.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to finish its graceful shutdown.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a graceful stop exits cleanly: {status}");
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .timeout(Duration::from_secs(10))
+    }
+
+    async fn sign_up(&self, email: &str) -> Value {
+        let response = self
+            .request(Method::POST, "/accounts")
+            .json(&json!({"email": email, "password": PASSWORD, "display_name": "Tester"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    async fn sign_in(&self, email: &str) -> Session {
+        let response = self
+            .request(Method::POST, "/sessions")
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let tokens: Value = response.json().await.unwrap();
+        Session {
+            token: tokens["access_token"].as_str().unwrap().to_owned(),
+            id: tokens["session"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn me(&self, token: &str) -> StatusCode {
+        self.request(Method::GET, "/accounts/me")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Response {
+        request.send().await.unwrap()
+    }
+
+    async fn create_book(&self, token: &str, key: &str, isbn: &str) -> Response {
+        self.book_request(token, key, isbn).send().await.unwrap()
+    }
+
+    /// `POST /books` with an idempotency key, not yet sent.
+    fn book_request(&self, token: &str, key: &str, isbn: &str) -> RequestBuilder {
+        self.request(Method::POST, "/books")
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&json!({
+                "title": format!("Book {key}"),
+                "author": "Fault Tester",
+                "isbn": isbn,
+                "published_date": "2020-01-01",
+                "price": "10.00",
+            }))
+    }
+}
+
+#[derive(Clone)]
+struct Session {
+    token: String,
+    id: String,
+}
+
+/// A response as a client sees it, to compare a replay with the original.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: StatusCode,
+    location: Option<String>,
+    etag: Option<String>,
+    body: Value,
+}
+
+async fn seen(response: Response) -> (Seen, bool) {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .map(|value: &reqwest::header::HeaderValue| value.to_str().unwrap().to_owned())
+    };
+    let replayed = header("idempotent-replayed").is_some_and(|value| value == "true");
+    let (location, etag) = (header(LOCATION.as_str()), header(ETAG.as_str()));
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (
+        Seen {
+            status,
+            location,
+            etag,
+            body,
+        },
+        replayed,
+    )
+}
+
+/// Every valid ISBN-13 with this 12-digit stem: the check digit computed.
+fn isbn(n: u64) -> String {
+    let stem = format!("978{:09}", n);
+    let sum: u32 = stem
+        .chars()
+        .enumerate()
+        .map(|(i, c)| c.to_digit(10).unwrap() * if i % 2 == 0 { 1 } else { 3 })
+        .sum();
+    format!("{stem}{}", (10 - sum % 10) % 10)
+}
+
+/// Ends sessions in every way the API offers and returns their (now dead)
+/// access tokens, plus a token that must stay alive.
+async fn revoke_in_every_way(server: &Server, tag: &str) -> (Vec<(&'static str, String)>, String) {
+    let email = |who: &str| format!("{who}-{tag}@example.com");
+    let mut dead = Vec::new();
+
+    server.sign_up(&email("signout")).await;
+    let session = server.sign_in(&email("signout")).await;
+    let response = server
+        .send(
+            server
+                .request(Method::DELETE, "/sessions/me")
+                .bearer_auth(&session.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    dead.push(("sign-out", session.token));
+
+    server.sign_up(&email("everywhere")).await;
+    let (a, b) = (
+        server.sign_in(&email("everywhere")).await,
+        server.sign_in(&email("everywhere")).await,
+    );
+    let response = server
+        .send(
+            server
+                .request(Method::DELETE, "/sessions")
+                .bearer_auth(&b.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    dead.push(("sign-out everywhere (other session)", a.token));
+    dead.push(("sign-out everywhere (own session)", b.token));
+
+    server.sign_up(&email("one")).await;
+    let (a, b) = (
+        server.sign_in(&email("one")).await,
+        server.sign_in(&email("one")).await,
+    );
+    let response = server
+        .send(
+            server
+                .request(Method::DELETE, &format!("/sessions/{}", a.id))
+                .bearer_auth(&b.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    dead.push(("revoking one session", a.token));
+
+    server.sign_up(&email("password")).await;
+    let (a, b) = (
+        server.sign_in(&email("password")).await,
+        server.sign_in(&email("password")).await,
+    );
+    let response = server
+        .send(
+            server
+                .request(Method::PATCH, "/accounts/me")
+                .bearer_auth(&b.token)
+                .json(&json!({"password": "a brand new password", "current_password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    dead.push(("password change", a.token));
+
+    let promoted = server.sign_up(&email("role")).await;
+    let promoted_session = server.sign_in(&email("role")).await;
+    let admin = server.sign_in(&format!("admin-{tag}@example.com")).await;
+    let response = server
+        .send(
+            server
+                .request(
+                    Method::PATCH,
+                    &format!("/accounts/{}", promoted["id"].as_str().unwrap()),
+                )
+                .bearer_auth(&admin.token)
+                .json(&json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    dead.push(("role change", promoted_session.token));
+
+    server.sign_up(&email("deleted")).await;
+    let (a, b) = (
+        server.sign_in(&email("deleted")).await,
+        server.sign_in(&email("deleted")).await,
+    );
+    let response = server
+        .send(
+            server
+                .request(Method::DELETE, "/accounts/me")
+                .bearer_auth(&b.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    dead.push(("account deletion", a.token));
+
+    server.sign_up(&email("alive")).await;
+    let alive = server.sign_in(&email("alive")).await.token;
+    (dead, alive)
+}
+
+async fn assert_revoked(server: &Server, dead: &[(&str, String)], alive: &str, after: &str) {
+    for (how, token) in dead {
+        assert_eq!(
+            server.me(token).await,
+            StatusCode::UNAUTHORIZED,
+            "a token ended by {how} came back after {after}"
+        );
+    }
+    assert_eq!(
+        server.me(alive).await,
+        StatusCode::OK,
+        "a live token died after {after}"
+    );
+}
+
+async fn revocation_survives_restarts_and_cache_loss(setup: &Setup) {
+    let tag = ulid::Ulid::generate().to_string().to_lowercase();
+    setup.create_admin(&format!("admin-{tag}@example.com"));
+    let server = setup.start().await;
+    let (dead, alive) = revoke_in_every_way(&server, &tag).await;
+    assert_revoked(&server, &dead, &alive, "nothing").await;
+
+    server.stop();
+    let server = setup.start().await;
+    assert_revoked(&server, &dead, &alive, "a graceful restart").await;
+
+    server.kill();
+    let server = setup.start().await;
+    assert_revoked(&server, &dead, &alive, "kill -9").await;
+
+    if let Some(redis) = &setup.redis {
+        redis.clear_prefix().await.unwrap();
+        assert_revoked(&server, &dead, &alive, "Redis lost every key").await;
+    }
+}
+
+async fn idempotent_creations_survive_kill_and_cache_loss(setup: &Setup) {
+    let server = setup.start().await;
+    let email = format!("keys-{}@example.com", ulid::Ulid::generate());
+    server.sign_up(&email).await;
+    let token = server.sign_in(&email).await.token;
+    let key = ulid::Ulid::generate().to_string();
+    let (first, replayed) = seen(server.create_book(&token, &key, &isbn(1)).await).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(!replayed);
+
+    server.kill();
+    let server = setup.start().await;
+    let (again, replayed) = seen(server.create_book(&token, &key, &isbn(1)).await).await;
+    assert_eq!(
+        again, first,
+        "the retry after kill -9 replays the first response"
+    );
+    assert!(replayed);
+
+    if let Some(redis) = &setup.redis {
+        redis.clear_prefix().await.unwrap();
+        let (again, replayed) = seen(server.create_book(&token, &key, &isbn(1)).await).await;
+        assert_eq!(
+            again, first,
+            "the retry after Redis lost its keys replays too"
+        );
+        assert!(replayed);
+    }
+
+    let (other, _) = seen(server.create_book(&token, &key, &isbn(2)).await).await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the key with another body"
+    );
+}
+
+mod sqlite {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn revocation_survives_restarts() {
+        let setup = Setup::sqlite();
+        revocation_survives_restarts_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn idempotent_creations_survive_kill() {
+        let setup = Setup::sqlite();
+        idempotent_creations_survive_kill_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+}
+
+mod postgres_redis {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn revocation_survives_restarts_and_redis_loss() {
+        let Some(setup) = Setup::postgres_redis(false).await else {
+            return;
+        };
+        revocation_survives_restarts_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn idempotent_creations_survive_kill_and_redis_loss() {
+        let Some(setup) = Setup::postgres_redis(false).await else {
+            return;
+        };
+        idempotent_creations_survive_kill_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_database_outage_is_a_prompt_503_and_ends_by_itself() {
+        let Some(setup) = Setup::postgres_redis(true).await else {
+            return;
+        };
+        let server = setup.start().await;
+        let email = format!("outage-{}@example.com", ulid::Ulid::generate());
+        server.sign_up(&email).await;
+        let token = server.sign_in(&email).await.token;
+        let (book, _) = seen(server.create_book(&token, "k", &isbn(7)).await).await;
+        let book_path = book.location.clone().unwrap().replace("/api/v1", "");
+        let get_book = || server.request(Method::GET, &book_path);
+        assert_eq!(server.send(get_book()).await.status(), StatusCode::OK);
+
+        let link = setup.database_link.as_ref().unwrap();
+        link.set(Link::Silent);
+        let started = Instant::now();
+        let response = server
+            .send(
+                server
+                    .request(Method::GET, "/accounts/me")
+                    .bearer_auth(&token),
+            )
+            .await;
+        let waited = started.elapsed();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(waited < Duration::from_millis(1500), "503 after {waited:?}");
+        eprintln!("database down: 503 after {waited:?}");
+
+        let cached = server.send(get_book()).await;
+        assert_eq!(
+            cached.status(),
+            StatusCode::OK,
+            "cached reads are still served"
+        );
+        let probe = |path: &'static str| server.client.get(format!("{}{path}", server.base)).send();
+        assert_eq!(
+            probe("/readyz").await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(probe("/healthz").await.unwrap().status(), StatusCode::OK);
+
+        link.set(Link::Up);
+        let restored = Instant::now();
+        loop {
+            let status = server.me(&token).await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert!(
+                restored.elapsed() < Duration::from_secs(4),
+                "still {status} {:?} after the database came back",
+                restored.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "database back: requests succeed after {:?}",
+            restored.elapsed()
+        );
+        drop(server);
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_redis_outage_costs_little_and_revives_nothing() {
+        let Some(setup) = Setup::postgres_redis(true).await else {
+            return;
+        };
+        let server = setup.start().await;
+        let email = format!("redis-{}@example.com", ulid::Ulid::generate());
+        server.sign_up(&email).await;
+        let token = server.sign_in(&email).await.token;
+        let ended = server.sign_in(&email).await.token;
+        let response = server
+            .send(
+                server
+                    .request(Method::DELETE, "/sessions/me")
+                    .bearer_auth(&ended),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+        let link = setup.redis_link.as_ref().unwrap();
+        link.set(Link::Silent);
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(server.me(&token).await, StatusCode::OK);
+            assert_eq!(server.me(&ended).await, StatusCode::UNAUTHORIZED);
+        }
+        eprintln!(
+            "Redis silent: 20 authenticated requests took {:?}",
+            started.elapsed()
+        );
+
+        let (first, _) = seen(server.create_book(&token, "during-outage", &isbn(9)).await).await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let (again, replayed) =
+            seen(server.create_book(&token, "during-outage", &isbn(9)).await).await;
+        assert_eq!(again, first);
+        assert!(replayed);
+        let book_path = first.location.clone().unwrap().replace("/api/v1", "");
+        assert_eq!(
+            server
+                .send(server.request(Method::GET, &book_path))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+
+        let ready = server
+            .client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.status(),
+            StatusCode::OK,
+            "the database is enough to serve"
+        );
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["checks"]["cache"], "degraded", "{ready}");
+
+        link.set(Link::Up);
+        drop(server);
+        setup.cleanup().await;
+    }
+}

@@ -159,7 +159,7 @@ pub enum GenerateError {
     /// No text arrived within this long of the request.
     #[error("the reply generator sent no text within {0:?}")]
     FirstTokenTimeout(Duration),
-    /// The reply had started, then nothing arrived for this long.
+    /// The reply had started, then no more text arrived for this long.
     #[error("the reply generator stalled for {0:?}")]
     Stalled(Duration),
     /// The model answered with a status other than 2xx (a redirect included:

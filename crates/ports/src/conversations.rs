@@ -192,7 +192,7 @@ pub enum GenerateError {
 ///
 /// - [`generate`](Self::generate) never fails up front: every failure is an
 ///   `Err` item of the stream, after which the stream ends. Failures are
-///   bounded in time (connect, first-text and between-chunk timeouts) and
+///   bounded in time (connect, first-text and between-text timeouts) and
 ///   size; none hangs or panics.
 /// - A new reply to a conversation ending with a user message has at least
 ///   one [`ReplyChunk::Text`].

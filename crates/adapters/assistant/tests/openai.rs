@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use waiter_assistant::{ApiKey, ConfigError, OpenAiCompatibleGenerator, OpenAiConfig, Url};
 use waiter_ports::conversations::{
@@ -13,7 +15,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use support::{
-    API_KEY, CHUNKED_HEAD, COMPLETIONS, DONE, IMPATIENT, MODEL, PATIENT, STREAM_HEAD,
+    API_KEY, Answer, CHUNKED_HEAD, COMPLETIONS, DONE, IMPATIENT, MODEL, PATIENT, STREAM_HEAD,
     ScriptedUpstream, Step, chunk, config, event, finish, generator, http_chunk, items, role, sse,
     text, texts_then, upstream, usage, user_asks,
 };
@@ -23,9 +25,7 @@ fn base(server: &MockServer) -> String {
 }
 
 /// The texts and the end of the reply to "Hi?" from an upstream answering `response`.
-async fn answer(
-    response: ResponseTemplate,
-) -> (Vec<String>, Option<Result<ReplyChunk, GenerateError>>) {
+async fn answer(response: ResponseTemplate) -> Answer {
     let server = upstream(response).await;
     texts_then(items(&generator(config(&base(&server))), user_asks("Hi?")).await)
 }
@@ -250,20 +250,20 @@ async fn a_refused_connection_is_unavailable() {
     assert_no_key(&error);
 }
 
-/// A generator for `upstream` whose timeouts are short, and which replies to "Hi?".
-async fn impatient_answer(
-    upstream: &ScriptedUpstream,
-) -> (Vec<String>, Option<Result<ReplyChunk, GenerateError>>) {
+/// The answer to "Hi?" of a scripted upstream, with the timeouts given.
+/// Only the timeout a test is about is short, so a slow machine cannot
+/// trip another one.
+async fn scripted_answer(script: Vec<Step>, first_token: Duration, idle: Duration) -> Answer {
+    let upstream = ScriptedUpstream::start(script).await;
     let mut config = config(&upstream.base());
-    config.first_token_timeout = IMPATIENT;
-    config.idle_timeout = IMPATIENT;
+    config.first_token_timeout = first_token;
+    config.idle_timeout = idle;
     texts_then(items(&generator(config), user_asks("Hi?")).await)
 }
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out() {
-    let upstream = ScriptedUpstream::start(vec![Step::Hang]).await;
-    let (texts, end) = impatient_answer(&upstream).await;
+    let (texts, end) = scripted_answer(vec![Step::Hang], IMPATIENT, PATIENT).await;
     assert!(texts.is_empty());
     assert!(matches!(
         error(end),
@@ -279,8 +279,7 @@ async fn an_upstream_that_answers_but_writes_no_text_times_out() {
         Step::Write(": still thinking\n\n".to_owned()),
         Step::Hang,
     ];
-    let upstream = ScriptedUpstream::start(script).await;
-    let (texts, end) = impatient_answer(&upstream).await;
+    let (texts, end) = scripted_answer(script, IMPATIENT, PATIENT).await;
     assert!(texts.is_empty());
     assert!(matches!(error(end), GenerateError::FirstTokenTimeout(_)));
 }
@@ -292,8 +291,7 @@ async fn a_stall_between_chunks_times_out() {
         Step::Write(text("Hello")),
         Step::Hang,
     ];
-    let upstream = ScriptedUpstream::start(script).await;
-    let (texts, end) = impatient_answer(&upstream).await;
+    let (texts, end) = scripted_answer(script, PATIENT, IMPATIENT).await;
     assert_eq!(texts, ["Hello"]);
     assert!(matches!(
         error(end),
@@ -308,8 +306,7 @@ async fn events_without_text_do_not_hold_a_reply_open() {
         Step::Write(text("Hello")),
         Step::Drip(role(), IMPATIENT / 6),
     ];
-    let upstream = ScriptedUpstream::start(script).await;
-    let reply = tokio::time::timeout(PATIENT, impatient_answer(&upstream));
+    let reply = tokio::time::timeout(PATIENT, scripted_answer(script, PATIENT, IMPATIENT));
     let (texts, end) = reply.await.expect("the reply must not go on forever");
     assert_eq!(texts, ["Hello"]);
     assert!(matches!(error(end), GenerateError::Stalled(_)));
@@ -323,8 +320,7 @@ async fn silence_after_the_finish_reason_ends_the_reply() {
         Step::Write(finish("stop")),
         Step::Hang,
     ];
-    let upstream = ScriptedUpstream::start(script).await;
-    let (texts, end) = impatient_answer(&upstream).await;
+    let (texts, end) = scripted_answer(script, PATIENT, IMPATIENT).await;
     assert_eq!(texts, ["Hello"]);
     assert_eq!(ok(end), finished(Some(FinishReason::Stop), None));
 }
@@ -336,8 +332,7 @@ async fn a_connection_broken_mid_reply_is_unavailable() {
         Step::Write(http_chunk(&text("Hello"))),
         Step::Write("40\r\ndata: {\"choi".to_owned()),
     ];
-    let upstream = ScriptedUpstream::start(script).await;
-    let (texts, end) = impatient_answer(&upstream).await;
+    let (texts, end) = scripted_answer(script, PATIENT, PATIENT).await;
     assert_eq!(texts, ["Hello"]);
     assert!(matches!(error(end), GenerateError::Unavailable(_)));
 }

@@ -57,10 +57,11 @@ pub async fn items(
     generator.generate(request).collect().await
 }
 
+/// The texts of a reply, and what ended it.
+pub type Answer = (Vec<String>, Option<Result<ReplyChunk, GenerateError>>);
+
 /// The texts of `items` and what ended them.
-pub fn texts_then<T>(
-    items: Vec<Result<ReplyChunk, T>>,
-) -> (Vec<String>, Option<Result<ReplyChunk, T>>) {
+pub fn texts_then(items: Vec<Result<ReplyChunk, GenerateError>>) -> Answer {
     let mut texts = Vec::new();
     let mut end = None;
     for item in items {

@@ -108,9 +108,10 @@ pub enum ConfigError {
     /// Only `http` and `https` URLs can be reached.
     #[error("the assistant URL must be http or https, not {0}")]
     UnsupportedScheme(String),
-    /// A URL such as `mailto:` has no path to append `/chat/completions` to.
-    #[error("the assistant URL cannot have a path appended")]
-    NotABase,
+    /// A user name or password in the URL would end up wherever the URL is
+    /// shown; the key belongs in [`OpenAiConfig::api_key`].
+    #[error("the assistant URL must not carry credentials; give the API key on its own")]
+    CredentialsInUrl,
     /// The model's name is empty.
     #[error("the assistant model must be named")]
     MissingModel,
@@ -177,16 +178,21 @@ impl OpenAiCompatibleGenerator {
             idle_timeout,
             max_reply_bytes,
         } = config;
+        let unsupported = || ConfigError::UnsupportedScheme(url.scheme().to_owned());
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::UnsupportedScheme(url.scheme().to_owned()));
+            return Err(unsupported());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::CredentialsInUrl);
         }
         if model.trim().is_empty() {
             return Err(ConfigError::MissingModel);
         }
-        let mut endpoint = url;
+        let mut endpoint = url.clone();
         endpoint
             .path_segments_mut()
-            .map_err(|()| ConfigError::NotABase)?
+            // Only URLs without a path (`mailto:`) fail, and no http URL is one.
+            .map_err(|()| unsupported())?
             .pop_if_empty()
             .extend(["chat", "completions"]);
         let authorization = api_key

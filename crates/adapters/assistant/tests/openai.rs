@@ -486,6 +486,9 @@ async fn bad_configurations_are_refused_at_start_up() {
     let config = OpenAiConfig::new(url("ftp://example.test/v1"), MODEL, None);
     assert!(matches!(refused(config), ConfigError::UnsupportedScheme(scheme) if scheme == "ftp"));
 
+    let config = OpenAiConfig::new(url("https://me:sk-secret@example.test/v1"), MODEL, None);
+    assert!(matches!(refused(config), ConfigError::CredentialsInUrl));
+
     let config = OpenAiConfig::new(url("http://127.0.0.1/v1"), " ", None);
     assert!(matches!(refused(config), ConfigError::MissingModel));
 

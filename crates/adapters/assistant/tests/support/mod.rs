@@ -65,12 +65,10 @@ pub fn texts_then(items: Vec<Result<ReplyChunk, GenerateError>>) -> Answer {
     let mut texts = Vec::new();
     let mut end = None;
     for item in items {
+        assert!(end.is_none(), "nothing may follow the end of a reply");
         match item {
             Ok(ReplyChunk::Text(text)) => texts.push(text),
-            other => {
-                assert!(end.is_none(), "nothing may follow the end of a reply");
-                end = Some(other);
-            }
+            other => end = Some(other),
         }
     }
     (texts, end)

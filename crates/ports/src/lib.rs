@@ -4,8 +4,10 @@
 //! One module per feature, each holding that feature's inbound use cases and
 //! the outbound ports it needs, with their records and errors:
 //! [`identity`] (accounts, sessions, and the [`identity::AccountEvents`] it
-//! announces), [`catalog`] (books), [`idempotency`] (keyed retries) and
-//! [`health`]. [`cache`] and [`clock`] are infrastructure every feature may use.
+//! announces), [`catalog`] (books), [`conversations`] (the
+//! [`conversations::ReplyGenerator`] that writes assistant replies),
+//! [`idempotency`] (keyed retries) and [`health`]. [`cache`] and [`clock`]
+//! are infrastructure every feature may use.
 //!
 //! *Inbound* ports (`…UseCases`) are what the HTTP adapter and the CLI drive.
 //! *Outbound* ports are what the services need from the world; adapters
@@ -15,6 +17,7 @@
 pub mod cache;
 pub mod catalog;
 pub mod clock;
+pub mod conversations;
 pub mod health;
 pub mod idempotency;
 pub mod identity;

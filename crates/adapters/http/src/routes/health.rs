@@ -1,20 +1,9 @@
 //! Liveness and readiness probes, outside the versioned API.
 
 use actix_web::{HttpResponse, get, web};
-use serde::Serialize;
-use utoipa::ToSchema;
 use waiter_ports::health::HealthUseCases;
 
-/// The state of the server and its dependencies.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HealthBody {
-    /// `ok` or `unavailable`.
-    #[schema(example = "ok")]
-    pub status: &'static str,
-    /// Each dependency by name, with `ok` or `unavailable`.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub checks: std::collections::BTreeMap<&'static str, &'static str>,
-}
+use crate::dto::HealthBody;
 
 fn word(ready: bool) -> &'static str {
     if ready { "ok" } else { "unavailable" }

@@ -2,20 +2,22 @@
 //!
 //! - `test`: the whole test suite.
 //! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
-//! - `ci`: format check, clippy with warnings denied, tests, and the OpenAPI check.
+//! - `ci`: format check, clippy with warnings denied, tests, the fuzzer, and the OpenAPI check.
+//! - `fuzz [--seconds N]`: Schemathesis against a scratch server (see `fuzz.rs`).
 //! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //!
 //! It depends on nothing but the standard library, so it builds in seconds.
 
 mod bench;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | ci | fuzz [--seconds N] | bench [--books N] [--database NAME] [--reuse] [--keep]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         ["openapi"] => openapi(false),
         ["openapi", "--check"] => openapi(true),
         ["ci"] => ci(),
+        ["fuzz", rest @ ..] => fuzz::fuzz(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
     };
@@ -109,5 +112,6 @@ fn ci() -> Result {
         "warnings",
     ])?;
     test(&[])?;
+    fuzz::fuzz(&[])?;
     openapi(true)
 }

@@ -172,27 +172,35 @@ pub(crate) fn etag(version: Version) -> String {
     format!("\"{}\"", version.get())
 }
 
-/// The version an `If-Match` header requires: `None` when it is absent or `*`.
+/// What an `If-Match` header asks of a write: `*` or absent, one strong tag, or a weak tag.
 ///
-/// A weak tag never matches for a write (RFC 9110 §13.1.1 uses the strong
-/// comparison), so it fails the precondition; a resource has one current
-/// version, so one strong tag is all a client can usefully send, and anything
-/// else is malformed.
+/// A malformed value is refused when extracted (400); whether the tag
+/// matches is only answered by [`IfMatch::expected`], once the rest of the
+/// request is known to be valid (RFC 9110 §13.2.1: preconditions come after
+/// the request's own checks).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IfMatch(pub Option<Version>);
+pub(crate) struct IfMatch(fields::IfMatch);
 
 impl IfMatch {
     fn read(req: &HttpRequest) -> Result<Self, ApiError> {
         let Some(value) = req.headers().get(header::IF_MATCH) else {
-            return Ok(Self(None));
+            return Ok(Self(fields::IfMatch::Any));
         };
         let malformed = || {
             ApiError::BadRequest("If-Match must be `*` or one strong ETag such as \"3\"".to_owned())
         };
         let value = value.to_str().map_err(|_| malformed())?.trim();
-        match fields::if_match(value).ok_or_else(malformed)? {
-            fields::IfMatch::Any => Ok(Self(None)),
-            fields::IfMatch::Version(version) => Ok(Self(Some(version))),
+        fields::if_match(value).map(Self).ok_or_else(malformed)
+    }
+
+    /// The version the write requires, `None` for any. A weak tag never
+    /// matches for a write (RFC 9110 §13.1.1 uses the strong comparison), so
+    /// it fails the precondition; a resource has one current version, so one
+    /// strong tag is all a client can usefully send.
+    pub(crate) fn expected(self) -> Result<Option<Version>, ApiError> {
+        match self.0 {
+            fields::IfMatch::Any => Ok(None),
+            fields::IfMatch::Version(version) => Ok(Some(version)),
             fields::IfMatch::Weak => Err(ApiError::PreconditionFailed),
         }
     }

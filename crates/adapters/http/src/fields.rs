@@ -266,6 +266,7 @@ fn exact_decimal(text: &str) -> Result<Decimal, PriceError> {
 pub(crate) fn if_match_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("entity-tag".to_owned())))
         .pattern(Some(IF_MATCH_PATTERN))
         .description(Some(
             "Apply only if the resource's `ETag` still matches: `*`, or one strong tag such as \

@@ -323,6 +323,20 @@ async fn a_malformed_if_match_is_a_400() {
     }
 }
 
+/// RFC 9110 §13.2.1: a precondition is judged once the request is otherwise valid.
+#[actix_web::test]
+async fn an_invalid_body_is_refused_before_its_precondition() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_update_book().never();
+    let request = TestRequest::patch()
+        .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header((header::IF_MATCH, "W/\"1\""))
+        .set_json(json!({"title": ""}));
+    let (status, _, _) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 #[actix_web::test]
 async fn a_missing_or_wrong_current_password_is_a_403() {
     let mut identity = identity();

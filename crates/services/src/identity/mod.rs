@@ -442,7 +442,9 @@ impl IdentityUseCases for IdentityService {
                     role: Some(Role::Admin),
                     ..AccountChanges::at(self.clock.now())
                 };
-                let account = self.store_account_changes(existing.account.id, changes).await?;
+                let account = self
+                    .store_account_changes(existing.account.id, changes)
+                    .await?;
                 self.end_account_sessions(account.id, None).await?;
                 Ok(account)
             }

@@ -173,7 +173,7 @@ pub async fn get_own_account(
 pub async fn update_own_account(
     identity: Identity,
     Authenticated(caller): Authenticated,
-    IfMatch(expected_version): IfMatch,
+    if_match: IfMatch,
     Body(body): Body<UpdateOwnAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = ValidationErrors::new();
@@ -186,13 +186,14 @@ pub async fn update_own_account(
     let new_password = body
         .password
         .and_then(|raw| errors.check("password", fields::password(&raw)));
-    let changes = errors.into_result(|| OwnAccountChanges {
+    errors.into_result(|| ())?;
+    let changes = OwnAccountChanges {
         display_name,
         email,
         new_password,
         current_password: body.current_password,
-        expected_version,
-    })?;
+        expected_version: if_match.expected()?,
+    };
     Ok(account_response(
         identity.update_own_account(caller, changes).await?,
     ))
@@ -290,12 +291,12 @@ pub async fn update_account(
     identity: Identity,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    IfMatch(expected): IfMatch,
+    if_match: IfMatch,
     Body(body): Body<UpdateAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
     let account = identity
-        .update_account(caller, id, body.role.into(), expected)
+        .update_account(caller, id, body.role.into(), if_match.expected()?)
         .await?;
     Ok(account_response(account))
 }

@@ -404,12 +404,14 @@ pub async fn replace_book(
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    IfMatch(expected): IfMatch,
+    if_match: IfMatch,
     Body(body): Body<BookInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
     let draft = body.parse()?;
-    let book = catalog.replace_book(caller, id, draft, expected).await?;
+    let book = catalog
+        .replace_book(caller, id, draft, if_match.expected()?)
+        .await?;
     Ok(book_response(book))
 }
 
@@ -429,12 +431,14 @@ pub async fn update_book(
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    IfMatch(expected): IfMatch,
+    if_match: IfMatch,
     Body(body): Body<BookPatchInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
     let patch = body.parse()?;
-    let book = catalog.update_book(caller, id, patch, expected).await?;
+    let book = catalog
+        .update_book(caller, id, patch, if_match.expected()?)
+        .await?;
     Ok(book_response(book))
 }
 
@@ -453,10 +457,12 @@ pub async fn delete_book(
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    IfMatch(expected): IfMatch,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
-    catalog.delete_book(caller, id, expected).await?;
+    catalog
+        .delete_book(caller, id, if_match.expected()?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

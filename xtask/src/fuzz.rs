@@ -22,7 +22,7 @@ use crate::{Result, root};
 /// The Schemathesis releases the hooks and configuration are written for.
 const SCHEMATHESIS: &str = "schemathesis>=4.3,<5";
 /// How long the fuzzer runs when `--seconds` is not given.
-const DEFAULT_SECONDS: u32 = 180;
+const DEFAULT_SECONDS: u32 = 150;
 
 pub(crate) fn fuzz(args: &[&str]) -> Result {
     let seconds = match args {

@@ -107,6 +107,16 @@ pub(crate) fn text_schema<T: TrimmedText>() -> Object {
         .build()
 }
 
+/// `schema` with `meaning` before its description: what a parameter is for,
+/// ahead of the rule its values follow.
+pub(crate) fn described(mut schema: Object, meaning: &str) -> Object {
+    schema.description = Some(match schema.description {
+        Some(rule) => format!("{meaning} {rule}"),
+        None => meaning.to_owned(),
+    });
+    schema
+}
+
 /// Parses a [`TrimmedText`] field. The schema's `maxLength` counts the text as
 /// sent, the domain counts it trimmed; checking both keeps the two equal.
 pub(crate) fn text<T: TrimmedText>(raw: &str) -> Result<T, String> {
@@ -171,7 +181,8 @@ pub(crate) fn isbn(raw: &str) -> Result<Isbn, String> {
     Isbn::parse(raw).map_err(|err| err.to_string())
 }
 
-fn date_schema(description: &str) -> Object {
+/// A `YYYY-MM-DD` date, with what it means.
+pub(crate) fn date_schema(description: &str) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
@@ -182,10 +193,6 @@ fn date_schema(description: &str) -> Object {
 
 pub(crate) fn published_date_schema() -> Object {
     date_schema("`YYYY-MM-DD`, not after today (UTC).")
-}
-
-pub(crate) fn date_filter_schema() -> Object {
-    date_schema("`YYYY-MM-DD`.")
 }
 
 /// A date as `YYYY-MM-DD` (RFC 3339 `full-date`).

@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::openapi::Object;
 use utoipa::{IntoParams, ToSchema};
 use waiter_domain::{Author, Book, BookDraft, BookId, Title, ValidationErrors};
 use waiter_ports::catalog::{
@@ -170,21 +171,42 @@ impl From<SortParam> for BookSort {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BooksQuery {
-    /// Books by this author (case-insensitive, whole name).
-    #[param(schema_with = fields::text_schema::<Author>)]
+    #[param(schema_with = author_filter)]
     author: Option<String>,
-    /// Books whose title or author contains this (case-insensitive).
-    #[param(schema_with = fields::text_schema::<Title>)]
+    #[param(schema_with = search_filter)]
     q: Option<String>,
-    /// Books published strictly after this date.
-    #[param(schema_with = fields::date_filter_schema)]
+    #[param(schema_with = published_after_filter)]
     published_after: Option<String>,
-    /// Books published strictly before this date.
-    #[param(schema_with = fields::date_filter_schema)]
+    #[param(schema_with = published_before_filter)]
     published_before: Option<String>,
     /// The order of the list; default `-created_at`, newest first.
     #[param(inline)]
     sort: Option<SortParam>,
+}
+
+// utoipa leaves a parameter's doc comment out when `schema_with` is set, so
+// these schemas say what each filter does.
+
+fn author_filter() -> Object {
+    fields::described(
+        fields::text_schema::<Author>(),
+        "Books by this author (case-insensitive, whole name).",
+    )
+}
+
+fn search_filter() -> Object {
+    fields::described(
+        fields::text_schema::<Title>(),
+        "Books whose title or author contains this (case-insensitive).",
+    )
+}
+
+fn published_after_filter() -> Object {
+    fields::date_schema("Books published strictly after this date, `YYYY-MM-DD`.")
+}
+
+fn published_before_filter() -> Object {
+    fields::date_schema("Books published strictly before this date, `YYYY-MM-DD`.")
 }
 
 impl BooksQuery {

@@ -77,14 +77,13 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
         let status = run
             .status()
             .map_err(|err| format!("cannot run schemathesis: {err}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "schemathesis reported failures ({status}); the server's log is {}",
+        if !status.success() {
+            return Err(format!(
+                "Schemathesis found failures ({status}); the server's log is {}",
                 work.join("server.log").display()
-            ))
+            ));
         }
+        Ok(())
     });
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);

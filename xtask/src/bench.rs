@@ -59,7 +59,7 @@ fn parse(args: &[&str]) -> Result<Options> {
     Ok(options)
 }
 
-fn run(command: &mut Command) -> Result {
+pub(crate) fn run(command: &mut Command) -> Result {
     let status = command
         .status()
         .map_err(|err| format!("cannot run {command:?}: {err}"))?;
@@ -77,7 +77,7 @@ fn postgres(tool: &str, database: &str) -> Command {
 }
 
 /// Stops the server when dropped, even on an early return.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

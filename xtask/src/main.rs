@@ -3,13 +3,15 @@
 //! - `test`: the whole test suite.
 //! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
 //! - `tidy`: the architecture's invariants, from `cargo metadata` and the sources (see `tidy.rs`).
-//! - `ci`: tidy, format check, clippy with warnings denied, tests, and the OpenAPI check.
+//! - `fuzz [--seconds N]`: Schemathesis against a scratch server (see `fuzz.rs`).
+//! - `ci`: tidy, format check, clippy with warnings denied, tests, the fuzzer, and the OpenAPI check.
 //! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //!
 //! It depends on nothing but the standard library and `serde_json`, so it builds in seconds.
 
 mod bench;
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         ["openapi", "--check"] => openapi(true),
         ["tidy"] => tidy::tidy(),
         ["ci"] => ci(),
+        ["fuzz", rest @ ..] => fuzz::fuzz(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
     };
@@ -113,5 +116,6 @@ fn ci() -> Result {
         "warnings",
     ])?;
     test(&[])?;
+    fuzz::fuzz(&[])?;
     openapi(true)
 }

@@ -115,7 +115,9 @@ async fn sign_up_normalises_and_guards_the_email(app: &TestApp) {
     assert_eq!(account["role"], "member");
 
     let again = app
-        .create_account(json!({"email": "ANN@example.com", "password": PASSWORD, "display_name": "Imposter", "role": "admin"}))
+        .create_account(
+            json!({"email": "ANN@example.com", "password": PASSWORD, "display_name": "Imposter"}),
+        )
         .await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     assert_eq!(
@@ -126,10 +128,20 @@ async fn sign_up_normalises_and_guards_the_email(app: &TestApp) {
     let sneaky = app
         .create_account(json!({"email": "bob@example.com", "password": PASSWORD, "display_name": "Bob", "role": "admin"}))
         .await;
-    assert_eq!(sneaky.status(), StatusCode::CREATED);
-    let location = header_of(&sneaky, header::LOCATION).to_owned();
-    let body = json_of(sneaky).await;
-    assert_eq!(body["role"], "member", "a client cannot choose its role");
+    assert_eq!(
+        sneaky.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a client cannot choose its role"
+    );
+    let bob = app
+        .create_account(
+            json!({"email": "bob@example.com", "password": PASSWORD, "display_name": "Bob"}),
+        )
+        .await;
+    assert_eq!(bob.status(), StatusCode::CREATED);
+    let location = header_of(&bob, header::LOCATION).to_owned();
+    let body = json_of(bob).await;
+    assert_eq!(body["role"], "member");
     assert_eq!(location, format!("/api/v1/accounts/{}", id(&body)));
 
     let invalid = app
@@ -163,13 +175,10 @@ async fn a_password_change_ends_every_other_session(app: &TestApp) {
         }
         app.update_own_account(access(&laptop), body)
     };
-    assert_eq!(
-        new_password(None).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
+    assert_eq!(new_password(None).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         new_password(Some("wrong")).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
+        StatusCode::FORBIDDEN
     );
     assert_eq!(new_password(Some(PASSWORD)).await.status(), StatusCode::OK);
 
@@ -384,7 +393,7 @@ async fn admins_administer_and_members_cannot(app: &TestApp) {
         app.list_accounts(&root, "cursor=bm90LWFuLWlk")
             .await
             .status(),
-        StatusCode::BAD_REQUEST
+        StatusCode::NOT_FOUND
     );
 
     let read = app.get_account(&root, id(&member)).await;

@@ -4,17 +4,18 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{FieldProblem, Problem};
+use crate::responses::ProblemResponses;
 
-/// The document's header: metadata, tags, shared schemas and the bearer scheme.
+/// The document's header: metadata and conventions, tags, shared schemas and
+/// responses, and the bearer scheme.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Waiter",
-        description = "A REST/JSON API server. This version serves accounts, sign-in sessions and a books catalog; \
-                       every error is RFC 9457 `application/problem+json`.",
+        description = include_str!("conventions.md"),
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ProblemResponses),
     components(schemas(Problem, FieldProblem)),
     tags(
         (name = "accounts", description = "Sign up, manage your account, administer accounts"),

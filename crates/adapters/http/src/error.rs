@@ -17,6 +17,9 @@ use waiter_ports::catalog::CatalogError;
 use waiter_ports::idempotency::IdempotencyError;
 use waiter_ports::identity::{AccountError, AuthError, RefreshError, SessionError, SignInError};
 
+/// The detail of a plain 403.
+const NOT_ALLOWED: &str = "you are not allowed to do this";
+
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -32,8 +35,9 @@ pub enum ApiError {
         detail: &'static str,
         invalid_token: bool,
     },
-    #[error("you are not allowed to do this")]
-    Forbidden,
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// Absent, or not the caller's to see.
     #[error("{0}")]
     NotFound(&'static str),
@@ -91,7 +95,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::Unauthenticated { .. } => ("unauthenticated", "Authentication required"),
-            ApiError::Forbidden => ("forbidden", "Forbidden"),
+            ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
@@ -162,7 +166,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -217,16 +221,14 @@ impl From<AccountError> for ApiError {
     fn from(err: AccountError) -> Self {
         match err {
             AccountError::NotFound => ApiError::NotFound("no such account"),
-            AccountError::Forbidden => ApiError::Forbidden,
+            AccountError::Forbidden => ApiError::Forbidden(NOT_ALLOWED),
             AccountError::EmailTaken => {
                 ApiError::Conflict("an account with this email already exists")
             }
-            AccountError::CurrentPasswordMismatch => {
-                ApiError::Validation(ValidationErrors::single(
-                    "current_password",
-                    "is required to change email or password, and must be the account's current password",
-                ))
-            }
+            // Well-formed, but the caller has not proven it may make this change.
+            AccountError::CurrentPasswordMismatch => ApiError::Forbidden(
+                "changing the email or password needs current_password, the account's current password",
+            ),
             AccountError::VersionMismatch { .. } => ApiError::PreconditionFailed,
             AccountError::PasswordRequired => {
                 ApiError::Validation(ValidationErrors::single("password", "is required"))
@@ -282,7 +284,7 @@ impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
         match err {
             CatalogError::NotFound => ApiError::NotFound("no such book"),
-            CatalogError::Forbidden => ApiError::Forbidden,
+            CatalogError::Forbidden => ApiError::Forbidden(NOT_ALLOWED),
             CatalogError::IsbnTaken => ApiError::Conflict("a book with this ISBN already exists"),
             CatalogError::VersionMismatch { .. } => ApiError::PreconditionFailed,
             CatalogError::Invalid(errors) => ApiError::Validation(errors),

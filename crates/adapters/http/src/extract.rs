@@ -4,7 +4,7 @@
 //! actix answers a bad JSON body, path or query with plain text that echoes
 //! serde's internals; every such failure here becomes an [`ApiError`] instead.
 
-use std::future::Future;
+use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,10 +12,17 @@ use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, mime, web};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{RefOr, Required, Schema};
 use waiter_domain::{ValidationErrors, Version};
 use waiter_ports::identity::{Caller, IdentityUseCases};
 
 use crate::error::ApiError;
+use crate::fields;
+use crate::idempotency::IDEMPOTENCY_KEY;
 
 /// The largest JSON body accepted.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -29,15 +36,12 @@ pub(crate) fn json_config() -> web::JsonConfig {
         .error_handler(|err, _req| json_error(err).into())
 }
 
+/// Failures of reading a body as JSON: too large, not JSON, or not well formed.
 fn json_error(err: JsonPayloadError) -> ApiError {
     match err {
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(err) if err.is_data() => {
-            // A well-formed document with a missing or mistyped field.
-            ApiError::Validation(ValidationErrors::single("body", strip_position(&err)))
-        }
         JsonPayloadError::Deserialize(err) => ApiError::BadRequest(format!(
             "the body is not valid JSON: {}",
             strip_position(&err)
@@ -56,6 +60,52 @@ fn strip_position(err: &serde_json::Error) -> String {
         Some(at) => message[..at].to_owned(),
         None => message,
     }
+}
+
+/// A JSON request body of type `T`: the type whose schema the document
+/// publishes for the operation is the type the handler receives.
+///
+/// The body is read as JSON first (size, media type and syntax: 413, 415,
+/// 400), then as a `T`; a document of the wrong shape (a missing, unknown or
+/// mistyped field) is a 422 naming the field.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = web::Json::<Value>::from_request(req, payload);
+        Box::pin(async move {
+            let web::Json(value) = json.await?;
+            serde_path_to_error::deserialize(value)
+                .map(Body)
+                .map_err(|err| ApiError::Validation(shape_error(&err)).into())
+        })
+    }
+}
+
+/// The field a shape error is about, and what is wrong with it.
+fn shape_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ValidationErrors {
+    let message = err.inner().to_string();
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    if let Some(field) = named("missing field `") {
+        return ValidationErrors::single(field, "is required");
+    }
+    if let Some(field) = named("unknown field `") {
+        return ValidationErrors::single(field, "is not a field this operation accepts");
+    }
+    let field = match err.path().to_string() {
+        root if root == "." => "body".to_owned(),
+        path => path,
+    };
+    ValidationErrors::single(field, message)
 }
 
 /// Path parameters that fail to parse mean the resource cannot exist.
@@ -122,29 +172,92 @@ pub(crate) fn etag(version: Version) -> String {
     format!("\"{}\"", version.get())
 }
 
-/// The version an `If-Match` header requires, if any.
+/// What an `If-Match` header asks of a write: `*` or absent, one strong tag, or a weak tag.
 ///
-/// `None` when the header is absent or `*`. A weak tag never matches for a
-/// write (RFC 9110 §13.1.1 uses the strong comparison), so it fails the
-/// precondition; a resource has one current version, so one strong tag is
-/// all a client can usefully send, and anything else is malformed.
-pub(crate) fn if_match(req: &HttpRequest) -> Result<Option<Version>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let malformed =
-        || ApiError::BadRequest("If-Match must be `*` or one strong ETag such as \"3\"".to_owned());
-    let value = value.to_str().map_err(|_| malformed())?.trim();
-    if value == "*" {
-        return Ok(None);
+/// A malformed value is refused when extracted (400); whether the tag
+/// matches is only answered by [`IfMatch::expected`], once the rest of the
+/// request is known to be valid (RFC 9110 §13.2.1: preconditions come after
+/// the request's own checks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IfMatch(fields::IfMatch);
+
+impl IfMatch {
+    fn read(req: &HttpRequest) -> Result<Self, ApiError> {
+        let Some(value) = req.headers().get(header::IF_MATCH) else {
+            return Ok(Self(fields::IfMatch::Any));
+        };
+        let malformed = || {
+            ApiError::BadRequest("If-Match must be `*` or one strong ETag such as \"3\"".to_owned())
+        };
+        let value = value.to_str().map_err(|_| malformed())?.trim();
+        fields::if_match(value).map(Self).ok_or_else(malformed)
     }
-    if value.starts_with("W/") {
-        return Err(ApiError::PreconditionFailed);
+
+    /// The version the write requires, `None` for any. A weak tag never
+    /// matches for a write (RFC 9110 §13.1.1 uses the strong comparison), so
+    /// it fails the precondition; a resource has one current version, so one
+    /// strong tag is all a client can usefully send.
+    pub(crate) fn expected(self) -> Result<Option<Version>, ApiError> {
+        match self.0 {
+            fields::IfMatch::Any => Ok(None),
+            fields::IfMatch::Version(version) => Ok(Some(version)),
+            fields::IfMatch::Weak => Err(ApiError::PreconditionFailed),
+        }
     }
-    let number = value
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .ok_or_else(malformed)?;
-    let version = number.parse::<i64>().map_err(|_| malformed())?;
-    Ok(Some(Version::new(version)))
+}
+
+impl FromRequest for IfMatch {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(Self::read(req))
+    }
+}
+
+impl IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter("If-Match", fields::if_match_schema())]
+    }
+}
+
+/// The client's `Idempotency-Key`, if it sent one; the idempotency use cases judge it.
+#[derive(Debug, Clone)]
+pub(crate) struct IdempotencyKey(pub Option<String>);
+
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let key = req
+            .headers()
+            .get(IDEMPOTENCY_KEY)
+            .map(|value| {
+                value.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::BadRequest("Idempotency-Key must be visible ASCII".to_owned())
+                })
+            })
+            .transpose();
+        ready(key.map(Self))
+    }
+}
+
+impl IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "Idempotency-Key",
+            fields::idempotency_key_schema(),
+        )]
+    }
+}
+
+/// An optional request header.
+fn header_parameter(name: &str, schema: impl Into<RefOr<Schema>>) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .schema(Some(schema))
+        .build()
 }

@@ -16,6 +16,7 @@ use waiter_ports::idempotency::{Admission, Fingerprint, IdempotencyUseCases, Sto
 use waiter_ports::identity::Caller;
 
 use crate::error::ApiError;
+use crate::extract::IdempotencyKey;
 
 /// The request header carrying the client's key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -122,17 +123,15 @@ fn fingerprint(req: &HttpRequest, body: &impl Serialize) -> Result<Fingerprint, 
 /// hold it by then; that is logged at warn.
 pub(crate) async fn run_idempotently(
     req: &HttpRequest,
+    IdempotencyKey(key): IdempotencyKey,
     idempotency: &dyn IdempotencyUseCases,
     scope: &str,
     body: &impl Serialize,
     action: impl Future<Output = Result<Replayable, ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
+    let Some(key) = key.as_deref() else {
         return action.await.map(Replayable::into_response);
     };
-    let key = key
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".to_owned()))?;
     let fingerprint = fingerprint(req, body)?;
     match idempotency.begin(scope, key, fingerprint).await? {
         Admission::Replay(stored) => {

@@ -10,8 +10,10 @@ mod dto;
 pub mod error;
 mod extract;
 mod fallback;
+mod fields;
 mod idempotency;
 mod pagination;
+mod responses;
 mod routes;
 
 use std::sync::Arc;
@@ -121,6 +123,7 @@ pub fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .app_data(known_routes)
         .default_service(web::to(fallback::not_routed))
+        .wrap(from_fn(fallback::answer_by_path))
         .wrap(from_fn(head_as_get))
         .wrap(from_fn(log_request))
         .wrap(TracingLogger::<RequestSpan>::new())

@@ -2,8 +2,10 @@
 //! `next_cursor` and a `Link: <…>; rel="next"` header.
 //!
 //! A cursor is the base64url encoding of a position the store understands
-//! (for accounts, the last id seen). Clients must treat it as opaque; anything
-//! that does not decode to a valid position is rejected with 400.
+//! (for accounts, the last id seen). Clients must treat it as opaque. One
+//! that is not base64url is malformed (400); one that does not decode to a
+//! position of this list, in its sort, names no page (404), the way an id
+//! that cannot parse names no resource.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
@@ -14,6 +16,7 @@ use utoipa::IntoParams;
 
 use crate::dto::PageBody;
 use crate::error::ApiError;
+use crate::fields;
 
 /// The page size when `limit` is absent.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -27,7 +30,7 @@ pub struct PageQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    #[param(schema_with = fields::cursor_schema)]
     pub cursor: Option<String>,
 }
 
@@ -51,17 +54,21 @@ impl PageQuery {
         let Some(cursor) = &self.cursor else {
             return Ok(None);
         };
+        if !fields::is_cursor(cursor) {
+            return Err(ApiError::BadRequest(
+                "cursor is malformed; use a next_cursor from a previous page, as it was given"
+                    .to_owned(),
+            ));
+        }
         URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| parse(&text))
             .map(Some)
-            .ok_or_else(|| {
-                ApiError::BadRequest(
-                    "cursor is not valid; use a next_cursor from a previous page".to_owned(),
-                )
-            })
+            .ok_or(ApiError::NotFound(
+                "no such page: this list, in this sort, did not issue that cursor",
+            ))
     }
 }
 

@@ -119,7 +119,7 @@ async fn sign_up_answers_201_with_location_and_etag_and_no_secret() {
         .withf(|sign_up| sign_up.email.as_str() == "ann@example.com")
         .returning(|_| Ok(account()));
     let request = TestRequest::post().uri("/api/v1/accounts").set_json(json!({
-        "email": " Ann@Example.com", "password": "correct horse", "display_name": "Ann", "role": "admin"
+        "email": " Ann@Example.com", "password": "correct horse", "display_name": "Ann"
     }));
     let (status, headers, body) = call(identity, request).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -130,6 +130,18 @@ async fn sign_up_answers_201_with_location_and_etag_and_no_secret() {
     assert_eq!(value(&headers, header::ETAG), "\"3\"");
     assert_eq!(body["role"], "member");
     assert!(body.get("password").is_none() && body.get("password_hash").is_none());
+}
+
+#[actix_web::test]
+async fn a_sign_up_cannot_choose_its_role() {
+    let mut identity = identity();
+    identity.expect_create_account().never();
+    let request = TestRequest::post().uri("/api/v1/accounts").set_json(json!({
+        "email": "ann@example.com", "password": "correct horse", "display_name": "Ann", "role": "admin"
+    }));
+    let (status, _, body) = call(identity, request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "role");
 }
 
 #[actix_web::test]
@@ -296,6 +308,76 @@ async fn if_match_reaches_the_use_case_and_a_stale_one_is_412() {
     );
 }
 
+#[actix_web::test]
+async fn a_malformed_if_match_is_a_400() {
+    for tag in ["3", "\"-1\"", "\"1\", \"2\"", "W/3"] {
+        let mut identity = identity();
+        identity.expect_update_own_account().never();
+        let request = TestRequest::patch()
+            .uri("/api/v1/accounts/me")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header((header::IF_MATCH, tag))
+            .set_json(json!({"display_name": "Annie"}));
+        let (status, _, _) = call(identity, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{tag}");
+    }
+}
+
+/// RFC 9110 §13.2.1: a precondition is judged once the request is otherwise valid.
+#[actix_web::test]
+async fn an_invalid_body_is_refused_before_its_precondition() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_update_book().never();
+    let request = TestRequest::patch()
+        .uri("/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header((header::IF_MATCH, "W/\"1\""))
+        .set_json(json!({"title": ""}));
+    let (status, _, _) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[actix_web::test]
+async fn a_missing_or_wrong_current_password_is_a_403() {
+    let mut identity = identity();
+    identity
+        .expect_update_own_account()
+        .returning(|_, _| Err(AccountError::CurrentPasswordMismatch));
+    let request = TestRequest::patch()
+        .uri("/api/v1/accounts/me")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .set_json(json!({"email": "new@example.com", "current_password": "wrong"}));
+    let (status, headers, body) = call(identity, request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(is_problem(&headers));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("current_password")
+    );
+}
+
+/// A merge patch that names nothing changes nothing; it is not an error.
+#[actix_web::test]
+async fn an_empty_patch_of_ones_account_is_accepted() {
+    let mut identity = identity();
+    identity
+        .expect_update_own_account()
+        .withf(|_, changes| {
+            changes.display_name.is_none()
+                && changes.email.is_none()
+                && changes.new_password.is_none()
+        })
+        .returning(|_, _| Ok(account()));
+    let request = TestRequest::patch()
+        .uri("/api/v1/accounts/me")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .set_json(json!({}));
+    let (status, _, _) = call(identity, request).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 trait TapAuth {
     fn tap_auth(self) -> MockIdentityUseCases;
 }
@@ -351,7 +433,69 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
         call(identity(), TestRequest::put().uri("/api/v1/accounts/me")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(is_problem(&headers));
-    assert_eq!(value(&headers, header::ALLOW), "DELETE, GET, HEAD, PATCH");
+    assert_eq!(
+        value(&headers, header::ALLOW),
+        "DELETE, GET, HEAD, OPTIONS, PATCH"
+    );
+}
+
+/// Seed 002: OPTIONS lists the methods allowed on the resource, and a path
+/// with a literal segment is its own resource, not an id of its neighbour.
+#[actix_web::test]
+async fn options_and_405_answer_with_the_methods_of_that_exact_path() {
+    for (method, path, expected, allow) in [
+        (
+            "OPTIONS",
+            "/api/v1/books/recent",
+            StatusCode::NO_CONTENT,
+            "GET, HEAD, OPTIONS",
+        ),
+        (
+            "DELETE",
+            "/api/v1/books/recent",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET, HEAD, OPTIONS",
+        ),
+        (
+            "OPTIONS",
+            "/api/v1/books/book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC",
+            StatusCode::NO_CONTENT,
+            "DELETE, GET, HEAD, OPTIONS, PATCH, PUT",
+        ),
+        (
+            "DELETE",
+            "/api/v1/sessions/refresh",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "OPTIONS, POST",
+        ),
+        (
+            "OPTIONS",
+            "/api/v1/books",
+            StatusCode::NO_CONTENT,
+            "GET, HEAD, OPTIONS, POST",
+        ),
+        (
+            "OPTIONS",
+            "/healthz",
+            StatusCode::NO_CONTENT,
+            "GET, HEAD, OPTIONS",
+        ),
+    ] {
+        let request = TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(path);
+        let (status, headers, _) = call(MockIdentityUseCases::new(), request).await;
+        assert_eq!(status, expected, "{method} {path}");
+        assert_eq!(value(&headers, header::ALLOW), allow, "{method} {path}");
+    }
+    for path in ["/api/v1/nothing-here", "/api/v1/books/"] {
+        let request = TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri(path);
+        let (status, headers, _) = call(MockIdentityUseCases::new(), request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(headers.get(header::ALLOW).is_none());
+    }
 }
 
 #[actix_web::test]
@@ -407,6 +551,50 @@ async fn the_openapi_document_declares_the_bearer_scheme() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Every problem status is one component, and every operation lists the
+/// problems its inputs can cause: a body (400, 413, 415, 422), a bearer token
+/// (401), a dependency (503).
+#[actix_web::test]
+async fn every_operation_documents_the_problems_of_its_inputs() {
+    let document = serde_json::to_value(waiter_http::openapi()).unwrap();
+    let components = &document["components"]["responses"];
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = Vec::new();
+            if operation.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415", "422"]);
+            }
+            if operation.get("security").is_some() {
+                expected.push("401");
+            }
+            if path.starts_with("/api/v1/") {
+                expected.push("503");
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            for (status, response) in responses {
+                if let Some(reference) = response["$ref"].as_str() {
+                    let name = reference.trim_start_matches("#/components/responses/");
+                    assert!(
+                        components[name].is_object(),
+                        "{method} {path} {status}: {reference}"
+                    );
+                } else {
+                    assert!(
+                        status.starts_with('2') || status.starts_with('3') || path == "/readyz",
+                        "{method} {path}: the problem {status} is not the shared one"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn a_book(version: i64) -> waiter_domain::Book {
     waiter_domain::Book {
         id: "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".parse().unwrap(),
@@ -459,29 +647,52 @@ async fn book_bodies_are_checked_field_by_field() {
     let request = TestRequest::post()
         .uri("/api/v1/books")
         .insert_header((header::AUTHORIZATION, "Bearer good"))
-        .set_payload(r#"{"title": "", "isbn": "978-0-441-17271-8", "published_date": "1965-13-01", "price": 19.999999999999999999999, "owner": "acct_x", "colour": "red"}"#)
+        .set_payload(r#"{"title": "", "author": " ", "isbn": "978-0-441-17271-8", "published_date": "1965-13-01", "price": 19.999999999999999999999}"#)
         .insert_header(header::ContentType::json());
     let (status, _, body) = send(mocks, request).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let mut fields: Vec<String> = body["errors"]
+    let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .map(|e| e["field"].as_str().unwrap())
         .collect();
-    fields.sort();
     assert_eq!(
         fields,
-        [
-            "author",
-            "colour",
-            "isbn",
-            "owner",
-            "price",
-            "published_date",
-            "title"
-        ]
+        ["title", "author", "isbn", "published_date", "price"]
     );
+}
+
+/// The body's shape is its schema's: what the document refuses, the server refuses.
+#[actix_web::test]
+async fn a_book_body_of_the_wrong_shape_names_the_field() {
+    let with = |field: &str, value: Value| {
+        let mut body = book_json();
+        body[field] = value;
+        body
+    };
+    let mut without_author = book_json();
+    without_author.as_object_mut().unwrap().remove("author");
+    for (body, field) in [
+        (with("owner", json!("acct_x")), "owner"),
+        (with("colour", json!("red")), "colour"),
+        (without_author, "author"),
+        (with("title", json!(7)), "title"),
+        (with("price", json!(0)), "price"),
+        (with("price", json!("0.00")), "price"),
+        (with("price", json!(true)), "price"),
+        (with("title", json!("x".repeat(200) + " ")), "title"),
+    ] {
+        let mut mocks = Mocks::new(identity());
+        mocks.catalog.expect_create_book().never();
+        let request = TestRequest::post()
+            .uri("/api/v1/books")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .set_json(&body);
+        let (status, _, problem) = send(mocks, request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
 }
 
 #[actix_web::test]
@@ -527,8 +738,9 @@ async fn bad_list_parameters_are_400s() {
     for uri in [
         "/api/v1/books?sort=colour",
         "/api/v1/books?published_after=yesterday",
-        "/api/v1/books?cursor=Zm9yZ2Vk",
+        "/api/v1/books?cursor=not%20base64",
         "/api/v1/books?limit=1000",
+        "/api/v1/books?q=%01",
     ] {
         let mut mocks = Mocks::new(identity());
         mocks.catalog.expect_list_books().never();
@@ -536,6 +748,41 @@ async fn bad_list_parameters_are_400s() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
         assert!(is_problem(&headers));
     }
+}
+
+/// One rule for the whole API: an empty query value is a value, and none fits.
+#[actix_web::test]
+async fn empty_query_values_are_400s() {
+    for parameter in [
+        "author",
+        "q",
+        "published_after",
+        "published_before",
+        "sort",
+        "limit",
+        "cursor",
+    ] {
+        let mut mocks = Mocks::new(identity());
+        mocks.catalog.expect_list_books().never();
+        let uri = format!("/api/v1/books?{parameter}=");
+        let (status, headers, _) = send(mocks, TestRequest::get().uri(&uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(is_problem(&headers));
+    }
+}
+
+/// A well-formed cursor that this list, in this sort, did not issue names no page.
+#[actix_web::test]
+async fn a_cursor_the_list_did_not_issue_is_a_404() {
+    let mut mocks = Mocks::new(identity());
+    mocks.catalog.expect_list_books().never();
+    let (status, headers, _) = send(
+        mocks,
+        TestRequest::get().uri("/api/v1/books?cursor=Zm9yZ2Vk"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(is_problem(&headers));
 }
 
 #[actix_web::test]
@@ -745,5 +992,5 @@ async fn head_is_answered_like_get_without_a_body() {
 
     let (status, headers, _) = call(identity(), TestRequest::delete().uri("/healthz")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(value(&headers, header::ALLOW), "GET, HEAD");
+    assert_eq!(value(&headers, header::ALLOW), "GET, HEAD, OPTIONS");
 }

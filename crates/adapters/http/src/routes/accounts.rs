@@ -3,53 +3,84 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
-use waiter_domain::{AccountId, DisplayName, Email, Password, Role, SignUp, ValidationErrors};
+use waiter_domain::{AccountId, DisplayName, SignUp, ValidationErrors};
 use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::AccountPage;
 use waiter_ports::identity::{IdentityUseCases, OwnAccountChanges};
 
-use crate::dto::{AccountBody, PageBody};
-use crate::error::{ApiError, Problem};
-use crate::extract::{Authenticated, etag, if_match};
+use crate::dto::{AccountBody, PageBody, RoleName};
+use crate::error::ApiError;
+use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, etag};
+use crate::fields::{self, present};
 use crate::idempotency::{Replayable, run_idempotently, scope};
 use crate::pagination::{PageQuery, page_response};
+use crate::responses::{
+    Bearer, Conditional, Conflict, Forbidden, Idempotent, JsonBody, ListQuery, NotFound,
+    Unavailable,
+};
 
 type Identity = web::Data<dyn IdentityUseCases>;
 
-/// The body of a sign-up. Fields a client may not set (such as `role`) are ignored.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+/// The body of a sign-up. The server chooses everything else: a sign-up is
+/// always a `member`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SignUpRequest {
-    #[schema(example = "ann@example.com")]
+    #[schema(schema_with = fields::email_schema)]
     pub email: String,
-    /// 8 to 128 characters.
-    #[schema(example = "correct horse battery staple")]
-    // Left out of the idempotency fingerprint, so no digest of it is ever stored.
-    #[serde(skip_serializing)]
+    #[schema(schema_with = fields::password_schema)]
     pub password: String,
-    /// 1 to 64 characters after trimming.
-    #[schema(example = "Ann")]
+    #[schema(schema_with = fields::text_schema::<DisplayName>)]
     pub display_name: String,
 }
 
-/// Changes to one's own account; absent fields stay as they are.
+impl SignUpRequest {
+    fn parse(&self) -> Result<SignUp, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let email = errors.check("email", fields::email(&self.email));
+        let password = errors.check("password", fields::password(&self.password));
+        let display_name = errors.check("display_name", fields::text(&self.display_name));
+        match (email, password, display_name) {
+            (Some(email), Some(password), Some(display_name)) => Ok(SignUp {
+                email,
+                password,
+                display_name,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A JSON merge patch of one's own account; absent fields stay as they are,
+/// and none can be removed. Changing `email` or `password` needs
+/// `current_password` (403 without it, or with a wrong one).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateOwnAccountRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::text_schema::<DisplayName>)]
     pub display_name: Option<String>,
-    /// Requires `current_password`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::email_schema)]
     pub email: Option<String>,
-    /// The new password; requires `current_password`, and ends every other session.
+    /// The new password; changing it ends every other session.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::password_schema)]
     pub password: Option<String>,
+    /// The account's current password, as proof for changing `email` or `password`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub current_password: Option<String>,
 }
 
 /// An administrator's change to an account.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateAccountRequest {
-    /// `member` or `admin`. Changing it signs the account out everywhere.
-    #[schema(example = "admin")]
-    pub role: String,
+    /// Changing it signs the account out everywhere.
+    pub role: RoleName,
 }
 
 fn location(id: AccountId) -> String {
@@ -73,14 +104,11 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
 #[utoipa::path(
     tag = "accounts",
     request_body = SignUpRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key gets the first response")),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "Created", body = AccountBody,
             headers(("Location" = String, description = "The new account's URL"), ("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email already taken, or the same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Idempotent, Conflict, Unavailable,
     )
 )]
 #[post("/accounts")]
@@ -88,18 +116,28 @@ pub async fn create_account(
     req: HttpRequest,
     identity: Identity,
     idempotency: web::Data<dyn IdempotencyUseCases>,
-    body: web::Json<SignUpRequest>,
+    key: IdempotencyKey,
+    Body(body): Body<SignUpRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let sign_up = SignUp::parse(&body.email, &body.password, &body.display_name)?;
+    let sign_up = body.parse()?;
     let scope = scope(&req, None);
-    run_idempotently(&req, idempotency.as_ref(), &scope, &*body, async {
-        let account = identity.create_account(sign_up).await?;
-        Ok(
-            Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
-                .header(header::LOCATION, location(account.id))
-                .header(header::ETAG, etag(account.version)),
-        )
-    })
+    // The password is left out of the fingerprint, so no digest of it is ever stored.
+    let fingerprinted = (&body.email, &body.display_name);
+    run_idempotently(
+        &req,
+        key,
+        idempotency.as_ref(),
+        &scope,
+        &fingerprinted,
+        async {
+            let account = identity.create_account(sign_up).await?;
+            Ok(
+                Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
+                    .header(header::LOCATION, location(account.id))
+                    .header(header::ETAG, etag(account.version)),
+            )
+        },
+    )
     .await
 }
 
@@ -109,7 +147,7 @@ pub async fn create_account(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The account", body = AccountBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, Unavailable,
     )
 )]
 #[get("/accounts/me")]
@@ -120,52 +158,42 @@ pub async fn get_own_account(
     Ok(account_response(identity.get_own_account(caller).await?))
 }
 
-/// Change the caller's display name, email or password.
+/// Change the caller's display name, email or password. An empty patch changes nothing.
 #[utoipa::path(
     tag = "accounts",
     security(("bearer" = [])),
-    request_body = UpdateOwnAccountRequest,
-    params(("If-Match" = Option<String>, Header, description = "Apply only if the account's ETag still matches")),
+    request_body(content = UpdateOwnAccountRequest, content_type = "application/merge-patch+json"),
+    params(IfMatch),
     responses(
         (status = 200, description = "Updated", body = AccountBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email already taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The account changed since it was read", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a missing or wrong current_password", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Forbidden, Conflict, Conditional, Unavailable,
     )
 )]
 #[patch("/accounts/me")]
 pub async fn update_own_account(
-    req: HttpRequest,
     identity: Identity,
     Authenticated(caller): Authenticated,
-    body: web::Json<UpdateOwnAccountRequest>,
+    if_match: IfMatch,
+    Body(body): Body<UpdateOwnAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected_version = if_match(&req)?;
-    let body = body.into_inner();
     let mut errors = ValidationErrors::new();
     let display_name = body
         .display_name
-        .and_then(|raw| errors.check("display_name", DisplayName::parse(&raw)));
+        .and_then(|raw| errors.check("display_name", fields::text(&raw)));
     let email = body
         .email
-        .and_then(|raw| errors.check("email", Email::parse(&raw)));
+        .and_then(|raw| errors.check("email", fields::email(&raw)));
     let new_password = body
         .password
-        .and_then(|raw| errors.check("password", Password::parse(&raw)));
-    if errors.is_empty() && display_name.is_none() && email.is_none() && new_password.is_none() {
-        errors.add(
-            "body",
-            "must change at least one of display_name, email, password",
-        );
-    }
-    let changes = errors.into_result(|| OwnAccountChanges {
+        .and_then(|raw| errors.check("password", fields::password(&raw)));
+    errors.into_result(|| ())?;
+    let changes = OwnAccountChanges {
         display_name,
         email,
         new_password,
         current_password: body.current_password,
-        expected_version,
-    })?;
+        expected_version: if_match.expected()?,
+    };
     Ok(account_response(
         identity.update_own_account(caller, changes).await?,
     ))
@@ -177,7 +205,7 @@ pub async fn update_own_account(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, Unavailable,
     )
 )]
 #[delete("/accounts/me")]
@@ -197,9 +225,7 @@ pub async fn delete_own_account(
     responses(
         (status = 200, description = "One page of accounts", body = PageBody<AccountBody>,
             headers(("Link" = String, description = "The next page, when there is one"))),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        Bearer, Forbidden, ListQuery, Unavailable,
     )
 )]
 #[get("/accounts")]
@@ -236,9 +262,7 @@ pub async fn list_accounts(
     params(("id" = String, Path, description = "An account id, `acct_…`")),
     responses(
         (status = 200, description = "The account", body = AccountBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        Bearer, Forbidden, NotFound, Unavailable,
     )
 )]
 #[get("/accounts/{id}")]
@@ -256,34 +280,23 @@ pub async fn get_account(
     tag = "accounts",
     security(("bearer" = [])),
     request_body = UpdateAccountRequest,
-    params(
-        ("id" = String, Path, description = "An account id, `acct_…`"),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the account's ETag still matches"),
-    ),
+    params(("id" = String, Path, description = "An account id, `acct_…`"), IfMatch),
     responses(
         (status = 200, description = "Updated", body = AccountBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The account changed since it was read", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown role", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Forbidden, NotFound, Conditional, Unavailable,
     )
 )]
 #[patch("/accounts/{id}")]
 pub async fn update_account(
-    req: HttpRequest,
     identity: Identity,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    body: web::Json<UpdateAccountRequest>,
+    if_match: IfMatch,
+    Body(body): Body<UpdateAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let role: Role = body
-        .role
-        .parse()
-        .map_err(|err| ValidationErrors::single("role", err))?;
     let account = identity
-        .update_account(caller, id, role, if_match(&req)?)
+        .update_account(caller, id, body.role.into(), if_match.expected()?)
         .await?;
     Ok(account_response(account))
 }
@@ -295,9 +308,7 @@ pub async fn update_account(
     params(("id" = String, Path, description = "An account id, `acct_…`")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        Bearer, Forbidden, NotFound, Unavailable,
     )
 )]
 #[delete("/accounts/{id}")]

@@ -1,179 +1,237 @@
 //! `/api/v1/books`: the public catalog, and owner-or-admin writes.
 //!
-//! Bodies are read as JSON objects and parsed field by field, so a client
-//! learns every bad field at once, read-only fields (`id`, `owner`, …) are
-//! refused rather than silently ignored, and `price` is taken from the JSON
+//! Each body is a typed request ([`BookInput`], [`BookPatchInput`]) whose
+//! schema is the document's; its fields are then parsed all together, so a
+//! client learns every bad value at once, and `price` is taken from the JSON
 //! text exactly, never through a float.
-
-use std::str::FromStr;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
-use time::macros::format_description;
+use utoipa::openapi::Object;
 use utoipa::{IntoParams, ToSchema};
-use waiter_domain::{Author, Book, BookDraft, BookId, Date, Isbn, Price, Title, ValidationErrors};
+use waiter_domain::{Author, Book, BookDraft, BookId, Title, ValidationErrors};
 use waiter_ports::catalog::{
     BookCursor, BookFilter, BookPatch, BookQuery, BookSort, BookSortKey, CatalogUseCases, SortValue,
 };
 use waiter_ports::idempotency::IdempotencyUseCases;
 
-use crate::dto::PageBody;
-use crate::error::{ApiError, Problem};
-use crate::extract::{Authenticated, etag, if_match};
+use crate::dto::{BookBody, ItemsBody, PageBody};
+use crate::error::ApiError;
+use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, etag};
+use crate::fields::{self, present};
 use crate::idempotency::{Replayable, run_idempotently, scope};
 use crate::pagination::{PageQuery, page_response};
+use crate::responses::{
+    Bearer, Conditional, Conflict, Forbidden, Idempotent, JsonBody, ListQuery, NotFound,
+    Unavailable,
+};
 
 type Catalog = web::Data<dyn CatalogUseCases>;
 type Idempotency = web::Data<dyn IdempotencyUseCases>;
 
-/// The fields a client writes.
-const WRITABLE: [&str; 5] = ["title", "author", "isbn", "published_date", "price"];
-/// The fields the server assigns; a body naming one is refused.
-const READ_ONLY: [&str; 5] = ["id", "owner", "version", "created_at", "updated_at"];
-
-/// A book.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BookBody {
-    #[schema(example = "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
-    pub id: String,
-    #[schema(example = "Dune")]
-    pub title: String,
-    #[schema(example = "Frank Herbert")]
-    pub author: String,
-    /// ISBN-13, digits only.
-    #[schema(example = "9780441172719")]
-    pub isbn: String,
-    #[schema(value_type = String, format = Date, example = "1965-08-01")]
-    pub published_date: String,
-    /// An exact decimal with two places.
-    #[schema(value_type = f64, example = 9.99)]
-    pub price: serde_json::Number,
-    /// The account that created it.
-    #[schema(example = "acct_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
-    pub owner: String,
-    /// Bumped on every change; also the `ETag`.
-    #[schema(example = 1)]
-    pub version: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+/// A whole book as its owner writes it, for POST and PUT; the server assigns
+/// everything else (`id`, `owner`, `version`, timestamps).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookInput {
+    #[schema(schema_with = fields::text_schema::<Title>)]
+    title: String,
+    #[schema(schema_with = fields::text_schema::<Author>)]
+    author: String,
+    #[schema(schema_with = fields::isbn_schema)]
+    isbn: String,
+    #[schema(schema_with = fields::published_date_schema)]
+    published_date: String,
+    #[schema(schema_with = fields::price_schema)]
+    price: Value,
 }
 
-impl From<Book> for BookBody {
-    fn from(book: Book) -> Self {
-        Self {
-            id: book.id.to_string(),
-            title: book.title.to_string(),
-            author: book.author.to_string(),
-            isbn: book.isbn.to_string(),
-            published_date: book.published_date.to_string(),
-            price: serde_json::Number::from_str(&book.price.to_string())
-                .expect("a price renders as a decimal number, which is valid JSON"),
-            owner: book.owner.to_string(),
-            version: book.version.get(),
-            created_at: book.created_at,
-            updated_at: book.updated_at,
+/// A JSON merge patch (RFC 7396) of a book: any of its writable fields. No
+/// field can be removed, so none may be `null`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookPatchInput {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::text_schema::<Title>)]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::text_schema::<Author>)]
+    author: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::isbn_schema)]
+    isbn: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::published_date_schema)]
+    published_date: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = fields::price_schema)]
+    price: Option<Value>,
+}
+
+impl BookInput {
+    fn parse(&self) -> Result<BookDraft, ApiError> {
+        let mut errors = ValidationErrors::new();
+        let title = errors.check("title", fields::text(&self.title));
+        let author = errors.check("author", fields::text(&self.author));
+        let isbn = errors.check("isbn", fields::isbn(&self.isbn));
+        let published_date = errors.check("published_date", fields::date(&self.published_date));
+        let price = errors.check("price", fields::price(&self.price));
+        match (title, author, isbn, published_date, price) {
+            (Some(title), Some(author), Some(isbn), Some(published_date), Some(price)) => {
+                Ok(BookDraft {
+                    title,
+                    author,
+                    isbn,
+                    published_date,
+                    price,
+                })
+            }
+            _ => Err(ApiError::Validation(errors)),
         }
     }
 }
 
-/// The writable fields of a book (all required for POST and PUT; any subset for PATCH).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct BookInput {
-    /// 1 to 200 characters.
-    #[schema(example = "Dune")]
-    title: String,
-    /// 1 to 100 characters.
-    #[schema(example = "Frank Herbert")]
-    author: String,
-    /// ISBN-13 with a valid check digit, or an ISBN-10 (stored as its ISBN-13).
-    #[schema(example = "978-0-441-17271-9")]
-    isbn: String,
-    /// Not in the future.
-    #[schema(value_type = String, format = Date, example = "1965-08-01")]
-    published_date: String,
-    /// Greater than 0, at most 1000000, at most two decimal places; a JSON number or string.
-    #[schema(value_type = f64, example = 9.99)]
-    price: String,
+impl BookPatchInput {
+    fn parse(&self) -> Result<BookPatch, ApiError> {
+        fn field<R: ?Sized, T>(
+            errors: &mut ValidationErrors,
+            name: &str,
+            raw: Option<&R>,
+            parse: impl FnOnce(&R) -> Result<T, String>,
+        ) -> Option<T> {
+            raw.and_then(|raw| errors.check(name, parse(raw)))
+        }
+        let mut errors = ValidationErrors::new();
+        let e = &mut errors;
+        let title = field(e, "title", self.title.as_deref(), fields::text);
+        let author = field(e, "author", self.author.as_deref(), fields::text);
+        let isbn = field(e, "isbn", self.isbn.as_deref(), fields::isbn);
+        let published_date = field(
+            e,
+            "published_date",
+            self.published_date.as_deref(),
+            fields::date,
+        );
+        let price = field(e, "price", self.price.as_ref(), fields::price);
+        errors
+            .into_result(|| BookPatch {
+                title,
+                author,
+                isbn,
+                published_date,
+                price,
+            })
+            .map_err(ApiError::Validation)
+    }
 }
 
-/// The filters, sort and page of a book list.
+/// How a list of books is sorted: a field, ascending, or descending with `-`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+pub enum SortParam {
+    #[serde(rename = "published_date")]
+    PublishedDate,
+    #[serde(rename = "-published_date")]
+    PublishedDateDescending,
+    #[serde(rename = "title")]
+    Title,
+    #[serde(rename = "-title")]
+    TitleDescending,
+    #[serde(rename = "price")]
+    Price,
+    #[serde(rename = "-price")]
+    PriceDescending,
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    #[default]
+    #[serde(rename = "-created_at")]
+    CreatedAtDescending,
+}
+
+impl From<SortParam> for BookSort {
+    fn from(sort: SortParam) -> Self {
+        let (key, descending) = match sort {
+            SortParam::PublishedDate => (BookSortKey::PublishedDate, false),
+            SortParam::PublishedDateDescending => (BookSortKey::PublishedDate, true),
+            SortParam::Title => (BookSortKey::Title, false),
+            SortParam::TitleDescending => (BookSortKey::Title, true),
+            SortParam::Price => (BookSortKey::Price, false),
+            SortParam::PriceDescending => (BookSortKey::Price, true),
+            SortParam::CreatedAt => (BookSortKey::CreatedAt, false),
+            SortParam::CreatedAtDescending => (BookSortKey::CreatedAt, true),
+        };
+        BookSort { key, descending }
+    }
+}
+
+/// The filters and sort of a book list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BooksQuery {
-    /// Books by this author (case-insensitive, whole name).
+    #[param(schema_with = author_filter)]
     author: Option<String>,
-    /// Books whose title or author contains this (case-insensitive).
+    #[param(schema_with = search_filter)]
     q: Option<String>,
-    /// Books published strictly after this date (`YYYY-MM-DD`).
+    #[param(schema_with = published_after_filter)]
     published_after: Option<String>,
-    /// Books published strictly before this date (`YYYY-MM-DD`).
+    #[param(schema_with = published_before_filter)]
     published_before: Option<String>,
-    /// `published_date`, `title`, `price` or `created_at`; prefix `-` for descending. Default `-created_at`.
-    sort: Option<String>,
+    /// The order of the list; default `-created_at`, newest first.
+    #[param(inline)]
+    sort: Option<SortParam>,
 }
 
-fn parse_date(raw: &str) -> Result<Date, String> {
-    Date::parse(raw, format_description!("[year]-[month]-[day]"))
-        .map_err(|_| "must be a date as YYYY-MM-DD".to_owned())
+// utoipa leaves a parameter's doc comment out when `schema_with` is set, so
+// these schemas say what each filter does.
+
+fn author_filter() -> Object {
+    fields::described(
+        fields::text_schema::<Author>(),
+        "Books by this author (case-insensitive, whole name).",
+    )
+}
+
+fn search_filter() -> Object {
+    fields::described(
+        fields::text_schema::<Title>(),
+        "Books whose title or author contains this (case-insensitive).",
+    )
+}
+
+fn published_after_filter() -> Object {
+    fields::date_schema("Books published strictly after this date, `YYYY-MM-DD`.")
+}
+
+fn published_before_filter() -> Object {
+    fields::date_schema("Books published strictly before this date, `YYYY-MM-DD`.")
 }
 
 impl BooksQuery {
     fn parse(self) -> Result<(BookFilter, BookSort), ApiError> {
         let bad = |name: &str, why: String| ApiError::BadRequest(format!("{name} {why}"));
         let date = |name: &str, raw: Option<String>| {
-            raw.map(|raw| parse_date(&raw).map_err(|why| bad(name, why)))
+            raw.map(|raw| fields::date(&raw).map_err(|why| bad(name, why)))
                 .transpose()
         };
-        let text = |raw: Option<String>| {
-            raw.map(|raw| raw.trim().to_owned())
-                .filter(|raw| !raw.is_empty())
-        };
-        // Nothing longer than a title can match; refusing it bounds the work a search does.
-        let bounded = |name: &str, raw: Option<String>| match raw {
-            Some(raw) if raw.chars().count() > Title::MAX_CHARS => Err(bad(
-                name,
-                format!("must be at most {} characters", Title::MAX_CHARS),
-            )),
-            raw => Ok(raw),
-        };
+        let author = self
+            .author
+            .map(|raw| fields::text::<Author>(&raw).map_err(|why| bad("author", why)))
+            .transpose()?;
+        let q = self
+            .q
+            .map(|raw| fields::text::<Title>(&raw).map_err(|why| bad("q", why)))
+            .transpose()?;
         let filter = BookFilter {
-            author: bounded("author", text(self.author))?,
-            q: bounded("q", text(self.q))?,
+            author: author.map(|author| author.to_string()),
+            q: q.map(|q| q.to_string()),
             published_after: date("published_after", self.published_after)?,
             published_before: date("published_before", self.published_before)?,
         };
-        let sort = match self.sort {
-            Some(raw) => parse_sort(&raw).ok_or_else(|| {
-                bad("sort", "must be one of published_date, title, price, created_at, optionally prefixed with -".to_owned())
-            })?,
-            None => BookSort::default(),
-        };
-        Ok((filter, sort))
+        Ok((filter, self.sort.unwrap_or_default().into()))
     }
-}
-
-/// `title` ascending, `-title` descending.
-fn parse_sort(text: &str) -> Option<BookSort> {
-    let (descending, name) = match text.strip_prefix('-') {
-        Some(name) => (true, name),
-        None => (false, text),
-    };
-    let key = [
-        BookSortKey::PublishedDate,
-        BookSortKey::Title,
-        BookSortKey::Price,
-        BookSortKey::CreatedAt,
-    ]
-    .into_iter()
-    .find(|key| key.as_str() == name)?;
-    Some(BookSort { key, descending })
 }
 
 /// The opaque form of a book cursor: `<id>|<kind><value>`.
@@ -194,7 +252,7 @@ fn parse_cursor(text: &str) -> Option<BookCursor> {
     let kind = chars.next()?;
     let rest = chars.as_str();
     let value = match kind {
-        'd' => SortValue::Date(parse_date(rest).ok()?),
+        'd' => SortValue::Date(fields::date(rest).ok()?),
         't' => SortValue::Text(rest.to_owned()),
         'p' => SortValue::Cents(rest.parse().ok()?),
         'c' => {
@@ -220,111 +278,6 @@ fn book_response(book: Book) -> HttpResponse {
         .json(BookBody::from(book))
 }
 
-/// The fields of a book body, each parsed; errors gathered per field.
-#[derive(Default)]
-struct ParsedFields {
-    title: Option<Title>,
-    author: Option<Author>,
-    isbn: Option<Isbn>,
-    published_date: Option<Date>,
-    price: Option<Price>,
-}
-
-/// Parses the fields present in `body`. `null` is refused: a book's fields cannot be removed.
-fn parse_fields(body: &Map<String, Value>, errors: &mut ValidationErrors) -> ParsedFields {
-    for name in body.keys() {
-        if READ_ONLY.contains(&name.as_str()) {
-            errors.add(name.as_str(), "is read-only");
-        } else if !WRITABLE.contains(&name.as_str()) {
-            errors.add(name.as_str(), "is not a field of a book");
-        }
-    }
-    let text = |name: &str, errors: &mut ValidationErrors| -> Option<String> {
-        match body.get(name)? {
-            Value::String(text) => Some(text.clone()),
-            Value::Null => {
-                errors.add(name, "cannot be removed");
-                None
-            }
-            _ => {
-                errors.add(name, "must be a string");
-                None
-            }
-        }
-    };
-    let mut fields = ParsedFields::default();
-    if let Some(raw) = text("title", errors) {
-        fields.title = errors.check("title", Title::parse(&raw));
-    }
-    if let Some(raw) = text("author", errors) {
-        fields.author = errors.check("author", Author::parse(&raw));
-    }
-    if let Some(raw) = text("isbn", errors) {
-        fields.isbn = errors.check("isbn", Isbn::parse(&raw));
-    }
-    if let Some(raw) = text("published_date", errors) {
-        fields.published_date = errors.check("published_date", parse_date(&raw));
-    }
-    match body.get("price") {
-        None => {}
-        Some(Value::Number(number)) => {
-            fields.price = errors.check("price", number.to_string().parse::<Price>())
-        }
-        Some(Value::String(text)) => fields.price = errors.check("price", text.parse::<Price>()),
-        Some(Value::Null) => errors.add("price", "cannot be removed"),
-        Some(_) => errors.add("price", "must be a number"),
-    }
-    fields
-}
-
-/// A complete book, for POST and PUT.
-fn parse_draft(body: &Map<String, Value>) -> Result<BookDraft, ApiError> {
-    let mut errors = ValidationErrors::new();
-    let fields = parse_fields(body, &mut errors);
-    for name in WRITABLE {
-        if !body.contains_key(name) {
-            errors.add(name, "is required");
-        }
-    }
-    match fields {
-        ParsedFields {
-            title: Some(title),
-            author: Some(author),
-            isbn: Some(isbn),
-            published_date: Some(published_date),
-            price: Some(price),
-        } if errors.is_empty() => Ok(BookDraft {
-            title,
-            author,
-            isbn,
-            published_date,
-            price,
-        }),
-        _ => Err(ApiError::Validation(errors)),
-    }
-}
-
-/// A merge patch (RFC 7396), for PATCH.
-fn parse_patch(body: &Map<String, Value>) -> Result<BookPatch, ApiError> {
-    let mut errors = ValidationErrors::new();
-    let ParsedFields {
-        title,
-        author,
-        isbn,
-        published_date,
-        price,
-    } = parse_fields(body, &mut errors);
-    errors
-        .into_result(|| BookPatch {
-            title,
-            author,
-            isbn,
-            published_date,
-            price,
-        })
-        .map_err(ApiError::Validation)
-}
-
 /// List books: filter, sort and paginate.
 #[utoipa::path(
     tag = "books",
@@ -332,7 +285,7 @@ fn parse_patch(body: &Map<String, Value>) -> Result<BookPatch, ApiError> {
     responses(
         (status = 200, description = "One page of books", body = PageBody<BookBody>,
             headers(("Link" = String, description = "The next page, when there is one"))),
-        (status = 400, description = "A bad filter, sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        ListQuery, Unavailable,
     )
 )]
 #[get("/books")]
@@ -363,11 +316,17 @@ pub async fn list_books(
 }
 
 /// The five most recently published books.
-#[utoipa::path(tag = "books", responses((status = 200, description = "The books, newest first", body = crate::dto::ItemsBody<BookBody>)))]
+#[utoipa::path(
+    tag = "books",
+    responses(
+        (status = 200, description = "The books, newest first", body = ItemsBody<BookBody>),
+        Unavailable,
+    )
+)]
 #[get("/books/recent")]
 pub async fn list_recent_books(catalog: Catalog) -> Result<HttpResponse, ApiError> {
     let books = catalog.list_recent_books().await?;
-    Ok(HttpResponse::Ok().json(crate::dto::ItemsBody {
+    Ok(HttpResponse::Ok().json(ItemsBody {
         items: books.into_iter().map(BookBody::from).collect::<Vec<_>>(),
     }))
 }
@@ -377,14 +336,11 @@ pub async fn list_recent_books(catalog: Catalog) -> Result<HttpResponse, ApiErro
     tag = "books",
     security(("bearer" = [])),
     request_body = BookInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry with the same key gets the first response")),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "Created", body = BookBody,
             headers(("Location" = String, description = "The new book's URL"), ("ETag" = String))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "ISBN taken, or the same Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or an Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Idempotent, Conflict, Unavailable,
     )
 )]
 #[post("/books")]
@@ -393,11 +349,12 @@ pub async fn create_book(
     catalog: Catalog,
     idempotency: Idempotency,
     Authenticated(caller): Authenticated,
-    body: web::Json<Map<String, Value>>,
+    key: IdempotencyKey,
+    Body(body): Body<BookInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let draft = parse_draft(&body)?;
+    let draft = body.parse()?;
     let scope = scope(&req, Some(caller));
-    run_idempotently(&req, idempotency.as_ref(), &scope, &*body, async {
+    run_idempotently(&req, key, idempotency.as_ref(), &scope, &body, async {
         let book = catalog.create_book(caller, draft).await?;
         Ok(
             Replayable::json(StatusCode::CREATED, &BookBody::from(book.clone()))?
@@ -433,8 +390,8 @@ fn none_match(req: &HttpRequest, current: &str) -> bool {
     ),
     responses(
         (status = 200, description = "The book", body = BookBody, headers(("ETag" = String))),
-        (status = 304, description = "Not modified"),
-        (status = 404, description = "No such book", body = Problem, content_type = "application/problem+json"),
+        (status = 304, description = "Not modified", headers(("ETag" = String))),
+        NotFound, Unavailable,
     )
 )]
 #[get("/books/{id}")]
@@ -458,32 +415,24 @@ pub async fn get_book(
     tag = "books",
     security(("bearer" = [])),
     request_body = BookInput,
-    params(
-        ("id" = String, Path, description = "A book id, `book_…`"),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the book's ETag still matches"),
-    ),
+    params(("id" = String, Path, description = "A book id, `book_…`"), IfMatch),
     responses(
         (status = 200, description = "Replaced", body = BookBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Neither the owner nor an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such book", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "ISBN taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The book changed since it was read", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or read-only fields", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Forbidden, NotFound, Conflict, Conditional, Unavailable,
     )
 )]
 #[put("/books/{id}")]
 pub async fn replace_book(
-    req: HttpRequest,
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    body: web::Json<Map<String, Value>>,
+    if_match: IfMatch,
+    Body(body): Body<BookInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
-    let draft = parse_draft(&body)?;
+    let draft = body.parse()?;
     let book = catalog
-        .replace_book(caller, id, draft, if_match(&req)?)
+        .replace_book(caller, id, draft, if_match.expected()?)
         .await?;
     Ok(book_response(book))
 }
@@ -492,33 +441,25 @@ pub async fn replace_book(
 #[utoipa::path(
     tag = "books",
     security(("bearer" = [])),
-    request_body(content = BookInput, content_type = "application/merge-patch+json", description = "Any subset of the writable fields"),
-    params(
-        ("id" = String, Path, description = "A book id, `book_…`"),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the book's ETag still matches"),
-    ),
+    request_body(content = BookPatchInput, content_type = "application/merge-patch+json"),
+    params(("id" = String, Path, description = "A book id, `book_…`"), IfMatch),
     responses(
         (status = 200, description = "Updated", body = BookBody, headers(("ETag" = String))),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Neither the owner nor an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such book", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "ISBN taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The book changed since it was read", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or read-only fields", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Forbidden, NotFound, Conflict, Conditional, Unavailable,
     )
 )]
 #[patch("/books/{id}")]
 pub async fn update_book(
-    req: HttpRequest,
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
-    body: web::Json<Map<String, Value>>,
+    if_match: IfMatch,
+    Body(body): Body<BookPatchInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
-    let patch = parse_patch(&body)?;
+    let patch = body.parse()?;
     let book = catalog
-        .update_book(caller, id, patch, if_match(&req)?)
+        .update_book(caller, id, patch, if_match.expected()?)
         .await?;
     Ok(book_response(book))
 }
@@ -527,27 +468,23 @@ pub async fn update_book(
 #[utoipa::path(
     tag = "books",
     security(("bearer" = [])),
-    params(
-        ("id" = String, Path, description = "A book id, `book_…`"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the book's ETag still matches"),
-    ),
+    params(("id" = String, Path, description = "A book id, `book_…`"), IfMatch),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Neither the owner nor an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such book", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The book changed since it was read", body = Problem, content_type = "application/problem+json"),
+        Bearer, Forbidden, NotFound, Conditional, Unavailable,
     )
 )]
 #[delete("/books/{id}")]
 pub async fn delete_book(
-    req: HttpRequest,
     catalog: Catalog,
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let id = book_id(&id)?;
-    catalog.delete_book(caller, id, if_match(&req)?).await?;
+    catalog
+        .delete_book(caller, id, if_match.expected()?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,21 +1,9 @@
 //! Liveness and readiness probes, outside the versioned API.
 
 use actix_web::{HttpResponse, get, web};
-use serde::Serialize;
-use utoipa::ToSchema;
 use waiter_ports::health::{DependencyState, HealthUseCases};
 
-/// The state of the server and its dependencies.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HealthBody {
-    /// `ok`; `degraded` when an optional dependency (the cache) is down and
-    /// the server serves without it; `unavailable` when it cannot serve.
-    #[schema(example = "ok")]
-    pub status: &'static str,
-    /// Each dependency by name, with `ok`, `degraded` or `unavailable`.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub checks: std::collections::BTreeMap<&'static str, &'static str>,
-}
+use crate::dto::HealthBody;
 
 fn word(state: DependencyState) -> &'static str {
     match state {

@@ -8,13 +8,15 @@ use waiter_domain::SessionId;
 use waiter_ports::identity::{Credentials, IdentityUseCases};
 
 use crate::dto::{ItemsBody, SessionBody, TokenBody};
-use crate::error::{ApiError, Problem};
-use crate::extract::Authenticated;
+use crate::error::ApiError;
+use crate::extract::{Authenticated, Body};
+use crate::responses::{Bearer, JsonBody, NotFound, Unavailable};
 
 type Identity = web::Data<dyn IdentityUseCases>;
 
-/// The body of a sign-in.
+/// The body of a sign-in. Any email and password may be tried; a wrong pair is a 401.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SignInRequest {
     #[schema(example = "ann@example.com")]
     pub email: String,
@@ -24,6 +26,7 @@ pub struct SignInRequest {
 
 /// The body of a refresh.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from the last sign-in or refresh.
     pub refresh_token: String,
@@ -42,16 +45,15 @@ fn tokens_response(tokens: TokenBody) -> HttpResponse {
     request_body = SignInRequest,
     responses(
         (status = 201, description = "Signed in", body = TokenBody),
-        (status = 401, description = "Unknown email or wrong password", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Unavailable,
     )
 )]
 #[post("/sessions")]
 pub async fn create_session(
     identity: Identity,
-    body: web::Json<SignInRequest>,
+    Body(body): Body<SignInRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let SignInRequest { email, password } = body.into_inner();
+    let SignInRequest { email, password } = body;
     let tokens = identity
         .create_session(Credentials { email, password })
         .await?;
@@ -65,13 +67,13 @@ pub async fn create_session(
     request_body = RefreshRequest,
     responses(
         (status = 201, description = "A new token pair", body = TokenBody),
-        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+        JsonBody, Bearer, Unavailable,
     )
 )]
 #[post("/sessions/refresh")]
 pub async fn refresh_session(
     identity: Identity,
-    body: web::Json<RefreshRequest>,
+    Body(body): Body<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = identity.refresh_session(&body.refresh_token).await?;
     Ok(tokens_response(tokens.into()))
@@ -83,7 +85,7 @@ pub async fn refresh_session(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The current session", body = SessionBody),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, NotFound, Unavailable,
     )
 )]
 #[get("/sessions/me")]
@@ -101,7 +103,7 @@ pub async fn get_current_session(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, NotFound, Unavailable,
     )
 )]
 #[delete("/sessions/me")]
@@ -119,7 +121,7 @@ pub async fn delete_current_session(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The sessions", body = ItemsBody<SessionBody>),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, Unavailable,
     )
 )]
 #[get("/sessions")]
@@ -139,7 +141,7 @@ pub async fn list_sessions(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session ended"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Bearer, Unavailable,
     )
 )]
 #[delete("/sessions")]
@@ -158,8 +160,7 @@ pub async fn delete_all_sessions(
     params(("id" = String, Path, description = "A session id, `sess_…`")),
     responses(
         (status = 204, description = "Session ended"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such session among the caller's", body = Problem, content_type = "application/problem+json"),
+        Bearer, NotFound, Unavailable,
     )
 )]
 #[delete("/sessions/{id}")]

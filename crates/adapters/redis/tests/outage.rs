@@ -43,7 +43,7 @@ async fn a_silent_redis_costs_a_bounded_wait_then_nothing_until_it_returns() {
             "{outcome:?}"
         );
         assert!(
-            started.elapsed() < Duration::from_millis(600),
+            started.elapsed() < Duration::from_secs(1),
             "a call waited {:?}",
             started.elapsed()
         );

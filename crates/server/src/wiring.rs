@@ -146,14 +146,8 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
             let redis = RedisCache::connect(url, config.redis_prefix.clone())
                 .await
                 .context("cannot connect to Redis (REDIS_URL)")?;
-            match redis.eviction_policy().await? {
-                Some(policy) if policy != "noeviction" => tracing::warn!(
-                    policy,
-                    "Redis may evict keys under memory pressure; an evicted session revocation \
-                     revives a signed-out token: set maxmemory-policy noeviction"
-                ),
-                _ => {}
-            }
+            // Nothing here must survive: the database holds revocations and
+            // idempotency keys, so Redis may evict or lose any key.
             Ok(CacheAdapters {
                 shared: Some(Arc::new(redis.clone())),
                 reads: Arc::new(redis.clone()),

@@ -42,25 +42,6 @@ impl RedisCache {
     pub async fn clear_prefix(&self) -> Result<(), PortError> {
         self.namespace.clear().await
     }
-
-    /// The server's `maxmemory-policy`, or `None` where `CONFIG GET` is
-    /// refused (as some managed services do).
-    ///
-    /// Waiter keeps session revocations here: under an `allkeys-*` or
-    /// `volatile-*` policy a full server may evict one and bring a signed-out
-    /// token back, so the server warns at start-up unless this is `noeviction`.
-    pub async fn eviction_policy(&self) -> Result<Option<String>, PortError> {
-        let reply: Result<Vec<String>, _> = self
-            .namespace
-            .query(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
-            .await;
-        match reply {
-            Ok(pair) => Ok(pair.into_iter().nth(1)),
-            // A refused command is a server error, not unavailability.
-            Err(PortError::Unexpected(_)) => Ok(None),
-            Err(err) => Err(err),
-        }
-    }
 }
 
 /// Shows the prefix only; the connection's address may carry a password.

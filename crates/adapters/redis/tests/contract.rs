@@ -157,24 +157,6 @@ async fn probe_pings_redis() {
 }
 
 #[tokio::test]
-async fn the_eviction_policy_is_read_from_the_server() {
-    let Some(cache) = connect(&unique_prefix()).await else {
-        return;
-    };
-    let policy = cache.eviction_policy().await.expect("CONFIG GET");
-    // The local server allows CONFIG; its policy is whatever it was started with.
-    let policy = policy.expect("a policy");
-    assert!(
-        policy == "noeviction"
-            || policy.contains("lru")
-            || policy.contains("lfu")
-            || policy.contains("random")
-            || policy.contains("ttl"),
-        "{policy}"
-    );
-}
-
-#[tokio::test]
 async fn unreachable_server_is_unavailable() {
     // Port 1 is reserved and nothing listens there, so the connection is refused.
     let result = RedisCache::connect("redis://127.0.0.1:1", unique_prefix()).await;

@@ -79,6 +79,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         let json = web::Json::<Value>::from_request(req, payload);
         Box::pin(async move {
             let web::Json(value) = json.await?;
+            // Every body of this API is an object; serde would also read a
+            // struct from an array of its fields in order, which no schema allows.
+            if !value.is_object() {
+                return Err(ApiError::Validation(ValidationErrors::single(
+                    "body",
+                    "must be a JSON object",
+                ))
+                .into());
+            }
             serde_path_to_error::deserialize(value)
                 .map(Body)
                 .map_err(|err| ApiError::Validation(shape_error(&err)).into())

@@ -323,6 +323,24 @@ async fn a_malformed_if_match_is_a_400() {
     }
 }
 
+/// serde would read a struct of optional fields from an empty array; the
+/// schema says every body is an object, and so does the server.
+#[actix_web::test]
+async fn a_body_that_is_not_an_object_is_a_422_even_when_every_field_is_optional() {
+    for body in [json!([]), json!(["Annie"]), json!("Annie"), json!(null)] {
+        let mut identity = identity();
+        identity.expect_update_own_account().never();
+        let request = TestRequest::patch()
+            .uri("/api/v1/accounts/me")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .insert_header((header::IF_MATCH, "W/\"\""))
+            .set_json(&body);
+        let (status, _, problem) = call(identity, request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(problem["errors"][0]["field"], "body", "{body}");
+    }
+}
+
 /// RFC 9110 §13.2.1: a precondition is judged once the request is otherwise valid.
 #[actix_web::test]
 async fn an_invalid_body_is_refused_before_its_precondition() {

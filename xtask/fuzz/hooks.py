@@ -23,6 +23,7 @@ import datetime
 import os
 import re
 import subprocess
+import time
 import uuid
 
 import requests
@@ -39,12 +40,24 @@ class Admin:
     """A bearer token of the fuzzing admin, renewed whenever a request answers 401."""
 
     def get(self, case, context):
+        # A 503 (with Retry-After) asks a client to come back; so does a busy
+        # database for `waiter admin create`. Retry as a client would.
+        for attempt in range(5):
+            try:
+                return self._sign_in_as_admin()
+            except (requests.HTTPError, subprocess.CalledProcessError):
+                if attempt == 4:
+                    raise
+                time.sleep(1)
+
+    def _sign_in_as_admin(self):
         sign_up = requests.post(
             f"{URL}/api/v1/accounts",
             json={"email": EMAIL, "password": PASSWORD, "display_name": "Fuzzer"},
             timeout=30,
         )
         if sign_up.status_code not in (201, 409):
+            sign_up.raise_for_status()
             raise RuntimeError(f"sign-up answered {sign_up.status_code}: {sign_up.text}")
         subprocess.run(
             [os.environ["WAITER_FUZZ_BIN"], "admin", "create", "--email", EMAIL],

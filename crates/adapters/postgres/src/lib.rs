@@ -13,6 +13,8 @@ mod sessions;
 #[cfg(feature = "test-support")]
 mod test_support;
 
+use std::time::Duration;
+
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres};
 use waiter_domain::Timestamp;
@@ -28,6 +30,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations/postgres");
 /// Enough connections for a busy instance without exhausting a small server's
 /// `max_connections` when several instances share it.
 const MAX_CONNECTIONS: u32 = 10;
+
+/// How long a query waits for a connection (a free one, or a new one being
+/// opened): a server out of reach is a 503 within a second, never a hanging
+/// request. A pool this busy is overloaded anyway; shedding load beats
+/// queueing it.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// PostgreSQL, as the SQL stores see it.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +54,7 @@ impl Dialect for PostgresDialect {
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
     async fn connect(url: &str) -> Result<PgPool, PortError> {
-        pool_options(MAX_CONNECTIONS)
+        pool_options(MAX_CONNECTIONS, ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(Self::port_error)

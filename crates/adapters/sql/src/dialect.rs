@@ -63,18 +63,16 @@ pub trait Dialect: Send + Sync + 'static {
     }
 }
 
-/// How long a query waits for a connection (a free one, or a new one being
-/// opened) before the request fails as unavailable: a database out of reach
-/// is a 503 within a second, never a hanging request. A pool this busy is
-/// overloaded anyway; shedding load beats queueing it.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
-
 /// The settings every pool starts from: at most `max_connections`, and a
-/// bounded wait for one.
-pub fn pool_options<DB: Database>(max_connections: u32) -> PoolOptions<DB> {
+/// wait for one bounded by `acquire_timeout` (then the request fails as
+/// unavailable, 503, rather than hanging).
+pub fn pool_options<DB: Database>(
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> PoolOptions<DB> {
     PoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(acquire_timeout)
 }
 
 /// A unique constraint whose violation a store turns into a typed error

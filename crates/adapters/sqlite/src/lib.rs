@@ -36,6 +36,13 @@ const MAX_CONNECTIONS: u32 = 8;
 /// gives up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a query waits for a connection. A local file does not become
+/// unreachable the way a server does: a connection opens in microseconds, and
+/// a wait is writers queueing for the one write lock, each for up to
+/// [`BUSY_TIMEOUT`]. So the wait matches the busy timeout rather than the
+/// sub-second one a network database gets.
+const ACQUIRE_TIMEOUT: Duration = BUSY_TIMEOUT;
+
 /// The URL of a private database in memory, for tests and throwaway runs.
 const IN_MEMORY: &str = "sqlite::memory:";
 
@@ -71,7 +78,7 @@ impl Dialect for SqliteDialect {
                 .await
                 .map_err(PortError::unexpected)?;
         }
-        pool_options(MAX_CONNECTIONS)
+        pool_options(MAX_CONNECTIONS, ACQUIRE_TIMEOUT)
             .connect_with(configure(options))
             .await
             .map_err(Self::port_error)
@@ -91,7 +98,7 @@ impl Dialect for SqliteDialect {
 /// therefore serialised, as they would be in a file anyway.
 async fn in_memory() -> Result<SqlitePool, PortError> {
     let options = SqliteConnectOptions::new().in_memory(true);
-    pool_options(1)
+    pool_options(1, ACQUIRE_TIMEOUT)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)

@@ -34,8 +34,8 @@ impl<D: Dialect> SqlDatabase<D> {
     /// Connects to `url`, failing as `Unavailable` when the database cannot
     /// be reached within [`CONNECT_PATIENCE`].
     ///
-    /// Once serving, a request waits less than a second for a connection
-    /// (then 503); at start-up a database that is still starting, or a
+    /// Once serving, a request's wait for a connection is bounded (then
+    /// 503); at start-up a database that is still starting, or a
     /// machine under load, deserves a few more attempts.
     pub async fn connect(url: &str) -> Result<Self, PortError> {
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;

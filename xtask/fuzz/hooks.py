@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import time
+import traceback
 import uuid
 
 import requests
@@ -42,10 +43,14 @@ class Admin:
     def get(self, case, context):
         # A 503 (with Retry-After) asks a client to come back; so does a busy
         # database for `waiter admin create`. Retry as a client would.
+        # Schemathesis reports only that the fetch failed, so each failure's
+        # cause is written to the hook log `cargo xtask fuzz` names.
         for attempt in range(5):
             try:
                 return self._sign_in_as_admin()
-            except (requests.HTTPError, subprocess.CalledProcessError):
+            except Exception:
+                with open(os.environ["WAITER_FUZZ_HOOK_LOG"], "a") as log:
+                    log.write(f"sign-in attempt {attempt + 1} failed:\n{traceback.format_exc()}\n")
                 if attempt == 4:
                     raise
                 time.sleep(1)
@@ -57,19 +62,21 @@ class Admin:
             timeout=30,
         )
         if sign_up.status_code not in (201, 409):
-            sign_up.raise_for_status()
             raise RuntimeError(f"sign-up answered {sign_up.status_code}: {sign_up.text}")
-        subprocess.run(
+        promote = subprocess.run(
             [os.environ["WAITER_FUZZ_BIN"], "admin", "create", "--email", EMAIL],
-            check=True,
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
         )
+        if promote.returncode != 0:
+            raise RuntimeError(f"`waiter admin create` failed: {promote.stderr}")
         sign_in = requests.post(
             f"{URL}/api/v1/sessions",
             json={"email": EMAIL, "password": PASSWORD},
             timeout=30,
         )
-        sign_in.raise_for_status()
+        if sign_in.status_code != 201:
+            raise RuntimeError(f"sign-in answered {sign_in.status_code}: {sign_in.text}")
         return sign_in.json()["access_token"]
 
     def set(self, case, data, context):

@@ -52,6 +52,8 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
     };
 
     let log = std::fs::File::create(work.join("server.log")).map_err(|err| err.to_string())?;
+    let hook_log = work.join("hook.log");
+    let _ = std::fs::remove_file(&hook_log);
     let mut serve = Command::new(&binary);
     waiter(serve.arg("serve").stdout(Stdio::null()).stderr(log));
     let mut server = Server(
@@ -66,6 +68,7 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
             .env("WAITER_FUZZ_URL", &url)
             .env("WAITER_FUZZ_BIN", &binary)
             .env("WAITER_ADMIN_PASSWORD", &password)
+            .env("WAITER_FUZZ_HOOK_LOG", &hook_log)
             .args(["--config-file", "xtask/fuzz/schemathesis.toml", "run"])
             .arg(format!("{url}/openapi.json"))
             .args(["--checks", "all"])
@@ -79,8 +82,9 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
             .map_err(|err| format!("cannot run schemathesis: {err}"))?;
         if !status.success() {
             return Err(format!(
-                "Schemathesis found failures ({status}); the server's log is {}",
-                work.join("server.log").display()
+                "Schemathesis found failures ({status}); the server's log is {}, the sign-in hook's {}",
+                work.join("server.log").display(),
+                hook_log.display()
             ));
         }
         Ok(())

@@ -67,7 +67,7 @@ pub fn new_account() -> NewAccountRecord {
 /// Inserts a new account, failing the test if the store refuses it.
 pub async fn insert_account(store: &dyn AccountStore) -> Account {
     store
-        .insert(new_account())
+        .insert(new_account(), None)
         .await
         .expect("inserting a new account succeeds")
 }
@@ -77,27 +77,14 @@ fn fresh_email() -> Email {
     Email::parse(&format!("{}@example.com", Ulid::generate())).expect("valid email")
 }
 
-/// What a store must return for a freshly inserted `record`.
-fn expected_account(record: &NewAccountRecord) -> Account {
-    Account {
-        id: record.id,
-        email: record.email.clone(),
-        display_name: record.display_name.clone(),
-        role: record.role,
-        version: Version::INITIAL,
-        created_at: record.created_at,
-        updated_at: record.created_at,
-    }
-}
-
 /// An inserted account comes back exactly as stored, from `insert` and from `find`.
 pub async fn insert_then_find_round_trips(store: &dyn AccountStore) {
     let record = NewAccountRecord {
         role: Role::Admin,
         ..new_account()
     };
-    let inserted = store.insert(record.clone()).await.expect("insert");
-    assert_eq!(inserted, expected_account(&record));
+    let inserted = store.insert(record.clone(), None).await.expect("insert");
+    assert_eq!(inserted, record.account());
     assert_eq!(store.find(record.id).await.expect("find"), Some(inserted));
 
     let missing = AccountId::from_ulid(Ulid::generate());
@@ -113,7 +100,7 @@ pub async fn timestamps_are_kept_to_the_microsecond(store: &dyn AccountStore) {
         created_at: precise,
         ..new_account()
     };
-    let inserted = store.insert(record.clone()).await.expect("insert");
+    let inserted = store.insert(record.clone(), None).await.expect("insert");
     assert_eq!(inserted.created_at, truncate_to_micros(precise));
     assert_eq!(inserted.updated_at, inserted.created_at);
     assert_eq!(store.find(record.id).await.expect("find"), Some(inserted));
@@ -126,7 +113,7 @@ pub async fn a_taken_email_cannot_be_inserted(store: &dyn AccountStore) {
         email: first.email.clone(),
         ..new_account()
     };
-    let result = store.insert(second.clone()).await;
+    let result = store.insert(second.clone(), None).await;
     assert!(
         matches!(result, Err(InsertAccountError::EmailTaken)),
         "expected EmailTaken, got {result:?}"
@@ -146,7 +133,7 @@ pub async fn of_two_concurrent_inserts_with_one_email_exactly_one_wins(store: &d
         email,
         ..new_account()
     };
-    let (a, b) = tokio::join!(store.insert(first), store.insert(second));
+    let (a, b) = tokio::join!(store.insert(first, None), store.insert(second, None));
     let taken = [&a, &b]
         .iter()
         .filter(|result| matches!(result, Err(InsertAccountError::EmailTaken)))
@@ -160,7 +147,7 @@ pub async fn of_two_concurrent_inserts_with_one_email_exactly_one_wins(store: &d
 /// Credentials carry the account and its hash, by email and by id.
 pub async fn credentials_are_found_by_email_and_by_id(store: &dyn AccountStore) {
     let record = new_account();
-    let account = store.insert(record.clone()).await.expect("insert");
+    let account = store.insert(record.clone(), None).await.expect("insert");
 
     let by_email = store
         .find_credentials_by_email(&record.email)
@@ -333,7 +320,7 @@ pub async fn delete_removes_the_account(store: &dyn AccountStore) {
         ..new_account()
     };
     store
-        .insert(reused)
+        .insert(reused, None)
         .await
         .expect("insert with the freed email");
 }

@@ -163,26 +163,9 @@ pub fn new_book(owner: AccountId) -> NewBookRecord {
 /// Inserts `record`, failing the test if the store refuses it.
 pub async fn insert_book(books: &dyn BookStore, record: NewBookRecord) -> Book {
     books
-        .insert(record)
+        .insert(record, None)
         .await
         .expect("inserting a new book succeeds")
-}
-
-/// What a store must return for a freshly inserted `record`.
-fn expected_book(record: &NewBookRecord) -> Book {
-    let draft = &record.draft;
-    Book {
-        id: record.id,
-        title: draft.title.clone(),
-        author: draft.author.clone(),
-        isbn: draft.isbn.clone(),
-        published_date: draft.published_date,
-        price: draft.price,
-        owner: record.owner,
-        version: Version::INITIAL,
-        created_at: record.created_at,
-        updated_at: record.created_at,
-    }
 }
 
 /// A query for the first `limit` books matching `filter`, in `sort` order.
@@ -305,8 +288,8 @@ pub async fn insert_then_find_round_trips(accounts: &dyn AccountStore, books: &d
             now(),
         ),
     ] {
-        let inserted = books.insert(record.clone()).await.expect("insert");
-        assert_eq!(inserted, expected_book(&record));
+        let inserted = books.insert(record.clone(), None).await.expect("insert");
+        assert_eq!(inserted, record.book());
         assert_eq!(books.find(record.id).await.expect("find"), Some(inserted));
     }
 
@@ -320,7 +303,7 @@ pub async fn a_taken_isbn_cannot_be_inserted(accounts: &dyn AccountStore, books:
     let first = insert_book(books, new_book(owner.id)).await;
     let mut second = new_book(owner.id);
     second.draft.isbn = first.isbn.clone();
-    let result = books.insert(second.clone()).await;
+    let result = books.insert(second.clone(), None).await;
     assert!(
         matches!(result, Err(InsertBookError::IsbnTaken)),
         "expected IsbnTaken, got {result:?}"
@@ -338,7 +321,7 @@ pub async fn of_two_concurrent_inserts_with_one_isbn_exactly_one_wins(
     let first = new_book(owner.id);
     let mut second = new_book(owner.id);
     second.draft.isbn = first.draft.isbn.clone();
-    let (a, b) = tokio::join!(books.insert(first), books.insert(second));
+    let (a, b) = tokio::join!(books.insert(first, None), books.insert(second, None));
     let taken = [&a, &b]
         .iter()
         .filter(|result| matches!(result, Err(InsertBookError::IsbnTaken)))
@@ -821,7 +804,7 @@ pub async fn bulk_insert_skips_taken_isbns_and_counts_the_rest(
     for (index, record) in batch.iter().enumerate() {
         if ![3, 5, 7].contains(&index) {
             let found = books.find(record.id).await.expect("find");
-            assert_eq!(found, Some(expected_book(record)));
+            assert_eq!(found, Some(record.book()));
         }
     }
 
@@ -835,7 +818,7 @@ pub async fn bulk_insert_skips_taken_isbns_and_counts_the_rest(
     );
     for record in [&large[0], &large[1_500], &large[2_999]] {
         let found = books.find(record.id).await.expect("find");
-        assert_eq!(found, Some(expected_book(record)));
+        assert_eq!(found, Some(record.book()));
     }
     let stored = list_all(books, &BookFilter::default(), ALL_SORTS[0]).await;
     assert_eq!(stored.len(), 1 + 8 + 3_000);
@@ -871,7 +854,7 @@ pub async fn bulk_insert_stores_everything_and_keeps_the_constraints(
     assert_eq!(books.find(load[11_000].id).await.expect("find"), None);
     for record in [&load[0], &load[5], &load[10_000], &load[12_499]] {
         let found = books.find(record.id).await.expect("find");
-        assert_eq!(found, Some(expected_book(record)));
+        assert_eq!(found, Some(record.book()));
     }
     for sort in ALL_SORTS {
         let first = books
@@ -889,7 +872,7 @@ pub async fn bulk_insert_stores_everything_and_keeps_the_constraints(
     let mut twin = new_book(owner.id);
     twin.draft.isbn = load[12_499].draft.isbn.clone();
     assert!(matches!(
-        books.insert(twin).await,
+        books.insert(twin, None).await,
         Err(InsertBookError::IsbnTaken)
     ));
     assert!(matches!(

@@ -1,59 +1,42 @@
-//! The contract every [`IdempotencyStore`] adapter must honour, Redis and in-process alike.
+//! The idempotency contract of the stores: a key is recorded by the store
+//! that creates the resource, in the same transaction, and read back by the
+//! [`IdempotencyStore`].
 //!
-//! Each check is a separate `pub async fn` taking a fresh, empty store; an
-//! adapter's test file runs every one of them as its own `#[tokio::test]`
-//! with [`idempotency_store_contract_tests!`](crate::idempotency_store_contract_tests),
-//! so a failure names the broken behaviour. The checks use fixed keys:
-//! isolation between tests is the caller's job (a new in-process store, or
-//! a unique Redis key prefix per test). Every claim and response is kept for
-//! at most a minute, so whatever a crashed run leaves behind expires on its
-//! own. Claim tokens are fixed too: the store must honour whatever token the
-//! caller picks.
-
-use std::time::Duration;
+//! Each check is a `pub async fn` taking an account store, a book store and
+//! an idempotency store over one fresh database; an adapter's test file runs
+//! every one of them as its own test with
+//! [`idempotency_store_contract_tests!`](crate::idempotency_store_contract_tests).
 
 use futures::future::join_all;
+use time::Duration;
+use waiter_domain::Timestamp;
+use waiter_ports::catalog::{BookStore, InsertBookError};
 use waiter_ports::idempotency::{
-    ClaimOutcome, ClaimToken, Fingerprint, IdempotencyStore, StoredResponse,
+    Fingerprint, IdempotencyRecord, IdempotencyStore, KeyTaken, Remembered, StoredResponse,
 };
+use waiter_ports::identity::{AccountStore, InsertAccountError};
 
-/// Generates one `#[tokio::test]` per idempotency store check.
+use crate::accounts::{insert_account, new_account, now};
+use crate::books::{insert_book, new_book};
+
+/// Generates one `#[tokio::test]` per idempotency check.
 ///
-/// `$fixture` is an `async fn(check: impl AsyncFnOnce(&dyn IdempotencyStore))`
-/// that sets up a fresh, empty store, runs `check` on it and cleans up.
+/// `$fixture` is an `async fn(check: impl AsyncFnOnce(&dyn AccountStore,
+/// &dyn BookStore, &dyn IdempotencyStore))` that sets up fresh, empty stores
+/// on one database, runs `check` and cleans up.
 #[macro_export]
 macro_rules! idempotency_store_contract_tests {
     ($fixture:path) => {
         $crate::__contract_tests!(idempotency, $fixture:
-            claiming_a_free_key_claims_it,
-            claimed_key_is_in_flight,
-            completed_key_replays_the_response,
-            release_frees_the_key,
-            release_keeps_a_completed_response,
-            only_the_holder_completes_or_releases,
-            stale_claims_complete_and_release_nothing,
-            claims_and_responses_expire,
-            concurrent_claims_admit_exactly_one,
-            keys_are_independent,
+            a_key_recorded_with_a_book_replays_its_response,
+            a_key_recorded_with_an_account_replays_its_response,
+            a_recorded_key_refuses_another_record_and_its_resource,
+            a_refused_resource_records_no_key,
+            an_expired_key_is_recorded_anew,
+            of_concurrent_records_of_one_key_exactly_one_commits,
+            prune_forgets_only_what_expired,
         );
     };
-}
-
-/// Long enough to outlive any check, short enough that leftovers vanish.
-const LONG: Duration = Duration::from_secs(60);
-
-/// How long a claim lasts in the checks that wait for one to expire: long
-/// enough for a few database transactions on a loaded machine to fit in it.
-const SHORT: Duration = Duration::from_secs(1);
-
-/// Claim tokens of distinct requests; the later ones claim after the earlier.
-const FIRST: ClaimToken = ClaimToken(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-const SECOND: ClaimToken = ClaimToken(u128::MAX);
-const THIRD: ClaimToken = ClaimToken(3);
-
-/// A fingerprint told apart from others by `seed`.
-fn fingerprint(seed: u8) -> Fingerprint {
-    Fingerprint([seed; 32])
 }
 
 /// A response exercising what must survive storage: several headers in a
@@ -62,298 +45,286 @@ fn created_response() -> StoredResponse {
     StoredResponse {
         status: 201,
         headers: vec![
-            ("Location".to_owned(), "/books/01JD3Y".to_owned()),
-            ("ETag".to_owned(), "\"v1\"".to_owned()),
-            ("Link".to_owned(), "</books>; rel=\"collection\"".to_owned()),
-            ("Link".to_owned(), "</authors/7>; rel=\"author\"".to_owned()),
+            ("location".to_owned(), "/books/01JD3Y".to_owned()),
+            ("etag".to_owned(), "\"1\"".to_owned()),
+            ("link".to_owned(), "</books>; rel=\"collection\"".to_owned()),
+            ("link".to_owned(), "</authors/7>; rel=\"author\"".to_owned()),
         ],
         body: vec![b'{', 0xff, 0xfe, 0x00, 0xc3, 0x28, b'}'],
     }
 }
 
-async fn claim(
-    store: &dyn IdempotencyStore,
-    key: &str,
-    token: ClaimToken,
-    seed: u8,
-    ttl: Duration,
-) -> ClaimOutcome {
-    store
-        .claim(key, token, fingerprint(seed), ttl)
-        .await
-        .unwrap_or_else(|error| panic!("claim {key:?} failed: {error:?}"))
-}
-
-/// Completes `key` under `token`, returning whether the store acted.
-async fn complete(
-    store: &dyn IdempotencyStore,
-    key: &str,
-    token: ClaimToken,
-    seed: u8,
-    response: StoredResponse,
-    ttl: Duration,
-) -> bool {
-    store
-        .complete(key, token, fingerprint(seed), response, ttl)
-        .await
-        .unwrap_or_else(|error| panic!("complete {key:?} failed: {error:?}"))
-}
-
-/// Releases `key` under `token`, returning whether the store acted.
-async fn release(store: &dyn IdempotencyStore, key: &str, token: ClaimToken) -> bool {
-    store
-        .release(key, token)
-        .await
-        .unwrap_or_else(|error| panic!("release {key:?} failed: {error:?}"))
-}
-
-fn in_flight(seed: u8) -> ClaimOutcome {
-    ClaimOutcome::InFlight {
-        fingerprint: fingerprint(seed),
+/// A record of `key` for a request told apart by `seed`, made at `at` and
+/// kept for `ttl`.
+fn record(key: &str, seed: u8, at: Timestamp, ttl: Duration) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key: key.to_owned(),
+        remembered: Remembered {
+            fingerprint: Fingerprint([seed; 32]),
+            response: StoredResponse {
+                status: 201,
+                headers: vec![("etag".to_owned(), format!("\"{seed}\""))],
+                body: vec![seed],
+            },
+        },
+        created_at: at,
+        expires_at: at + ttl,
     }
 }
 
-fn completed(seed: u8, response: StoredResponse) -> ClaimOutcome {
-    ClaimOutcome::Completed {
-        fingerprint: fingerprint(seed),
-        response,
-    }
+async fn find(store: &dyn IdempotencyStore, key: &str, now: Timestamp) -> Option<Remembered> {
+    store
+        .find(key, now)
+        .await
+        .unwrap_or_else(|error| panic!("find {key:?} failed: {error:?}"))
 }
 
-/// A key never claimed is free, and claiming it succeeds.
-pub async fn claiming_a_free_key_claims_it(store: &dyn IdempotencyStore) {
+/// A book inserted with a record: the key replays exactly what was recorded,
+/// until it expires.
+pub async fn a_key_recorded_with_a_book_replays_its_response(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let mut remember = record("account:a|k", 1, at, Duration::hours(24));
+    remember.remembered.response = created_response();
+    let book = new_book(owner.id);
+    let inserted = books
+        .insert(book.clone(), Some(remember.clone()))
+        .await
+        .expect("a book with a new key is inserted");
+    assert_eq!(inserted, book.book());
     assert_eq!(
-        claim(store, "key", FIRST, 1, LONG).await,
-        ClaimOutcome::Claimed
+        find(keys, "account:a|k", at).await,
+        Some(remember.remembered.clone())
+    );
+    assert_eq!(
+        find(
+            keys,
+            "account:a|k",
+            remember.expires_at - Duration::microseconds(1)
+        )
+        .await,
+        Some(remember.remembered),
+        "kept until it expires"
+    );
+    assert_eq!(find(keys, "account:a|k", remember.expires_at).await, None);
+    assert_eq!(find(keys, "account:a|other", at).await, None);
+}
+
+/// The same for an account: any creating store can record a key.
+pub async fn a_key_recorded_with_an_account_replays_its_response(
+    accounts: &dyn AccountStore,
+    _books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let at = now();
+    let remember = record("client:127.0.0.1|k", 2, at, Duration::hours(24));
+    let account = new_account();
+    let inserted = accounts
+        .insert(account.clone(), Some(remember.clone()))
+        .await
+        .expect("an account with a new key is inserted");
+    assert_eq!(inserted, account.account());
+    assert_eq!(
+        find(keys, "client:127.0.0.1|k", at).await,
+        Some(remember.remembered)
     );
 }
 
-/// A second claim, for the same request or another, finds the first one's
-/// fingerprint in flight.
-pub async fn claimed_key_is_in_flight(store: &dyn IdempotencyStore) {
-    claim(store, "key", FIRST, 1, LONG).await;
-    assert_eq!(claim(store, "key", SECOND, 1, LONG).await, in_flight(1));
-    assert_eq!(claim(store, "key", THIRD, 2, LONG).await, in_flight(1));
-}
+/// A key holding a live record refuses another, and the resource that came
+/// with it is not stored.
+pub async fn a_recorded_key_refuses_another_record_and_its_resource(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let first = record("account:a|k", 1, at, Duration::hours(24));
+    books
+        .insert(new_book(owner.id), Some(first.clone()))
+        .await
+        .expect("first insert");
 
-/// A completed key replays the first request's fingerprint and response
-/// exactly: status, headers in order, body bytes. Empty headers and body too.
-pub async fn completed_key_replays_the_response(store: &dyn IdempotencyStore) {
-    claim(store, "key", FIRST, 1, LONG).await;
-    assert!(complete(store, "key", FIRST, 1, created_response(), LONG).await);
-    assert_eq!(
-        claim(store, "key", SECOND, 2, LONG).await,
-        completed(1, created_response())
+    let refused = new_book(owner.id);
+    let later = record(
+        "account:a|k",
+        2,
+        at + Duration::seconds(1),
+        Duration::hours(24),
     );
-
-    let bare = StoredResponse {
-        status: 204,
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
-    claim(store, "bare", FIRST, 3, LONG).await;
-    assert!(complete(store, "bare", FIRST, 3, bare.clone(), LONG).await);
-    assert_eq!(
-        claim(store, "bare", SECOND, 3, LONG).await,
-        completed(3, bare)
-    );
-}
-
-/// A released claim frees its key for the next claim; releasing a free key
-/// is not an error, and does nothing.
-pub async fn release_frees_the_key(store: &dyn IdempotencyStore) {
-    claim(store, "key", FIRST, 1, LONG).await;
-    assert!(release(store, "key", FIRST).await, "the holder releases");
-    assert_eq!(
-        claim(store, "key", SECOND, 2, LONG).await,
-        ClaimOutcome::Claimed
-    );
-    assert_eq!(claim(store, "key", THIRD, 1, LONG).await, in_flight(2));
-
-    assert!(!release(store, "never-claimed", FIRST).await);
-    assert_eq!(
-        claim(store, "never-claimed", FIRST, 1, LONG).await,
-        ClaimOutcome::Claimed
-    );
-}
-
-/// A release arriving after `complete`, even by the claim's holder, leaves
-/// the response in place, so a late or mistaken release cannot make a
-/// completed request run twice. A claim completes only once.
-pub async fn release_keeps_a_completed_response(store: &dyn IdempotencyStore) {
-    claim(store, "key", FIRST, 1, LONG).await;
-    assert!(complete(store, "key", FIRST, 1, created_response(), LONG).await);
-    assert!(!release(store, "key", FIRST).await);
-    let other = StoredResponse {
-        status: 200,
-        headers: Vec::new(),
-        body: b"second".to_vec(),
-    };
-    assert!(!complete(store, "key", FIRST, 1, other, LONG).await);
-    assert_eq!(
-        claim(store, "key", SECOND, 2, LONG).await,
-        completed(1, created_response())
-    );
-}
-
-/// Only the holder's token completes or releases a claim: any other token
-/// leaves the claim in flight and returns `false`.
-pub async fn only_the_holder_completes_or_releases(store: &dyn IdempotencyStore) {
-    claim(store, "key", FIRST, 1, LONG).await;
-    assert!(!complete(store, "key", SECOND, 2, created_response(), LONG).await);
-    assert!(!release(store, "key", SECOND).await);
-    assert_eq!(claim(store, "key", THIRD, 3, LONG).await, in_flight(1));
-
-    assert!(!complete(store, "never-claimed", FIRST, 1, created_response(), LONG).await);
-    assert_eq!(
-        claim(store, "never-claimed", FIRST, 1, LONG).await,
-        ClaimOutcome::Claimed,
-        "completing a free key must not store a response"
-    );
-}
-
-/// A request that outlived its claim, which a later request has taken over
-/// since, can neither complete nor release: both return `false`, and the
-/// later request's claim stands until it completes or releases it itself.
-///
-/// Sleeps, because expiry in real time is the behaviour under test.
-pub async fn stale_claims_complete_and_release_nothing(store: &dyn IdempotencyStore) {
-    claim(store, "completed", FIRST, 1, SHORT).await;
-    claim(store, "released", FIRST, 1, SHORT).await;
-    tokio::time::sleep(SHORT * 2).await;
-    for key in ["completed", "released"] {
-        assert_eq!(
-            claim(store, key, SECOND, 1, LONG).await,
-            ClaimOutcome::Claimed,
-            "{key}: an expired claim frees its key"
-        );
-    }
-
+    let result = books.insert(refused.clone(), Some(later.clone())).await;
     assert!(
-        !complete(store, "completed", FIRST, 1, created_response(), LONG).await,
-        "a stale claim must not complete"
+        matches!(result, Err(InsertBookError::KeyTaken(KeyTaken))),
+        "{result:?}"
     );
+    assert_eq!(books.find(refused.id).await.expect("find"), None);
+
+    let account = new_account();
+    let result = accounts.insert(account.clone(), Some(later)).await;
     assert!(
-        !release(store, "released", FIRST).await,
-        "a stale claim must not release"
+        matches!(result, Err(InsertAccountError::KeyTaken(KeyTaken))),
+        "{result:?}"
     );
-    for key in ["completed", "released"] {
-        assert_eq!(
-            claim(store, key, THIRD, 1, LONG).await,
-            in_flight(1),
-            "{key}: the later claim must stand"
-        );
-    }
-
-    let later = StoredResponse {
-        status: 201,
-        headers: Vec::new(),
-        body: b"later".to_vec(),
-    };
-    assert!(complete(store, "completed", SECOND, 1, later.clone(), LONG).await);
-    assert!(release(store, "released", SECOND).await);
+    assert_eq!(accounts.find(account.id).await.expect("find"), None);
     assert_eq!(
-        claim(store, "completed", THIRD, 1, LONG).await,
-        completed(1, later)
-    );
-    assert_eq!(
-        claim(store, "released", THIRD, 1, LONG).await,
-        ClaimOutcome::Claimed
+        find(keys, "account:a|k", at).await,
+        Some(first.remembered),
+        "the first record stands"
     );
 }
 
-/// A claim never completed nor released expires after its `claim_ttl`, and a
-/// response after its own `ttl` (which replaces the claim's); either way the
-/// key is free again.
-///
-/// Sleeps, because expiry in real time is the behaviour under test.
-pub async fn claims_and_responses_expire(store: &dyn IdempotencyStore) {
-    claim(store, "abandoned", FIRST, 1, SHORT).await;
-    assert_eq!(
-        claim(store, "abandoned", SECOND, 2, LONG).await,
-        in_flight(1),
-        "a claim must hold before its TTL elapses"
+/// A resource the store refuses (a taken ISBN or email) leaves no record:
+/// the key stays free for a retry.
+pub async fn a_refused_resource_records_no_key(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let taken = insert_book(books, new_book(owner.id)).await;
+    let mut twin = new_book(owner.id);
+    twin.draft.isbn = taken.isbn;
+    let at = now();
+    let result = books
+        .insert(
+            twin,
+            Some(record("account:a|book", 1, at, Duration::hours(1))),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(InsertBookError::IsbnTaken)),
+        "{result:?}"
     );
-    claim(store, "short-response", FIRST, 1, LONG).await;
-    assert!(complete(store, "short-response", FIRST, 1, created_response(), SHORT).await);
-    claim(store, "long-response", FIRST, 1, SHORT).await;
-    assert!(complete(store, "long-response", FIRST, 1, created_response(), LONG).await);
+    assert_eq!(find(keys, "account:a|book", at).await, None);
 
-    tokio::time::sleep(SHORT * 2).await;
+    let mut same_email = new_account();
+    same_email.email = owner.email;
+    let result = accounts
+        .insert(
+            same_email,
+            Some(record("client:x|account", 2, at, Duration::hours(1))),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(InsertAccountError::EmailTaken)),
+        "{result:?}"
+    );
+    assert_eq!(find(keys, "client:x|account", at).await, None);
+}
 
-    assert_eq!(
-        claim(store, "abandoned", SECOND, 2, LONG).await,
-        ClaimOutcome::Claimed,
-        "an abandoned claim must expire"
+/// Once a record has expired, its key takes a new one.
+pub async fn an_expired_key_is_recorded_anew(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let first = record("account:a|k", 1, at, Duration::seconds(10));
+    insert_with(books, owner.id, first.clone())
+        .await
+        .expect("first");
+
+    let just_before = record(
+        "account:a|k",
+        2,
+        first.expires_at - Duration::microseconds(1),
+        Duration::hours(1),
     );
-    assert_eq!(
-        claim(store, "short-response", SECOND, 2, LONG).await,
-        ClaimOutcome::Claimed,
-        "a response must expire after its TTL"
+    let result = insert_with(books, owner.id, just_before).await;
+    assert!(
+        matches!(result, Err(InsertBookError::KeyTaken(_))),
+        "{result:?}"
     );
+
+    let after = record("account:a|k", 3, first.expires_at, Duration::hours(1));
+    insert_with(books, owner.id, after.clone())
+        .await
+        .expect("an expired key is free");
     assert_eq!(
-        claim(store, "long-response", SECOND, 2, LONG).await,
-        completed(1, created_response()),
-        "completing must replace the claim's TTL with the response's"
+        find(keys, "account:a|k", after.created_at).await,
+        Some(after.remembered)
     );
 }
 
-/// Of twenty concurrent claims of one free key exactly one is `Claimed`; the
-/// rest see that one's fingerprint in flight, and only the winner's token
-/// completes it.
-pub async fn concurrent_claims_admit_exactly_one(store: &dyn IdempotencyStore) {
-    const TASKS: u8 = 20;
-    let outcomes = join_all(
-        (0..TASKS).map(|seed| claim(store, "shared", ClaimToken(seed.into()), seed, LONG)),
+async fn insert_with(
+    books: &dyn BookStore,
+    owner: waiter_domain::AccountId,
+    remember: IdempotencyRecord,
+) -> Result<waiter_domain::Book, InsertBookError> {
+    books.insert(new_book(owner), Some(remember)).await
+}
+
+/// Requests racing with one key (on several instances): exactly one
+/// commits its book and record; every other is refused with `KeyTaken`
+/// and leaves nothing behind.
+pub async fn of_concurrent_records_of_one_key_exactly_one_commits(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let attempts: Vec<_> = (1..=8u8)
+        .map(|seed| {
+            (
+                new_book(owner.id),
+                record("account:a|race", seed, at, Duration::hours(1)),
+            )
+        })
+        .collect();
+    let results = join_all(
+        attempts
+            .iter()
+            .map(|(book, remember)| books.insert(book.clone(), Some(remember.clone()))),
     )
     .await;
-
-    let winners: Vec<u8> = (0..TASKS)
-        .zip(&outcomes)
-        .filter_map(|(seed, outcome)| (*outcome == ClaimOutcome::Claimed).then_some(seed))
+    let winners: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, result)| result.is_ok().then_some(i))
         .collect();
-    assert_eq!(winners.len(), 1, "exactly one claim must win: {outcomes:?}");
-    let winner = winners[0];
-    for (seed, outcome) in (0..TASKS).zip(&outcomes) {
-        if seed != winner {
-            assert_eq!(*outcome, in_flight(winner), "claim {seed}");
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (i, result) in results.iter().enumerate() {
+        if i != winners[0] {
+            assert!(
+                matches!(result, Err(InsertBookError::KeyTaken(_))),
+                "{result:?}"
+            );
+            let lost = &attempts[i].0;
+            assert_eq!(books.find(lost.id).await.expect("find"), None);
         }
     }
-
-    let loser = (winner + 1) % TASKS;
-    let (winning, losing) = (ClaimToken(winner.into()), ClaimToken(loser.into()));
-    let response = created_response();
-    assert!(!complete(store, "shared", losing, loser, response.clone(), LONG).await);
-    assert!(complete(store, "shared", winning, winner, response.clone(), LONG).await);
     assert_eq!(
-        claim(store, "shared", THIRD, loser, LONG).await,
-        completed(winner, response)
+        find(keys, "account:a|race", at).await,
+        Some(attempts[winners[0]].1.remembered.clone())
     );
 }
 
-/// Operations on one key leave every other key alone, including keys that
-/// share a prefix and keys claimed with the same token.
-pub async fn keys_are_independent(store: &dyn IdempotencyStore) {
-    claim(store, "a", FIRST, 1, LONG).await;
-    assert_eq!(
-        claim(store, "a:b", FIRST, 2, LONG).await,
-        ClaimOutcome::Claimed
-    );
-    assert_eq!(
-        claim(store, "b", FIRST, 3, LONG).await,
-        ClaimOutcome::Claimed
-    );
+/// Pruning deletes the records that expired and keeps the others.
+pub async fn prune_forgets_only_what_expired(
+    accounts: &dyn AccountStore,
+    books: &dyn BookStore,
+    keys: &dyn IdempotencyStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let short = record("account:a|short", 1, at, Duration::seconds(1));
+    let long = record("account:a|long", 2, at, Duration::hours(1));
+    insert_with(books, owner.id, short).await.expect("short");
+    insert_with(books, owner.id, long.clone())
+        .await
+        .expect("long");
 
-    assert!(complete(store, "a:b", FIRST, 2, created_response(), LONG).await);
-    assert!(release(store, "a", FIRST).await);
-
+    keys.prune(at + Duration::seconds(1)).await.expect("prune");
+    // Asked about a time before either expired, only what survived answers.
+    assert_eq!(find(keys, "account:a|short", at).await, None);
     assert_eq!(
-        claim(store, "a", SECOND, 4, LONG).await,
-        ClaimOutcome::Claimed
+        find(keys, "account:a|long", at).await,
+        Some(long.remembered)
     );
-    assert_eq!(
-        claim(store, "a:b", SECOND, 4, LONG).await,
-        completed(2, created_response())
-    );
-    assert_eq!(claim(store, "b", SECOND, 4, LONG).await, in_flight(3));
 }

@@ -8,6 +8,7 @@ use waiter_domain::{
 };
 
 use crate::PortError;
+use crate::idempotency::{IdempotencyRecord, KeyTaken, Keyed};
 use crate::identity::Caller;
 
 /// What a list of books may be sorted by.
@@ -140,6 +141,26 @@ pub struct NewBookRecord {
     pub created_at: Timestamp,
 }
 
+impl NewBookRecord {
+    /// The book as the store will hold it once inserted, so what a request
+    /// creates can be rendered before its transaction commits.
+    pub fn book(&self) -> Book {
+        let draft = self.draft.clone();
+        Book {
+            id: self.id,
+            title: draft.title,
+            author: draft.author,
+            isbn: draft.isbn,
+            published_date: draft.published_date,
+            price: draft.price,
+            owner: self.owner,
+            version: Version::INITIAL,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
+}
+
 /// New books produced one at a time, so that a bulk load never holds them all in memory.
 pub type BookRecords = Box<dyn Iterator<Item = NewBookRecord> + Send>;
 
@@ -150,6 +171,9 @@ pub enum InsertBookError {
     /// rather than a read before the write, so no race can slip past it.
     #[error("a book with this ISBN already exists")]
     IsbnTaken,
+    /// The idempotency record's key was recorded first by another request.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
     /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
@@ -179,9 +203,16 @@ pub enum WriteBookError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait BookStore: Send + Sync {
-    /// Stores a new book at [`Version::INITIAL`] with `updated_at = created_at`.
-    /// MUST return `IsbnTaken` when another book has the ISBN, whatever the race.
-    async fn insert(&self, record: NewBookRecord) -> Result<Book, InsertBookError>;
+    /// Stores a new book at [`Version::INITIAL`] with `updated_at = created_at`
+    /// ([`NewBookRecord::book`]), and `remember` with it in one transaction.
+    /// MUST return `IsbnTaken` when another book has the ISBN, and `KeyTaken`
+    /// when `remember`'s key holds a record that has not expired, whatever
+    /// the race; either way nothing is stored.
+    async fn insert(
+        &self,
+        record: NewBookRecord,
+        remember: Option<IdempotencyRecord>,
+    ) -> Result<Book, InsertBookError>;
 
     /// Stores every book `records` yields, skipping any whose ISBN is taken,
     /// all of them or (on error) none; returns how many were stored. For
@@ -260,6 +291,10 @@ pub enum CatalogError {
     /// Values that parse but break a rule needing context (a future publication date).
     #[error("{0}")]
     Invalid(ValidationErrors),
+    /// Another request with the same idempotency key created first; nothing
+    /// was created, and the key now replays the other request's response.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
     /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
@@ -278,8 +313,15 @@ pub trait CatalogUseCases: Send + Sync {
     /// One book. `NotFound`.
     async fn get_book(&self, id: BookId) -> Result<Book, CatalogError>;
 
-    /// Adds a book owned by the caller. `Invalid` for a future publication date; `IsbnTaken`.
-    async fn create_book(&self, caller: Caller, draft: BookDraft) -> Result<Book, CatalogError>;
+    /// Adds a book owned by the caller, remembering its response under
+    /// `keyed`'s idempotency key in the same transaction. `Invalid` for a
+    /// future publication date; `IsbnTaken`; `KeyTaken`.
+    async fn create_book(
+        &self,
+        caller: Caller,
+        draft: BookDraft,
+        keyed: Option<Keyed<Book>>,
+    ) -> Result<Book, CatalogError>;
 
     /// Replaces a book's writable fields. `NotFound`; `Forbidden`;
     /// `VersionMismatch` when `expected_version` is stale; `Invalid`; `IsbnTaken`.

@@ -1,10 +1,18 @@
-//! Idempotency keys: the store port that remembers creating requests and
-//! their responses, and the use cases the HTTP adapter drives.
+//! Idempotency keys: a creating request sent again with the same key gets
+//! the first response instead of creating again.
+//!
+//! The key and the response it replays are written by the store that creates
+//! the resource, in the same transaction (an [`IdempotencyRecord`] passed to
+//! its `insert`), so "created" and "remembered" can never disagree: a request
+//! cut short before its commit leaves neither behind, and one that committed
+//! leaves both. The [`IdempotencyStore`] only reads what was remembered.
 
-use std::time::Duration;
+use std::any::Any;
+use std::fmt;
 
 use async_trait::async_trait;
 use thiserror::Error;
+use waiter_domain::Timestamp;
 
 use crate::PortError;
 
@@ -13,8 +21,8 @@ use crate::PortError;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-impl std::fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "Fingerprint({:02x}{:02x}{:02x}{:02x}…)",
@@ -22,13 +30,6 @@ impl std::fmt::Debug for Fingerprint {
         )
     }
 }
-
-/// Who holds a claim: a random 128-bit token the claimer picks (the service
-/// draws a fresh one per request), so a request whose claim expired and was
-/// taken over by a later request can neither complete nor release the later
-/// request's claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClaimToken(pub u128);
 
 /// A response as it is replayed: status, the headers that matter, and the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,77 +42,141 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
-/// What the store found under a key when asked to claim it.
+/// What a key remembers: the request that first used it and its response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// The key was free and is now claimed by the caller, under the
-    /// [`ClaimToken`] it passed, until `complete`, `release` or the claim's expiry.
-    Claimed,
-    /// Another request holds the claim.
-    InFlight {
-        /// What the holder asked for, to tell a retry (409) from a misused key (422).
-        fingerprint: Fingerprint,
-    },
-    /// A request with this key already completed.
-    Completed {
-        /// What the first request asked for, to tell a retry from a misused key.
-        fingerprint: Fingerprint,
-        /// What it was answered, to replay to a retry.
-        response: StoredResponse,
-    },
+pub struct Remembered {
+    /// What the first request asked for, to tell a retry from a misused key.
+    pub fingerprint: Fingerprint,
+    /// What it was answered, to replay to a retry.
+    pub response: StoredResponse,
 }
 
-/// Remembers idempotency keys. Keys are opaque strings already scoped by the
-/// caller (`account:…:key`); adapters may prefix them.
+/// A key and the response to replay under it, for a creating store to write
+/// in the transaction that creates the resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Already scoped to its caller (`account:…|<key>`): unique in the store.
+    pub key: String,
+    /// What was remembered.
+    pub remembered: Remembered,
+    /// From the service's clock. A record of the same key that expired by
+    /// now is replaced; others that expired by now may be pruned.
+    pub created_at: Timestamp,
+    /// Until when the response is replayed.
+    pub expires_at: Timestamp,
+}
+
+/// Why a creating store wrote nothing: another request recorded the key
+/// first (between this request's admission and its commit, on another
+/// instance). The created resource was rolled back with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("another request recorded this idempotency key first")]
+pub struct KeyTaken;
+
+/// Reads what keys remember, and forgets it when it expires.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Atomically claims `key` under `claim` for a request with `fingerprint`
-    /// when it is free, or reports what holds it. Of concurrent claims of one
-    /// free key, exactly one MUST get `Claimed`. A claim not completed or
-    /// released within `claim_ttl` expires, so a crashed request never blocks
-    /// its key forever. `claim` MUST be fresh and unguessable (128 random
-    /// bits): it is all that tells this claim's holder from a later one's.
-    async fn claim(
-        &self,
-        key: &str,
-        claim: ClaimToken,
-        fingerprint: Fingerprint,
-        claim_ttl: Duration,
-    ) -> Result<ClaimOutcome, PortError>;
+    /// What `key` remembers, unless nothing or only a record that expired by `now`.
+    async fn find(&self, key: &str, now: Timestamp) -> Result<Option<Remembered>, PortError>;
 
-    /// Records the response of the request holding `claim` on `key`, kept for
-    /// `ttl`, in place of the claim. Atomically, and only while `key` still
-    /// holds that very claim: returns `Ok(true)` when the response was
-    /// stored, and `Ok(false)`, changing nothing, when the claim is gone —
-    /// it expired (whether or not another request has claimed the key
-    /// since), was released, or was already completed.
-    async fn complete(
-        &self,
-        key: &str,
-        claim: ClaimToken,
-        fingerprint: Fingerprint,
-        response: StoredResponse,
-        ttl: Duration,
-    ) -> Result<bool, PortError>;
+    /// Deletes the records that expired by `now`: they are ignored already,
+    /// this only keeps the store small.
+    async fn prune(&self, now: Timestamp) -> Result<(), PortError>;
+}
 
-    /// Frees `key` without a response, so a retry runs afresh. Atomically,
-    /// and only while `key` still holds `claim`: returns `Ok(true)` when the
-    /// claim was removed, and `Ok(false)`, changing nothing, otherwise — so
-    /// neither a later request's claim nor a completed response is ever
-    /// discarded. Releasing a free key is not an error.
-    async fn release(&self, key: &str, claim: ClaimToken) -> Result<bool, PortError>;
+/// Renders a created resource as the response to remember. It fails only if
+/// the response cannot be encoded, which is no fault of the caller's.
+pub type Render<T> = Box<dyn Fn(&T) -> Result<StoredResponse, PortError> + Send + Sync>;
+
+/// A request admitted to run under its key, until it is dropped: while it
+/// lives, the same key sent again to this instance is answered "in flight".
+pub struct KeyedRequest {
+    key: String,
+    fingerprint: Fingerprint,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    /// Whatever the admitting service keeps the key marked in flight with;
+    /// dropping it unmarks the key, however the request ends.
+    _in_flight: Box<dyn Any + Send + Sync>,
+}
+
+impl KeyedRequest {
+    /// A request admitted under the scoped `key` at `created_at`, whose
+    /// response is to be replayed until `expires_at`, marked in flight by
+    /// `in_flight` until dropped.
+    pub fn new(
+        key: String,
+        fingerprint: Fingerprint,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+        in_flight: impl Any + Send + Sync,
+    ) -> Self {
+        Self {
+            key,
+            fingerprint,
+            created_at,
+            expires_at,
+            _in_flight: Box::new(in_flight),
+        }
+    }
+
+    /// The same request, with how to render what it creates: what a
+    /// creating use case takes.
+    pub fn rendering<T>(self, render: Render<T>) -> Keyed<T> {
+        Keyed {
+            request: self,
+            render,
+        }
+    }
+}
+
+impl fmt::Debug for KeyedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRequest")
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A creating request with an idempotency key, as a creating use case takes
+/// it: the use case renders what it is about to create and has the store
+/// write the record with it.
+pub struct Keyed<T> {
+    request: KeyedRequest,
+    render: Render<T>,
+}
+
+impl<T> Keyed<T> {
+    /// The record to write with `created`, the resource as it will be stored.
+    pub fn record(&self, created: &T) -> Result<IdempotencyRecord, PortError> {
+        Ok(IdempotencyRecord {
+            key: self.request.key.clone(),
+            remembered: Remembered {
+                fingerprint: self.request.fingerprint,
+                response: (self.render)(created)?,
+            },
+            created_at: self.request.created_at,
+            expires_at: self.request.expires_at,
+        })
+    }
+}
+
+impl<T> fmt::Debug for Keyed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a request with an idempotency key should proceed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Admission {
-    /// Run the request, then [`IdempotencyUseCases::finish`] (or `abandon`)
-    /// it with this claim.
-    Proceed {
-        /// Proves this request holds the key when it finishes or abandons it.
-        claim: ClaimToken,
-    },
+    /// Run the request, handing it to the creating use case.
+    Proceed(KeyedRequest),
     /// Answer with the first response instead of running again.
     Replay(StoredResponse),
 }
@@ -133,34 +198,20 @@ pub enum IdempotencyError {
     Port(#[from] PortError),
 }
 
-/// Idempotent handling of creating requests, as the HTTP adapter drives it.
+/// Admission of creating requests with an idempotency key, as the HTTP
+/// adapter drives it.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait IdempotencyUseCases: Send + Sync {
     /// Admits a request with `key` within `scope` (the account, or the client
-    /// address when anonymous). `InvalidKey`; `InFlight`; `Mismatch`.
+    /// address when anonymous): a replay of what the key remembers, or a
+    /// [`KeyedRequest`] to run. `InvalidKey`; `InFlight` while a request with
+    /// the key runs on this instance; `Mismatch` when the key was used for
+    /// another request.
     async fn begin(
         &self,
         scope: &str,
         key: &str,
         fingerprint: Fingerprint,
     ) -> Result<Admission, IdempotencyError>;
-
-    /// Stores the response of a request admitted with `claim` for replay.
-    /// `Ok(false)` when nothing was stored because the claim had expired (the
-    /// request outlived the claim TTL): a later request with the key may have
-    /// run or be running, and its claim or response stands.
-    async fn finish(
-        &self,
-        scope: &str,
-        key: &str,
-        claim: ClaimToken,
-        fingerprint: Fingerprint,
-        response: StoredResponse,
-    ) -> Result<bool, PortError>;
-
-    /// Frees the key of a request admitted with `claim` that failed in a way
-    /// worth retrying. `Ok(false)` when the claim had already expired, so
-    /// there was nothing of this request's left to free.
-    async fn abandon(&self, scope: &str, key: &str, claim: ClaimToken) -> Result<bool, PortError>;
 }

@@ -18,6 +18,7 @@ use waiter_domain::{
 };
 
 use crate::PortError;
+use crate::idempotency::{IdempotencyRecord, KeyTaken, Keyed};
 
 /// The authenticated principal of a request, read from a verified access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,10 @@ pub enum AccountError {
     /// A new account needs a password and none was given.
     #[error("no account has this email; a password is needed to create one")]
     PasswordRequired,
+    /// Another request with the same idempotency key created first; nothing
+    /// was created, and the key now replays the other request's response.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
     /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
@@ -149,8 +154,14 @@ pub enum SessionError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait IdentityUseCases: Send + Sync {
-    /// Creates a member account. `EmailTaken` when the email is in use.
-    async fn create_account(&self, sign_up: SignUp) -> Result<Account, AccountError>;
+    /// Creates a member account, remembering its response under `keyed`'s
+    /// idempotency key in the same transaction. `EmailTaken` when the email
+    /// is in use; `KeyTaken`.
+    async fn create_account(
+        &self,
+        sign_up: SignUp,
+        keyed: Option<Keyed<Account>>,
+    ) -> Result<Account, AccountError>;
 
     /// Verifies credentials and opens a session. `InvalidCredentials` for an
     /// unknown email or wrong password, taking about as long either way.
@@ -248,6 +259,22 @@ pub struct NewAccountRecord {
     pub created_at: Timestamp,
 }
 
+impl NewAccountRecord {
+    /// The account as the store will hold it once inserted, so what a
+    /// request creates can be rendered before its transaction commits.
+    pub fn account(&self) -> Account {
+        Account {
+            id: self.id,
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+            role: self.role,
+            version: Version::INITIAL,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
+}
+
 /// An account together with its password hash, for verifying a password.
 #[derive(Debug, Clone)]
 pub struct AccountCredentials {
@@ -304,6 +331,9 @@ pub enum InsertAccountError {
     /// rather than a read before the write, so no race can slip past it.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// The idempotency record's key was recorded first by another request.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
     /// Infrastructure failed (see [`PortError`]): not the caller's doing.
     #[error(transparent)]
     Port(#[from] PortError),
@@ -333,11 +363,19 @@ pub enum UpdateAccountError {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait AccountStore: Send + Sync {
-    /// Stores a new account at [`Version::INITIAL`] with `updated_at = created_at`.
+    /// Stores a new account at [`Version::INITIAL`] with `updated_at =
+    /// created_at` ([`NewAccountRecord::account`]), and `remember` with it in
+    /// one transaction.
     ///
     /// MUST return [`InsertAccountError::EmailTaken`] when another account
-    /// has the same (already normalised) email, whatever the race.
-    async fn insert(&self, record: NewAccountRecord) -> Result<Account, InsertAccountError>;
+    /// has the same (already normalised) email, and `KeyTaken` when
+    /// `remember`'s key holds a record that has not expired, whatever the
+    /// race; either way nothing is stored.
+    async fn insert(
+        &self,
+        record: NewAccountRecord,
+        remember: Option<IdempotencyRecord>,
+    ) -> Result<Account, InsertAccountError>;
 
     /// The account with this id, if any.
     async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError>;

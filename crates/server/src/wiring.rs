@@ -169,8 +169,9 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
 #[derive(Clone)]
 pub struct Wiring {
     database: Database,
-    /// Keeps the identity service's revocation set in step with the database.
-    revocation_sync: Arc<tokio::task::JoinHandle<()>>,
+    /// The services' upkeep: keeping the revocation set in step with the
+    /// database, deleting expired idempotency keys.
+    upkeep: Arc<[tokio::task::JoinHandle<()>]>,
     identity: Arc<dyn IdentityUseCases>,
     catalog: Arc<dyn CatalogUseCases>,
     idempotency: Arc<dyn IdempotencyUseCases>,
@@ -211,7 +212,7 @@ impl Wiring {
                 accounts: stores.accounts,
                 sessions: stores.sessions,
                 shared_cache: caches.shared,
-                clock,
+                clock: clock.clone(),
                 events: Arc::new(AccountEventsFanOut::new(vec![catalog.clone()])),
             },
             IdentitySettings {
@@ -223,17 +224,27 @@ impl Wiring {
         )
         .context("cannot start the identity service")
         .map(Arc::new)?;
-        let idempotency =
-            IdempotencyService::new(stores.idempotency, IdempotencySettings::default());
-        Ok(Self {
-            database: database.clone(),
-            revocation_sync: Arc::new(tokio::spawn({
+        let idempotency = Arc::new(IdempotencyService::new(
+            stores.idempotency,
+            clock,
+            IdempotencySettings::default(),
+        ));
+        let upkeep = [
+            tokio::spawn({
                 let identity = identity.clone();
                 async move { identity.keep_revocations_in_sync().await }
-            })),
+            }),
+            tokio::spawn({
+                let idempotency = idempotency.clone();
+                async move { idempotency.keep_pruned().await }
+            }),
+        ];
+        Ok(Self {
+            database: database.clone(),
+            upkeep: Arc::new(upkeep),
             identity,
             catalog,
-            idempotency: Arc::new(idempotency),
+            idempotency,
             health: Arc::new(HealthService::new(vec![stores.probe], vec![caches.probe])),
         })
     }
@@ -241,7 +252,9 @@ impl Wiring {
     /// Stops the background work and closes the database; call it once
     /// nothing serves requests any more.
     pub async fn close(&self) {
-        self.revocation_sync.abort();
+        for task in self.upkeep.iter() {
+            task.abort();
+        }
         self.database.close().await;
     }
 

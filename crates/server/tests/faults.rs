@@ -501,6 +501,75 @@ async fn idempotent_creations_survive_kill_and_cache_loss(setup: &Setup) {
     );
 }
 
+/// Keyed creations in flight when the server is killed: after a restart,
+/// each key's retry creates its book once (or replays the acknowledged
+/// response), so there is exactly one book per key, and a second retry
+/// replays the first retry's answer.
+async fn keyed_writes_cut_short_by_kill(setup: &Setup) {
+    const WRITES: u64 = 40;
+    let server = setup.start().await;
+    let email = format!("cut-{}@example.com", ulid::Ulid::generate());
+    server.sign_up(&email).await;
+    let token = server.sign_in(&email).await.token;
+    let keys: Vec<String> = (0..WRITES)
+        .map(|_| ulid::Ulid::generate().to_string())
+        .collect();
+    let in_flight: Vec<_> = keys
+        .iter()
+        .zip(100..)
+        .map(|(key, n)| tokio::spawn(server.book_request(&token, key, &isbn(n)).send()))
+        .collect();
+    // Long enough for some writes to be answered and some to be committed
+    // unanswered, on this machine; the assertions hold whatever the split.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.kill();
+    let mut acknowledged = Vec::new();
+    for outcome in in_flight {
+        acknowledged.push(match outcome.await.unwrap() {
+            Ok(response) => Some(seen(response).await.0),
+            Err(_) => None,
+        });
+    }
+
+    let server = setup.start().await;
+    let mut retried = Vec::new();
+    for ((key, n), first) in keys.iter().zip(100..).zip(&acknowledged) {
+        let (retry, replayed) = seen(server.create_book(&token, key, &isbn(n)).await).await;
+        assert_eq!(retry.status, StatusCode::CREATED, "{key}: {retry:?}");
+        if let Some(first) = first.as_ref().filter(|first| first.status.is_success()) {
+            assert_eq!(&retry, first, "an acknowledged creation is replayed");
+            assert!(replayed);
+        }
+        retried.push(retry);
+    }
+    for ((key, n), retry) in keys.iter().zip(100..).zip(&retried) {
+        let (again, replayed) = seen(server.create_book(&token, key, &isbn(n)).await).await;
+        assert_eq!(&again, retry, "{key}");
+        assert!(replayed, "{key}");
+    }
+    let listed: Value = server
+        .send(
+            server
+                .request(Method::GET, "/books?limit=100")
+                .bearer_auth(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let titles: std::collections::BTreeSet<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|book| book["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed["items"].as_array().unwrap().len(), WRITES as usize);
+    let expected = keys.iter().map(|key| format!("Book {key}")).collect();
+    assert_eq!(titles, expected, "one book per key, no more");
+    let done = acknowledged.iter().filter(|first| first.is_some()).count();
+    eprintln!("{done} of {WRITES} keyed writes were answered before kill -9");
+}
+
 mod sqlite {
     use super::*;
 
@@ -515,6 +584,13 @@ mod sqlite {
     async fn idempotent_creations_survive_kill() {
         let setup = Setup::sqlite();
         idempotent_creations_survive_kill_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keyed_writes_cut_short_by_kill_happen_once() {
+        let setup = Setup::sqlite();
+        keyed_writes_cut_short_by_kill(&setup).await;
         setup.cleanup().await;
     }
 }
@@ -537,6 +613,15 @@ mod postgres_redis {
             return;
         };
         idempotent_creations_survive_kill_and_cache_loss(&setup).await;
+        setup.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keyed_writes_cut_short_by_kill_happen_once() {
+        let Some(setup) = Setup::postgres_redis(false).await else {
+            return;
+        };
+        keyed_writes_cut_short_by_kill(&setup).await;
         setup.cleanup().await;
     }
 

@@ -1,14 +1,25 @@
 //! Idempotency keys for creating requests: a retry gets the first response.
+//!
+//! What a key remembers is written by the creating store, in the transaction
+//! that creates the resource (see [`waiter_ports::idempotency`]); this service
+//! only admits requests. A key is "in flight" while a request holding it runs
+//! on this instance: a mark in memory, gone with the request however it ends
+//! (a crash included), so a request cut short never blocks its key. Requests
+//! with one key racing on two instances both run; the store lets only the
+//! first commit, and the other replays its response.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use waiter_ports::PortError;
+use waiter_ports::clock::Clock;
 use waiter_ports::idempotency::{
-    Admission, ClaimOutcome, ClaimToken, Fingerprint, IdempotencyError, IdempotencyStore,
-    IdempotencyUseCases, StoredResponse,
+    Admission, Fingerprint, IdempotencyError, IdempotencyStore, IdempotencyUseCases, KeyedRequest,
 };
+
+/// How often expired records are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The longest key a client may send.
 const MAX_KEY_LEN: usize = 255;
@@ -18,30 +29,71 @@ const MAX_KEY_LEN: usize = 255;
 pub struct IdempotencySettings {
     /// How long a response is replayed for (default 24 hours).
     pub retention: Duration,
-    /// How long a request may hold its key before a retry may run again
-    /// (default one minute): a crashed request does not block its key forever.
-    pub claim_ttl: Duration,
 }
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(24 * 3600),
-            claim_ttl: Duration::from_secs(60),
         }
     }
 }
 
+/// The keys of the requests running on this instance, with what each asked for.
+type InFlightKeys = Arc<Mutex<HashMap<String, Fingerprint>>>;
+
 /// Implements [`IdempotencyUseCases`] over an [`IdempotencyStore`].
 pub struct IdempotencyService {
     store: Arc<dyn IdempotencyStore>,
+    clock: Arc<dyn Clock>,
     settings: IdempotencySettings,
+    in_flight: InFlightKeys,
 }
 
 impl IdempotencyService {
-    pub fn new(store: Arc<dyn IdempotencyStore>, settings: IdempotencySettings) -> Self {
-        Self { store, settings }
+    pub fn new(
+        store: Arc<dyn IdempotencyStore>,
+        clock: Arc<dyn Clock>,
+        settings: IdempotencySettings,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            settings,
+            in_flight: InFlightKeys::default(),
+        }
     }
+}
+
+impl IdempotencyService {
+    /// Deletes expired records now and every [`PRUNE_EVERY`]. Runs until
+    /// dropped; the server spawns it. A failure is logged and tried again
+    /// at the next round: expired records are ignored meanwhile.
+    pub async fn keep_pruned(&self) {
+        loop {
+            if let Err(err) = self.store.prune(self.clock.now()).await {
+                tracing::warn!(%err, "cannot delete expired idempotency keys");
+            }
+            tokio::time::sleep(PRUNE_EVERY).await;
+        }
+    }
+}
+
+/// Marks a key in flight until dropped.
+struct InFlight {
+    key: String,
+    keys: InFlightKeys,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.keys).remove(&self.key);
+    }
+}
+
+/// The map, whether or not a panic poisoned it: every update is one call.
+fn lock(keys: &InFlightKeys) -> std::sync::MutexGuard<'_, HashMap<String, Fingerprint>> {
+    keys.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The store key: the caller's scope and their key, so two callers never
@@ -65,67 +117,45 @@ impl IdempotencyUseCases for IdempotencyService {
         if !valid(key) {
             return Err(IdempotencyError::InvalidKey);
         }
-        let claim = ClaimToken(rand::random());
-        let outcome = self
-            .store
-            .claim(
-                &scoped(scope, key),
-                claim,
-                fingerprint,
-                self.settings.claim_ttl,
-            )
-            .await?;
-        match outcome {
-            ClaimOutcome::Claimed => Ok(Admission::Proceed { claim }),
-            ClaimOutcome::InFlight { fingerprint: first } if first != fingerprint => {
+        let key = scoped(scope, key);
+        let now = self.clock.now();
+        if let Some(first) = self.store.find(&key, now).await? {
+            return if first.fingerprint == fingerprint {
+                Ok(Admission::Replay(first.response))
+            } else {
                 Err(IdempotencyError::Mismatch)
-            }
-            ClaimOutcome::InFlight { .. } => Err(IdempotencyError::InFlight),
-            ClaimOutcome::Completed {
-                fingerprint: first, ..
-            } if first != fingerprint => Err(IdempotencyError::Mismatch),
-            ClaimOutcome::Completed { response, .. } => Ok(Admission::Replay(response)),
+            };
         }
-    }
-
-    async fn finish(
-        &self,
-        scope: &str,
-        key: &str,
-        claim: ClaimToken,
-        fingerprint: Fingerprint,
-        response: StoredResponse,
-    ) -> Result<bool, PortError> {
-        self.store
-            .complete(
-                &scoped(scope, key),
-                claim,
-                fingerprint,
-                response,
-                self.settings.retention,
-            )
-            .await
-    }
-
-    async fn abandon(&self, scope: &str, key: &str, claim: ClaimToken) -> Result<bool, PortError> {
-        self.store.release(&scoped(scope, key), claim).await
+        let mut keys = lock(&self.in_flight);
+        if let Some(&running) = keys.get(&key) {
+            return Err(if running == fingerprint {
+                IdempotencyError::InFlight
+            } else {
+                IdempotencyError::Mismatch
+            });
+        }
+        keys.insert(key.clone(), fingerprint);
+        drop(keys);
+        let in_flight = InFlight {
+            key: key.clone(),
+            keys: Arc::clone(&self.in_flight),
+        };
+        Ok(Admission::Proceed(KeyedRequest::new(
+            key,
+            fingerprint,
+            now,
+            now + self.settings.retention,
+            in_flight,
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use waiter_ports::idempotency::MockIdempotencyStore;
-
-    fn service(outcome: ClaimOutcome) -> IdempotencyService {
-        let mut store = MockIdempotencyStore::new();
-        store.expect_claim().returning(move |key, _, _, ttl| {
-            assert!(key.starts_with("account:1|"));
-            assert_eq!(ttl, Duration::from_secs(60));
-            Ok(outcome.clone())
-        });
-        IdempotencyService::new(Arc::new(store), IdempotencySettings::default())
-    }
+    use crate::ManualClock;
+    use waiter_domain::Timestamp;
+    use waiter_ports::idempotency::{MockIdempotencyStore, Remembered, StoredResponse};
 
     const MINE: Fingerprint = Fingerprint([1; 32]);
     const OTHER: Fingerprint = Fingerprint([2; 32]);
@@ -138,109 +168,95 @@ mod tests {
         }
     }
 
+    fn start() -> Timestamp {
+        Timestamp::from_unix_timestamp(1_700_000_000).unwrap()
+    }
+
+    /// A service whose store remembers `remembered` under every key.
+    fn service(remembered: Option<Remembered>) -> IdempotencyService {
+        let mut store = MockIdempotencyStore::new();
+        store.expect_find().returning(move |key, now| {
+            assert!(key.starts_with("account:1|"), "{key}");
+            assert_eq!(now, start());
+            Ok(remembered.clone())
+        });
+        IdempotencyService::new(
+            Arc::new(store),
+            Arc::new(ManualClock::new(start())),
+            IdempotencySettings::default(),
+        )
+    }
+
     #[tokio::test]
-    async fn a_free_key_proceeds_and_a_completed_one_replays() {
-        let proceed = service(ClaimOutcome::Claimed)
-            .begin("account:1", "k", MINE)
-            .await
+    async fn a_new_key_proceeds_and_a_remembered_one_replays() {
+        let admission = service(None).begin("account:1", "k", MINE).await.unwrap();
+        let Admission::Proceed(request) = admission else {
+            panic!("a new key must proceed: {admission:?}");
+        };
+        let record = request
+            .rendering(Box::new(|_: &()| Ok(response())))
+            .record(&())
             .unwrap();
-        assert!(matches!(proceed, Admission::Proceed { .. }), "{proceed:?}");
-        let completed = ClaimOutcome::Completed {
+        assert_eq!(record.key, "account:1|k");
+        assert_eq!(record.remembered.fingerprint, MINE);
+        assert_eq!(record.remembered.response, response());
+        assert_eq!(record.created_at, start());
+        assert_eq!(
+            record.expires_at,
+            start() + Duration::from_secs(24 * 3600),
+            "replayed for a day"
+        );
+
+        let remembered = Remembered {
             fingerprint: MINE,
             response: response(),
         };
-        let replay = service(completed)
+        let replay = service(Some(remembered))
             .begin("account:1", "k", MINE)
             .await
             .unwrap();
-        assert_eq!(replay, Admission::Replay(response()));
+        assert!(matches!(replay, Admission::Replay(r) if r == response()));
     }
 
     #[tokio::test]
-    async fn a_key_reused_for_another_request_is_a_mismatch() {
-        let completed = ClaimOutcome::Completed {
+    async fn a_key_remembered_for_another_request_is_a_mismatch() {
+        let remembered = Remembered {
             fingerprint: OTHER,
             response: response(),
         };
-        let err = service(completed)
+        let err = service(Some(remembered))
             .begin("account:1", "k", MINE)
             .await
             .unwrap_err();
-        assert!(matches!(err, IdempotencyError::Mismatch));
-        let running = ClaimOutcome::InFlight { fingerprint: OTHER };
-        let err = service(running)
-            .begin("account:1", "k", MINE)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, IdempotencyError::Mismatch));
+        assert!(matches!(err, IdempotencyError::Mismatch), "{err:?}");
     }
 
     #[tokio::test]
-    async fn a_key_in_flight_is_a_conflict() {
-        let running = ClaimOutcome::InFlight { fingerprint: MINE };
-        let err = service(running)
-            .begin("account:1", "k", MINE)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, IdempotencyError::InFlight));
-    }
+    async fn a_key_is_in_flight_until_its_request_ends() {
+        let service = service(None);
+        let running = service.begin("account:1", "k", MINE).await.unwrap();
 
-    /// The claim `begin` hands out is the one it claimed the key with, fresh
-    /// for every request, and `finish` and `abandon` pass it back to the store
-    /// along with the store's answer.
-    #[tokio::test]
-    async fn the_claim_is_fresh_per_request_and_threaded_through() {
-        let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut store = MockIdempotencyStore::new();
-        let seen = Arc::clone(&claimed);
-        store.expect_claim().returning(move |_, claim, _, _| {
-            seen.lock().unwrap().push(claim);
-            Ok(ClaimOutcome::Claimed)
-        });
-        let seen = Arc::clone(&claimed);
-        store
-            .expect_complete()
-            .withf(move |key, claim, fingerprint, _, ttl| {
-                key == "account:1|k"
-                    && *claim == seen.lock().unwrap()[0]
-                    && *fingerprint == MINE
-                    && *ttl == Duration::from_secs(24 * 3600)
-            })
-            .returning(|_, _, _, _, _| Ok(false));
-        let seen = Arc::clone(&claimed);
-        store
-            .expect_release()
-            .withf(move |key, claim| key == "account:1|k" && *claim == seen.lock().unwrap()[1])
-            .returning(|_, _| Ok(true));
-        let service = IdempotencyService::new(Arc::new(store), IdempotencySettings::default());
+        let again = service.begin("account:1", "k", MINE).await.unwrap_err();
+        assert!(matches!(again, IdempotencyError::InFlight), "{again:?}");
+        let other = service.begin("account:1", "k", OTHER).await.unwrap_err();
+        assert!(matches!(other, IdempotencyError::Mismatch), "{other:?}");
+        let unrelated = service.begin("account:1", "k2", MINE).await.unwrap();
+        assert!(matches!(unrelated, Admission::Proceed(_)));
 
-        let Admission::Proceed { claim: first } =
-            service.begin("account:1", "k", MINE).await.unwrap()
-        else {
-            panic!("a claimed key must proceed");
-        };
-        let Admission::Proceed { claim: second } =
-            service.begin("account:1", "k", MINE).await.unwrap()
-        else {
-            panic!("a claimed key must proceed");
-        };
-        assert_eq!(*claimed.lock().unwrap(), [first, second]);
-        assert_ne!(first, second, "every request gets its own claim");
-
-        let stored = service
-            .finish("account:1", "k", first, MINE, response())
-            .await
-            .unwrap();
-        assert!(!stored, "finish reports that the store did not act");
-        let released = service.abandon("account:1", "k", second).await.unwrap();
-        assert!(released);
+        drop(running);
+        let after = service.begin("account:1", "k", MINE).await.unwrap();
+        assert!(matches!(after, Admission::Proceed(_)), "{after:?}");
     }
 
     #[tokio::test]
     async fn bad_keys_never_reach_the_store() {
         let mut store = MockIdempotencyStore::new();
-        store.expect_claim().never();
-        let service = IdempotencyService::new(Arc::new(store), IdempotencySettings::default());
+        store.expect_find().never();
+        let service = IdempotencyService::new(
+            Arc::new(store),
+            Arc::new(ManualClock::new(start())),
+            IdempotencySettings::default(),
+        );
         for key in [
             String::new(),
             "x".repeat(256),

@@ -45,6 +45,11 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: String },
     #[error("{0}")]
     Conflict(&'static str),
+    /// Another request with the same idempotency key created first, so this
+    /// one created nothing. `create_idempotently` answers it with the other
+    /// request's response; it reaches the client only if that has expired.
+    #[error("another request with this Idempotency-Key was completed meanwhile; retry")]
+    KeyTaken,
     #[error("the resource has changed; fetch it again and retry with its current ETag")]
     PreconditionFailed,
     #[error("the request body is larger than {limit} bytes")]
@@ -98,7 +103,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
-            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::Conflict(_) | ApiError::KeyTaken => ("conflict", "Conflict"),
             ApiError::PreconditionFailed => ("precondition-failed", "Precondition failed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
@@ -169,7 +174,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::KeyTaken => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -233,6 +238,7 @@ impl From<AccountError> for ApiError {
             AccountError::PasswordRequired => {
                 ApiError::Validation(ValidationErrors::single("password", "is required"))
             }
+            AccountError::KeyTaken(_) => ApiError::KeyTaken,
             AccountError::Port(err) => err.into(),
         }
     }
@@ -288,6 +294,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::IsbnTaken => ApiError::Conflict("a book with this ISBN already exists"),
             CatalogError::VersionMismatch { .. } => ApiError::PreconditionFailed,
             CatalogError::Invalid(errors) => ApiError::Validation(errors),
+            CatalogError::KeyTaken(_) => ApiError::KeyTaken,
             CatalogError::Port(err) => err.into(),
         }
     }

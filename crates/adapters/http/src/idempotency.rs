@@ -1,9 +1,10 @@
 //! `Idempotency-Key` handling for creating requests, shared by every POST
 //! that creates: the first response is stored and replayed to retries.
 //!
-//! A handler builds its success as a [`Replayable`] (status, the headers that
-//! describe the created resource, and the JSON body) and runs through
-//! [`run_idempotently`], which consults the idempotency use cases around it.
+//! A handler renders what it creates as a [`Replayable`] (status, the headers
+//! that describe the created resource, and the JSON body) and creates through
+//! [`create_idempotently`], which admits the request and hands the key to the
+//! creating use case.
 
 use std::future::Future;
 
@@ -12,7 +13,10 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use waiter_ports::idempotency::{Admission, Fingerprint, IdempotencyUseCases, StoredResponse};
+use waiter_ports::PortError;
+use waiter_ports::idempotency::{
+    Admission, Fingerprint, IdempotencyUseCases, Keyed, StoredResponse,
+};
 use waiter_ports::identity::Caller;
 
 use crate::error::ApiError;
@@ -114,61 +118,62 @@ fn fingerprint(req: &HttpRequest, body: &impl Serialize) -> Result<Fingerprint, 
     Ok(Fingerprint(digest.finalize().into()))
 }
 
-/// Runs `action` once per `Idempotency-Key`: a retry with the same key and
+/// Runs `create` once per `Idempotency-Key`: a retry with the same key and
 /// request gets the first response (marked `Idempotent-Replayed: true`); the
-/// same key with another request is 422; while the first is running, 409.
-/// Without the header, `action` simply runs. A failed action frees the key.
-/// A request that outlives its claim (see `IdempotencySettings::claim_ttl`)
-/// neither stores its response nor frees the key, as a later request may
-/// hold it by then; that is logged at warn.
-pub(crate) async fn run_idempotently(
+/// same key with another request is 422; while the first runs, 409. Without
+/// the header, `create` simply runs.
+///
+/// `create` gets the key (with `render`, which turns what it creates into the
+/// response) to hand to its use case, whose store writes the response in the
+/// transaction that creates the resource. When another request with the key
+/// committed first (on another instance), `create` fails with
+/// [`ApiError::KeyTaken`] having created nothing, and the other's response
+/// is replayed.
+pub(crate) async fn create_idempotently<T: 'static, Create>(
     req: &HttpRequest,
     IdempotencyKey(key): IdempotencyKey,
     idempotency: &dyn IdempotencyUseCases,
     scope: &str,
     body: &impl Serialize,
-    action: impl Future<Output = Result<Replayable, ApiError>>,
-) -> Result<HttpResponse, ApiError> {
+    render: fn(&T) -> Result<Replayable, ApiError>,
+    create: impl FnOnce(Option<Keyed<T>>) -> Create,
+) -> Result<HttpResponse, ApiError>
+where
+    Create: Future<Output = Result<T, ApiError>>,
+{
     let Some(key) = key.as_deref() else {
-        return action.await.map(Replayable::into_response);
+        return Ok(render(&create(None).await?)?.into_response());
     };
     let fingerprint = fingerprint(req, body)?;
-    match idempotency.begin(scope, key, fingerprint).await? {
-        Admission::Replay(stored) => {
-            let mut response = Replayable::from_stored(stored)?.into_response();
-            response.headers_mut().insert(
-                HeaderName::from_static(IDEMPOTENT_REPLAYED),
-                HeaderValue::from_static("true"),
-            );
-            Ok(response)
-        }
-        Admission::Proceed { claim } => match action.await {
-            Ok(replayable) => {
-                match idempotency
-                    .finish(scope, key, claim, fingerprint, replayable.stored())
-                    .await
-                {
-                    Ok(true) => {}
-                    // A later request with this key may have run too; its
-                    // claim or response stands, and ours is not replayed.
-                    Ok(false) => tracing::warn!(
-                        "an idempotent request outlived its claim; its response is not stored"
-                    ),
-                    // The work is done; only a retry's replay is lost.
-                    Err(err) => tracing::error!(%err, "cannot store an idempotent response"),
-                }
-                Ok(replayable.into_response())
-            }
-            Err(err) => {
-                match idempotency.abandon(scope, key, claim).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        "a failed idempotent request outlived its claim; there was nothing to release"
-                    ),
-                    Err(release) => tracing::error!(%release, "cannot release an idempotency key"),
-                }
-                Err(err)
-            }
+    let request = match idempotency.begin(scope, key, fingerprint).await? {
+        Admission::Replay(stored) => return replay(stored),
+        Admission::Proceed(request) => request,
+    };
+    let keyed = request.rendering(Box::new(move |created: &T| {
+        render(created)
+            .map(|replayable| replayable.stored())
+            .map_err(|_| {
+                PortError::unexpected(std::io::Error::other("cannot render a created resource"))
+            })
+    }));
+    match create(Some(keyed)).await {
+        Ok(created) => Ok(render(&created)?.into_response()),
+        Err(ApiError::KeyTaken) => match idempotency.begin(scope, key, fingerprint).await? {
+            Admission::Replay(stored) => replay(stored),
+            // What the other request remembered has expired since: no
+            // replay is due, and running again is the client's call.
+            Admission::Proceed(_) => Err(ApiError::KeyTaken),
         },
+        Err(err) => Err(err),
     }
+}
+
+/// The first response to a key, sent again.
+fn replay(stored: StoredResponse) -> Result<HttpResponse, ApiError> {
+    let mut response = Replayable::from_stored(stored)?.into_response();
+    response.headers_mut().insert(
+        HeaderName::from_static(IDEMPOTENT_REPLAYED),
+        HeaderValue::from_static("true"),
+    );
+    Ok(response)
 }

@@ -116,8 +116,8 @@ async fn sign_up_answers_201_with_location_and_etag_and_no_secret() {
     let mut identity = identity();
     identity
         .expect_create_account()
-        .withf(|sign_up| sign_up.email.as_str() == "ann@example.com")
-        .returning(|_| Ok(account()));
+        .withf(|sign_up, keyed| sign_up.email.as_str() == "ann@example.com" && keyed.is_none())
+        .returning(|_, _| Ok(account()));
     let request = TestRequest::post().uri("/api/v1/accounts").set_json(json!({
         "email": " Ann@Example.com", "password": "correct horse", "display_name": "Ann"
     }));
@@ -172,7 +172,7 @@ async fn a_taken_email_is_a_409() {
     let mut identity = identity();
     identity
         .expect_create_account()
-        .returning(|_| Err(AccountError::EmailTaken));
+        .returning(|_, _| Err(AccountError::EmailTaken));
     let request = TestRequest::post().uri("/api/v1/accounts").set_json(
         json!({"email": "ann@example.com", "password": "correct horse", "display_name": "Ann"}),
     );
@@ -638,8 +638,8 @@ async fn a_created_book_has_location_etag_and_an_exact_price() {
     mocks
         .catalog
         .expect_create_book()
-        .withf(|_, draft| draft.price.cents() == 1990 && draft.isbn.as_str() == "9780441172719")
-        .returning(|_, _| Ok(a_book(1)));
+        .withf(|_, draft, _| draft.price.cents() == 1990 && draft.isbn.as_str() == "9780441172719")
+        .returning(|_, _, _| Ok(a_book(1)));
     let request = TestRequest::post()
         .uri("/api/v1/books")
         .insert_header((header::AUTHORIZATION, "Bearer good"))
@@ -884,78 +884,113 @@ async fn a_replay_returns_the_stored_response_marked_as_such() {
     assert_eq!(body, json!({"first": true}));
 }
 
-/// `finish` gets the claim `begin` handed out; when it reports that the
-/// claim had expired (nothing stored), the client still gets its response.
+/// A keyed request hands its key to the use case with the renderer of the
+/// response, and what the use case would record is the response sent.
 #[actix_web::test]
-async fn an_idempotent_success_is_finished_under_its_claim() {
-    use waiter_ports::idempotency::{Admission, ClaimToken};
-    const CLAIM: ClaimToken = ClaimToken(0x5eed);
-    for stored in [true, false] {
-        let mut mocks = Mocks::new(identity());
-        mocks
-            .idempotency
-            .expect_begin()
-            .returning(|_, _, _| Ok(Admission::Proceed { claim: CLAIM }));
-        mocks
-            .catalog
-            .expect_create_book()
-            .returning(|_, _| Ok(a_book(1)));
-        mocks
-            .idempotency
-            .expect_finish()
-            .times(1)
-            .withf(|scope, key, claim, _, response| {
-                *scope == format!("account:{}", member().account_id)
-                    && key == "k1"
-                    && *claim == CLAIM
-                    && response.status == 201
-            })
-            .returning(move |_, _, _, _, _| Ok(stored));
-        mocks.idempotency.expect_abandon().never();
-        let request = TestRequest::post()
-            .uri("/api/v1/books")
-            .insert_header((header::AUTHORIZATION, "Bearer good"))
-            .insert_header(("Idempotency-Key", "k1"))
-            .set_json(book_json());
-        let (status, headers, _) = send(mocks, request).await;
-        assert_eq!(status, StatusCode::CREATED, "stored: {stored}");
-        assert!(headers.get("idempotent-replayed").is_none());
+async fn a_keyed_create_records_exactly_the_response_it_sends() {
+    use std::sync::{Arc, Mutex};
+    use waiter_ports::idempotency::{Admission, Fingerprint, KeyedRequest, StoredResponse};
+    let mut mocks = Mocks::new(identity());
+    mocks
+        .idempotency
+        .expect_begin()
+        .times(1)
+        .returning(|scope, key, fingerprint| {
+            let key = format!("{scope}|{key}");
+            let at = time::OffsetDateTime::UNIX_EPOCH;
+            Ok(Admission::Proceed(KeyedRequest::new(
+                key,
+                fingerprint,
+                at,
+                at,
+                (),
+            )))
+        });
+    let recorded: Arc<Mutex<Option<StoredResponse>>> = Arc::default();
+    let slot = Arc::clone(&recorded);
+    mocks
+        .catalog
+        .expect_create_book()
+        .times(1)
+        .returning(move |_, _, keyed| {
+            let keyed = keyed.expect("a keyed request hands its key on");
+            let record = keyed.record(&a_book(1)).expect("renders");
+            assert_eq!(record.key, format!("account:{}|k1", member().account_id));
+            assert_ne!(record.remembered.fingerprint, Fingerprint([0; 32]));
+            *slot.lock().unwrap() = Some(record.remembered.response);
+            Ok(a_book(1))
+        });
+    let request = TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header(("Idempotency-Key", "k1"))
+        .set_json(book_json());
+    let (status, headers, body) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let stored = recorded.lock().unwrap().clone().expect("recorded");
+    assert_eq!(stored.status, 201);
+    assert_eq!(serde_json::from_slice::<Value>(&stored.body).unwrap(), body);
+    for name in [header::LOCATION, header::ETAG] {
+        let sent = (
+            name.as_str().to_owned(),
+            value(&headers, name.clone()).to_owned(),
+        );
+        assert!(
+            stored.headers.contains(&sent),
+            "{sent:?} in {:?}",
+            stored.headers
+        );
     }
 }
 
-/// A failed request abandons its key under the claim `begin` handed out;
-/// whether anything was left to release, the client gets the failure.
+/// When another request with the key committed first, this one created
+/// nothing, and the client gets the other's response as a replay.
 #[actix_web::test]
-async fn an_idempotent_failure_is_abandoned_under_its_claim() {
+async fn a_key_taken_meanwhile_replays_the_first_response() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use waiter_ports::catalog::CatalogError;
-    use waiter_ports::idempotency::{Admission, ClaimToken};
-    const CLAIM: ClaimToken = ClaimToken(0x5eed);
-    for released in [true, false] {
-        let mut mocks = Mocks::new(identity());
-        mocks
-            .idempotency
-            .expect_begin()
-            .returning(|_, _, _| Ok(Admission::Proceed { claim: CLAIM }));
-        mocks
-            .catalog
-            .expect_create_book()
-            .returning(|_, _| Err(CatalogError::IsbnTaken));
-        mocks
-            .idempotency
-            .expect_abandon()
-            .times(1)
-            .withf(|_, key, claim| key == "k1" && *claim == CLAIM)
-            .returning(move |_, _, _| Ok(released));
-        mocks.idempotency.expect_finish().never();
-        let request = TestRequest::post()
-            .uri("/api/v1/books")
-            .insert_header((header::AUTHORIZATION, "Bearer good"))
-            .insert_header(("Idempotency-Key", "k1"))
-            .set_json(book_json());
-        let (status, headers, _) = send(mocks, request).await;
-        assert_eq!(status, StatusCode::CONFLICT, "released: {released}");
-        assert!(is_problem(&headers));
-    }
+    use waiter_ports::idempotency::{Admission, KeyTaken, KeyedRequest, StoredResponse};
+    let mut mocks = Mocks::new(identity());
+    let calls = AtomicUsize::new(0);
+    mocks
+        .idempotency
+        .expect_begin()
+        .times(2)
+        .returning(move |scope, key, fingerprint| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let at = time::OffsetDateTime::UNIX_EPOCH;
+                let key = format!("{scope}|{key}");
+                Ok(Admission::Proceed(KeyedRequest::new(
+                    key,
+                    fingerprint,
+                    at,
+                    at,
+                    (),
+                )))
+            } else {
+                Ok(Admission::Replay(StoredResponse {
+                    status: 201,
+                    headers: vec![("location".to_owned(), "/api/v1/books/book_9".to_owned())],
+                    body: br#"{"first": true}"#.to_vec(),
+                }))
+            }
+        });
+    mocks
+        .catalog
+        .expect_create_book()
+        .times(1)
+        .returning(|_, _, _| Err(CatalogError::KeyTaken(KeyTaken)));
+    let request = TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header(("Idempotency-Key", "k1"))
+        .set_json(book_json());
+    let (status, headers, body) = send(mocks, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(value(&headers, header::LOCATION), "/api/v1/books/book_9");
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(body, json!({"first": true}));
 }
 
 #[actix_web::test]

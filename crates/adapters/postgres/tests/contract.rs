@@ -34,12 +34,20 @@ async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) 
     test.drop_database().await;
 }
 
-/// Runs `check` on the idempotency-key store of a fresh database.
-async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
+/// Runs `check` on the account, book and idempotency-key stores of a fresh database.
+async fn with_idempotency(
+    check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore, &dyn IdempotencyStore),
+) {
     let Some(test) = TestDatabase::create().await else {
         return;
     };
-    check(&test.database().idempotency()).await;
+    let database = test.database();
+    check(
+        &database.accounts(),
+        &database.books(),
+        &database.idempotency(),
+    )
+    .await;
     test.drop_database().await;
 }
 
@@ -56,5 +64,5 @@ mod books {
 }
 
 mod idempotency {
-    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
+    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency);
 }

@@ -7,11 +7,13 @@ use waiter_domain::{
     Account, AccountId, DisplayName, Email, PasswordHash, Role, Timestamp, Version,
 };
 use waiter_ports::PortError;
+use waiter_ports::idempotency::IdempotencyRecord;
 use waiter_ports::identity::{
     AccountChanges, AccountCredentials, AccountPage, AccountStore, InsertAccountError,
     NewAccountRecord, UpdateAccountError,
 };
 
+use crate::idempotency::remembering;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps emails unique.
@@ -131,6 +133,36 @@ impl<T: Into<Timestamp>> TryFrom<CredentialsRow<T>> for AccountCredentials {
     }
 }
 
+/// Inserts one account on `connection`.
+async fn insert_account<D: Dialect>(
+    connection: &mut Connection<D>,
+    record: NewAccountRecord,
+) -> Result<Account, InsertAccountError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    for<'n> &'n str: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    i64: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+{
+    let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
+        .bind(record.id.as_uuid())
+        .bind(record.email.as_str())
+        .bind(record.display_name.as_str())
+        .bind(record.role.as_str())
+        .bind(record.password_hash.as_str())
+        .bind(Version::INITIAL.get())
+        .bind(D::Timestamp::from(record.created_at))
+        .fetch_one(connection)
+        .await
+        .map_err(|error| match error {
+            error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
+            error => D::port_error(error).into(),
+        })?;
+    Ok(row.try_into()?)
+}
+
 #[async_trait]
 impl<D: Dialect> AccountStore for SqlAccountStore<D>
 where
@@ -140,26 +172,25 @@ where
     Uuid: Column<Db<D>>,
     String: Column<Db<D>>,
     i64: Column<Db<D>>,
+    i32: Column<Db<D>>,
     for<'q> &'q str: Param<'q, Db<D>>,
+    for<'q> &'q [u8]: Param<'q, Db<D>>,
     for<'q> Option<&'q str>: Param<'q, Db<D>>,
     for<'q> Option<i64>: Param<'q, Db<D>>,
 {
-    async fn insert(&self, record: NewAccountRecord) -> Result<Account, InsertAccountError> {
-        let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
-            .bind(record.id.as_uuid())
-            .bind(record.email.as_str())
-            .bind(record.display_name.as_str())
-            .bind(record.role.as_str())
-            .bind(record.password_hash.as_str())
-            .bind(Version::INITIAL.get())
-            .bind(D::Timestamp::from(record.created_at))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|error| match error {
-                error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
-                error => D::port_error(error).into(),
-            })?;
-        Ok(row.try_into()?)
+    async fn insert(
+        &self,
+        record: NewAccountRecord,
+        remember: Option<IdempotencyRecord>,
+    ) -> Result<Account, InsertAccountError> {
+        let Some(remember) = remember else {
+            let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
+            return insert_account::<D>(&mut connection, record).await;
+        };
+        let mut tx = remembering::<D>(&self.pool, &remember).await??;
+        let account = insert_account::<D>(&mut tx, record).await?;
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(account)
     }
 
     async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError> {

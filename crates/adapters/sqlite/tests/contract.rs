@@ -45,10 +45,17 @@ async fn with_books(check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore)) 
     remove(database, directory).await;
 }
 
-/// Runs `check` on the idempotency-key store of a fresh database.
-async fn with_idempotency_store(check: impl AsyncFnOnce(&dyn IdempotencyStore)) {
+/// Runs `check` on the account, book and idempotency-key stores of a fresh database.
+async fn with_idempotency(
+    check: impl AsyncFnOnce(&dyn AccountStore, &dyn BookStore, &dyn IdempotencyStore),
+) {
     let (database, directory) = create().await;
-    check(&database.idempotency()).await;
+    check(
+        &database.accounts(),
+        &database.books(),
+        &database.idempotency(),
+    )
+    .await;
     remove(database, directory).await;
 }
 
@@ -65,5 +72,5 @@ mod books {
 }
 
 mod idempotency {
-    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency_store);
+    waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency);
 }

@@ -16,6 +16,7 @@ use waiter_ports::catalog::{
     NewBookRecord, WriteBookError,
 };
 use waiter_ports::clock::Clock;
+use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::{AccountEvents, Caller};
 
 use crate::cache_aside::CacheAside;
@@ -147,7 +148,12 @@ impl CatalogUseCases for CatalogService {
             .map_err(CatalogError::Port)
     }
 
-    async fn create_book(&self, caller: Caller, draft: BookDraft) -> Result<Book, CatalogError> {
+    async fn create_book(
+        &self,
+        caller: Caller,
+        draft: BookDraft,
+        keyed: Option<Keyed<Book>>,
+    ) -> Result<Book, CatalogError> {
         self.check_published(&draft)?;
         let now = self.clock.now();
         let record = NewBookRecord {
@@ -156,10 +162,18 @@ impl CatalogUseCases for CatalogService {
             owner: caller.account_id,
             created_at: now,
         };
-        let book = self.books.insert(record).await.map_err(|err| match err {
-            InsertBookError::IsbnTaken => CatalogError::IsbnTaken,
-            InsertBookError::Port(err) => CatalogError::Port(err),
-        })?;
+        let remember = keyed
+            .map(|keyed| keyed.record(&record.book()))
+            .transpose()?;
+        let book = self
+            .books
+            .insert(record, remember)
+            .await
+            .map_err(|err| match err {
+                InsertBookError::IsbnTaken => CatalogError::IsbnTaken,
+                InsertBookError::KeyTaken(taken) => CatalogError::KeyTaken(taken),
+                InsertBookError::Port(err) => CatalogError::Port(err),
+            })?;
         self.invalidate(book.id).await;
         Ok(book)
     }

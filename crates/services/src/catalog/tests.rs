@@ -182,10 +182,54 @@ async fn books_cannot_be_published_in_the_future() {
     let mut draft = book(1, "Dune").draft();
     draft.published_date = date!(2026 - 11 - 22);
     let err = catalog
-        .create_book(caller(OWNER, Role::Member), draft)
+        .create_book(caller(OWNER, Role::Member), draft, None)
         .await
         .unwrap_err();
     assert!(matches!(err, CatalogError::Invalid(_)));
+}
+
+/// A keyed create has the store record, with the book, the response
+/// rendered from exactly the book the store is asked to insert.
+#[tokio::test]
+async fn a_keyed_book_is_stored_with_the_response_it_renders() {
+    use waiter_ports::catalog::InsertBookError;
+    use waiter_ports::idempotency::{Fingerprint, KeyTaken, KeyedRequest, StoredResponse};
+    let keyed = || {
+        let at = Timestamp::UNIX_EPOCH;
+        KeyedRequest::new("account:1|k".to_owned(), Fingerprint([7; 32]), at, at, ()).rendering(
+            Box::new(|book: &Book| {
+                Ok(StoredResponse {
+                    status: 201,
+                    headers: Vec::new(),
+                    body: book.id.to_string().into_bytes(),
+                })
+            }),
+        )
+    };
+    let mut store = MockBookStore::new();
+    let mut outcomes = vec![Err(InsertBookError::KeyTaken(KeyTaken))].into_iter();
+    store
+        .expect_insert()
+        .times(2)
+        .withf(|record, remember| {
+            remember.as_ref().is_some_and(|remember| {
+                remember.key == "account:1|k"
+                    && remember.remembered.response.body == record.id.to_string().as_bytes()
+            })
+        })
+        .returning(move |record, _| outcomes.next().unwrap_or_else(|| Ok(record.book())));
+    let catalog = service(store);
+    let draft = book(1, "Dune").draft();
+    let err = catalog
+        .create_book(caller(OWNER, Role::Member), draft.clone(), Some(keyed()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::KeyTaken(_)), "{err:?}");
+    let created = catalog
+        .create_book(caller(OWNER, Role::Member), draft, Some(keyed()))
+        .await
+        .unwrap();
+    assert_eq!(created.owner, caller(OWNER, Role::Member).account_id);
 }
 
 #[tokio::test]
@@ -196,7 +240,7 @@ async fn recent_books_are_cached_until_a_write() {
         .with(eq(RECENT_COUNT))
         .times(2)
         .returning(|_| Ok(vec![book(1, "Dune")]));
-    store.expect_insert().times(1).returning(|record| {
+    store.expect_insert().times(1).returning(|record, _| {
         let mut created = book(1, "New");
         created.id = record.id;
         Ok(created)
@@ -207,7 +251,7 @@ async fn recent_books_are_cached_until_a_write() {
     let mut draft = book(1, "New").draft();
     draft.isbn = Isbn::parse("9780306406157").unwrap();
     catalog
-        .create_book(caller(OWNER, Role::Member), draft)
+        .create_book(caller(OWNER, Role::Member), draft, None)
         .await
         .unwrap();
     assert_eq!(catalog.list_recent_books().await.unwrap().len(), 1);

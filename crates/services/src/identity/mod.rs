@@ -21,6 +21,7 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::clock::Clock;
+use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::AccountEvents;
 use waiter_ports::identity::{
     AccountChanges, AccountPage, AccountStore, InsertAccountError, NewAccountRecord,
@@ -238,6 +239,7 @@ impl IdentityService {
         display_name: DisplayName,
         password: &Password,
         role: Role,
+        keyed: Option<Keyed<Account>>,
     ) -> Result<Account, AccountError> {
         let now = self.clock.now();
         let record = NewAccountRecord {
@@ -248,10 +250,17 @@ impl IdentityService {
             password_hash: self.passwords.hash(password).await?,
             created_at: now,
         };
-        self.accounts.insert(record).await.map_err(|err| match err {
-            InsertAccountError::EmailTaken => AccountError::EmailTaken,
-            InsertAccountError::Port(err) => AccountError::Port(err),
-        })
+        let remember = keyed
+            .map(|keyed| keyed.record(&record.account()))
+            .transpose()?;
+        self.accounts
+            .insert(record, remember)
+            .await
+            .map_err(|err| match err {
+                InsertAccountError::EmailTaken => AccountError::EmailTaken,
+                InsertAccountError::KeyTaken(taken) => AccountError::KeyTaken(taken),
+                InsertAccountError::Port(err) => AccountError::Port(err),
+            })
     }
 
     /// Deletes an account after ending its sessions.
@@ -267,13 +276,17 @@ impl IdentityService {
 
 #[async_trait]
 impl IdentityUseCases for IdentityService {
-    async fn create_account(&self, sign_up: SignUp) -> Result<Account, AccountError> {
+    async fn create_account(
+        &self,
+        sign_up: SignUp,
+        keyed: Option<Keyed<Account>>,
+    ) -> Result<Account, AccountError> {
         let SignUp {
             email,
             password,
             display_name,
         } = sign_up;
-        self.insert_account(email, display_name, &password, Role::Member)
+        self.insert_account(email, display_name, &password, Role::Member, keyed)
             .await
     }
 
@@ -493,7 +506,7 @@ impl IdentityUseCases for IdentityService {
             }
             None => {
                 let password = password.ok_or(AccountError::PasswordRequired)?;
-                self.insert_account(email, display_name, &password, Role::Admin)
+                self.insert_account(email, display_name, &password, Role::Admin, None)
                     .await
             }
         }

@@ -5,7 +5,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use waiter_domain::{AccountId, DisplayName, SignUp, ValidationErrors};
+use waiter_domain::{Account, AccountId, DisplayName, SignUp, ValidationErrors};
 use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::AccountPage;
 use waiter_ports::identity::{IdentityUseCases, OwnAccountChanges};
@@ -14,7 +14,7 @@ use crate::dto::{AccountBody, PageBody, RoleName};
 use crate::error::ApiError;
 use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, etag};
 use crate::fields::{self, present};
-use crate::idempotency::{Replayable, run_idempotently, scope};
+use crate::idempotency::{Replayable, create_idempotently, scope};
 use crate::pagination::{PageQuery, page_response};
 use crate::responses::{
     Bearer, Conditional, Conflict, Forbidden, Idempotent, JsonBody, ListQuery, NotFound,
@@ -123,22 +123,25 @@ pub async fn create_account(
     let scope = scope(&req, None);
     // The password is left out of the fingerprint, so no digest of it is ever stored.
     let fingerprinted = (&body.email, &body.display_name);
-    run_idempotently(
+    create_idempotently(
         &req,
         key,
         idempotency.as_ref(),
         &scope,
         &fingerprinted,
-        async {
-            let account = identity.create_account(sign_up).await?;
-            Ok(
-                Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
-                    .header(header::LOCATION, location(account.id))
-                    .header(header::ETAG, etag(account.version)),
-            )
-        },
+        created,
+        async |keyed| Ok(identity.create_account(sign_up, keyed).await?),
     )
     .await
+}
+
+/// The response to a created account, also what its idempotency key replays.
+fn created(account: &Account) -> Result<Replayable, ApiError> {
+    Ok(
+        Replayable::json(StatusCode::CREATED, &AccountBody::from(account.clone()))?
+            .header(header::LOCATION, location(account.id))
+            .header(header::ETAG, etag(account.version)),
+    )
 }
 
 /// The caller's own account.

@@ -23,7 +23,7 @@ use crate::dto::{BookBody, ItemsBody, PageBody};
 use crate::error::ApiError;
 use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, etag};
 use crate::fields::{self, present};
-use crate::idempotency::{Replayable, run_idempotently, scope};
+use crate::idempotency::{Replayable, create_idempotently, scope};
 use crate::pagination::{PageQuery, page_response};
 use crate::responses::{
     Bearer, Conditional, Conflict, Forbidden, Idempotent, JsonBody, ListQuery, NotFound,
@@ -354,15 +354,25 @@ pub async fn create_book(
 ) -> Result<HttpResponse, ApiError> {
     let draft = body.parse()?;
     let scope = scope(&req, Some(caller));
-    run_idempotently(&req, key, idempotency.as_ref(), &scope, &body, async {
-        let book = catalog.create_book(caller, draft).await?;
-        Ok(
-            Replayable::json(StatusCode::CREATED, &BookBody::from(book.clone()))?
-                .header(header::LOCATION, location(book.id))
-                .header(header::ETAG, etag(book.version)),
-        )
-    })
+    create_idempotently(
+        &req,
+        key,
+        idempotency.as_ref(),
+        &scope,
+        &body,
+        created,
+        async |keyed| Ok(catalog.create_book(caller, draft, keyed).await?),
+    )
     .await
+}
+
+/// The response to a created book, also what its idempotency key replays.
+fn created(book: &Book) -> Result<Replayable, ApiError> {
+    Ok(
+        Replayable::json(StatusCode::CREATED, &BookBody::from(book.clone()))?
+            .header(header::LOCATION, location(book.id))
+            .header(header::ETAG, etag(book.version)),
+    )
 }
 
 /// True when an `If-None-Match` header names the current version (or is `*`).

@@ -13,7 +13,7 @@ use waiter_ports::identity::{
     NewAccountRecord, UpdateAccountError,
 };
 
-use crate::idempotency::remembering;
+use crate::idempotency::begin_creating;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps emails unique.
@@ -133,36 +133,6 @@ impl<T: Into<Timestamp>> TryFrom<CredentialsRow<T>> for AccountCredentials {
     }
 }
 
-/// Inserts one account on `connection`.
-async fn insert_account<D: Dialect>(
-    connection: &mut Connection<D>,
-    record: NewAccountRecord,
-) -> Result<Account, InsertAccountError>
-where
-    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
-    for<'n> &'n str: ColumnIndex<Row<D>>,
-    Uuid: Column<Db<D>>,
-    String: Column<Db<D>>,
-    i64: Column<Db<D>>,
-    for<'q> &'q str: Param<'q, Db<D>>,
-{
-    let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
-        .bind(record.id.as_uuid())
-        .bind(record.email.as_str())
-        .bind(record.display_name.as_str())
-        .bind(record.role.as_str())
-        .bind(record.password_hash.as_str())
-        .bind(Version::INITIAL.get())
-        .bind(D::Timestamp::from(record.created_at))
-        .fetch_one(connection)
-        .await
-        .map_err(|error| match error {
-            error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
-            error => D::port_error(error).into(),
-        })?;
-    Ok(row.try_into()?)
-}
-
 #[async_trait]
 impl<D: Dialect> AccountStore for SqlAccountStore<D>
 where
@@ -183,14 +153,23 @@ where
         record: NewAccountRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Account, InsertAccountError> {
-        let Some(remember) = remember else {
-            let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
-            return insert_account::<D>(&mut connection, record).await;
-        };
-        let mut tx = remembering::<D>(&self.pool, &remember).await??;
-        let account = insert_account::<D>(&mut tx, record).await?;
+        let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+        let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
+            .bind(record.id.as_uuid())
+            .bind(record.email.as_str())
+            .bind(record.display_name.as_str())
+            .bind(record.role.as_str())
+            .bind(record.password_hash.as_str())
+            .bind(Version::INITIAL.get())
+            .bind(D::Timestamp::from(record.created_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|error| match error {
+                error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
+                error => D::port_error(error).into(),
+            })?;
         tx.commit().await.map_err(D::port_error)?;
-        Ok(account)
+        Ok(row.try_into()?)
     }
 
     async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError> {

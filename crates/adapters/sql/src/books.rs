@@ -23,7 +23,7 @@ use waiter_ports::catalog::{
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
-use crate::idempotency::remembering;
+use crate::idempotency::begin_creating;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps ISBNs unique.
@@ -201,40 +201,6 @@ where
     }
 }
 
-/// Inserts one book on `connection`.
-async fn insert_book<D: Dialect>(
-    connection: &mut Connection<D>,
-    row: NewBookRow,
-) -> Result<Book, InsertBookError>
-where
-    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
-    for<'n> &'n str: ColumnIndex<Row<D>>,
-    Uuid: Column<Db<D>>,
-    String: Column<Db<D>>,
-    i64: Column<Db<D>>,
-    Date: Column<Db<D>>,
-{
-    let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
-        .bind(row.id)
-        .bind(row.title)
-        .bind(row.title_folded)
-        .bind(row.author)
-        .bind(row.author_folded)
-        .bind(row.isbn)
-        .bind(row.published_date)
-        .bind(row.price_cents)
-        .bind(row.owner_id)
-        .bind(D::Timestamp::from(row.created_at))
-        .bind(Version::INITIAL.get())
-        .fetch_one(connection)
-        .await
-        .map_err(|error| match error {
-            error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
-            error => D::port_error(error).into(),
-        })?;
-    Ok(stored.try_into()?)
-}
-
 #[async_trait]
 impl<D: BookLoading> BookStore for SqlBookStore<D>
 where
@@ -256,14 +222,27 @@ where
         remember: Option<IdempotencyRecord>,
     ) -> Result<Book, InsertBookError> {
         let row = NewBookRow::from(record);
-        let Some(remember) = remember else {
-            let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
-            return insert_book::<D>(&mut connection, row).await;
-        };
-        let mut tx = remembering::<D>(&self.pool, &remember).await??;
-        let book = insert_book::<D>(&mut tx, row).await?;
+        let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+        let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
+            .bind(row.id)
+            .bind(row.title)
+            .bind(row.title_folded)
+            .bind(row.author)
+            .bind(row.author_folded)
+            .bind(row.isbn)
+            .bind(row.published_date)
+            .bind(row.price_cents)
+            .bind(row.owner_id)
+            .bind(D::Timestamp::from(row.created_at))
+            .bind(Version::INITIAL.get())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|error| match error {
+                error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
+                error => D::port_error(error).into(),
+            })?;
         tx.commit().await.map_err(D::port_error)?;
-        Ok(book)
+        Ok(stored.try_into()?)
     }
 
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {

@@ -1,5 +1,5 @@
 //! Idempotency keys in `idempotency_keys`: [`IdempotencyStore`] reads and prunes them;
-//! the creating stores write them with [`remembering`], in the transaction
+//! the creating stores write them with [`begin_creating`], in the transaction
 //! that creates the resource, so "created" and "remembered" commit together
 //! or not at all.
 
@@ -88,17 +88,18 @@ fn decode_headers(text: &str) -> Result<Vec<(String, String)>, PortError> {
         .collect()
 }
 
-/// Begins a writing transaction holding `record`, for a creating store to
-/// insert its resource in and commit; `KeyTaken`, with nothing written, when
-/// the key holds a record that has not expired.
+/// Begins the writing transaction a creating store inserts its resource in
+/// and commits, holding `remember` when the request has an idempotency key;
+/// `KeyTaken`, with nothing written, when that key holds a record that has
+/// not expired.
 ///
 /// The key is written before the resource, so of two requests racing with
 /// one key the second waits here for the first and, once it commits, gets
 /// `KeyTaken` (and replays it) rather than tripping over the resource's own
 /// unique constraints.
-pub(crate) async fn remembering<D: Dialect>(
+pub(crate) async fn begin_creating<D: Dialect>(
     pool: &Pool<Db<D>>,
-    record: &IdempotencyRecord,
+    remember: Option<&IdempotencyRecord>,
 ) -> Result<Result<Transaction<'static, Db<D>>, KeyTaken>, PortError>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
@@ -108,16 +109,19 @@ where
     for<'q> &'q [u8]: Param<'q, Db<D>>,
     for<'q> &'q str: Param<'q, Db<D>>,
 {
-    let IdempotencyRecord {
-        key,
-        remembered,
-        created_at,
-        expires_at,
-    } = record;
     let mut tx = pool
         .begin_with(D::BEGIN_WRITE)
         .await
         .map_err(D::port_error)?;
+    let Some(IdempotencyRecord {
+        key,
+        remembered,
+        created_at,
+        expires_at,
+    }) = remember
+    else {
+        return Ok(Ok(tx));
+    };
     let recorded = sqlx::query_scalar::<_, String>(REMEMBER)
         .bind(key.as_str())
         .bind(&remembered.fingerprint.0[..])

@@ -32,13 +32,25 @@ import schemathesis
 from hypothesis import strategies as st
 
 URL = os.environ["WAITER_FUZZ_URL"]
-EMAIL = "fuzz-admin@example.com"
+EMAIL = "fuzz-admin-{}@example.com"
 PASSWORD = os.environ["WAITER_ADMIN_PASSWORD"]
+
+
+class WrongPassword(Exception):
+    """The admin's email belongs to an account with another password."""
 
 
 @schemathesis.auth()
 class Admin:
-    """A bearer token of the fuzzing admin, renewed whenever a request answers 401."""
+    """A bearer token of the fuzzing admin, renewed whenever a request answers 401.
+
+    The fuzzer may delete the admin and then give its email to another
+    account (a stateful test reuses emails it has seen), whose password the
+    hook cannot know: a sign-in refused with 401 moves on to a fresh email.
+    """
+
+    def __init__(self):
+        self.generation = 0
 
     def get(self, case, context):
         # A 503 (with Retry-After) asks a client to come back; so does a busy
@@ -48,7 +60,9 @@ class Admin:
         for attempt in range(5):
             try:
                 return self._sign_in_as_admin()
-            except Exception:
+            except Exception as error:
+                if isinstance(error, WrongPassword):
+                    self.generation += 1
                 with open(os.environ["WAITER_FUZZ_HOOK_LOG"], "a") as log:
                     log.write(f"sign-in attempt {attempt + 1} failed:\n{traceback.format_exc()}\n")
                 if attempt == 4:
@@ -56,15 +70,16 @@ class Admin:
                 time.sleep(1)
 
     def _sign_in_as_admin(self):
+        email = EMAIL.format(self.generation)
         sign_up = requests.post(
             f"{URL}/api/v1/accounts",
-            json={"email": EMAIL, "password": PASSWORD, "display_name": "Fuzzer"},
+            json={"email": email, "password": PASSWORD, "display_name": "Fuzzer"},
             timeout=30,
         )
         if sign_up.status_code not in (201, 409):
             raise RuntimeError(f"sign-up answered {sign_up.status_code}: {sign_up.text}")
         promote = subprocess.run(
-            [os.environ["WAITER_FUZZ_BIN"], "admin", "create", "--email", EMAIL],
+            [os.environ["WAITER_FUZZ_BIN"], "admin", "create", "--email", email],
             capture_output=True,
             text=True,
         )
@@ -72,9 +87,11 @@ class Admin:
             raise RuntimeError(f"`waiter admin create` failed: {promote.stderr}")
         sign_in = requests.post(
             f"{URL}/api/v1/sessions",
-            json={"email": EMAIL, "password": PASSWORD},
+            json={"email": email, "password": PASSWORD},
             timeout=30,
         )
+        if sign_in.status_code == 401:
+            raise WrongPassword(f"{email} has another password now: {sign_in.text}")
         if sign_in.status_code != 201:
             raise RuntimeError(f"sign-in answered {sign_in.status_code}: {sign_in.text}")
         return sign_in.json()["access_token"]

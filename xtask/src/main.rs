@@ -4,8 +4,7 @@
 //! - `openapi [--check]`: write `openapi/openapi.json` from the code, or fail if it drifted.
 //! - `tidy`: the architecture's invariants, from `cargo metadata` and the sources (see `tidy.rs`).
 //! - `fuzz [--seconds N]`: Schemathesis against a scratch server (see `fuzz.rs`).
-//! - `ci`: tidy, format check, clippy with warnings denied, tests, and the OpenAPI check.
-//!   (`fuzz` is not in it yet: its admin sign-in hook fails intermittently.)
+//! - `ci`: tidy, format check, clippy with warnings denied, tests, the fuzzer, and the OpenAPI check.
 //! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //!
@@ -117,5 +116,6 @@ fn ci() -> Result {
         "warnings",
     ])?;
     test(&[])?;
+    fuzz::fuzz(&[])?;
     openapi(true)
 }

@@ -107,6 +107,13 @@ impl Setup {
             .env("WAITER_DATA_DIR", &self.data_dir)
             .env("WAITER_LOG", "warn")
             .env("WAITER_WORKERS", "2")
+            // Several servers run at once: none may claim the default metrics port.
+            .env("WAITER_METRICS_ADDR", "off")
+            // Retries and polling here are no abuse.
+            .env("WAITER_RATE_LIMIT_CLIENT", "100000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_IN", "100000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_IN_ADDRESS", "100000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_UP", "100000/1m")
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         command
     }

@@ -654,12 +654,11 @@ mod postgres_redis {
         assert_eq!(again, first);
         assert!(replayed);
         let book_path = first.location.clone().unwrap().replace("/api/v1", "");
-        assert_eq!(
-            server
-                .send(server.request(Method::GET, &book_path))
-                .await
-                .status(),
-            StatusCode::OK
+        let book = server.send(server.request(Method::GET, &book_path)).await;
+        assert_eq!(book.status(), StatusCode::OK);
+        assert!(
+            book.headers().contains_key("ratelimit"),
+            "the rate limits count in process while Redis is away"
         );
 
         let ready = server

@@ -59,10 +59,15 @@ impl RateLimitService {
     /// emails, so the key holds a digest of them, never the text: keys may
     /// be seen by whoever can list Redis's keys.
     fn key(policy: Policy, subject: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(subject.as_bytes());
-        let mut key = format!("rate:{}:", policy.name());
+        let mut key = String::with_capacity(32 + 40);
+        key.push_str("rate:");
+        key.push_str(policy.name());
+        key.push(':');
         for byte in &digest[..16] {
-            key.push_str(&format!("{byte:02x}"));
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
         key
     }

@@ -48,7 +48,15 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
             .env_remove("REDIS_URL")
             .env("WAITER_DATA_DIR", &data_dir)
             .env("WAITER_ADDR", format!("127.0.0.1:{port}"))
-            .env("WAITER_LOG", "warn");
+            .env("WAITER_LOG", "warn")
+            // The fuzzer is one client sending thousands of requests: with
+            // the production limits it would mostly see 429s.
+            .env("WAITER_RATE_LIMIT_CLIENT", "1000000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_IN", "1000000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_IN_ADDRESS", "1000000/1m")
+            .env("WAITER_RATE_LIMIT_SIGN_UP", "1000000/1m")
+            .env("WAITER_RATE_LIMIT_REFRESH", "1000000/1m")
+            .env("WAITER_METRICS_ADDR", "off");
     };
 
     let log = std::fs::File::create(work.join("server.log")).map_err(|err| err.to_string())?;

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod external;
 pub mod fault;
 pub mod idempotency;
+pub mod rate_limiter;
 pub mod reply_generator;
 pub mod sessions;
 

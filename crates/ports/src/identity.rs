@@ -171,6 +171,11 @@ pub trait IdentityUseCases: Send + Sync {
     /// expired; `Reused` when already rotated (which revokes the session).
     async fn refresh_session(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError>;
 
+    /// The session a refresh token names, unverified and without I/O, so a
+    /// refresh can be rate-limited per session before anything is read;
+    /// `None` when the token names none (it may still be valid).
+    fn refresh_token_session(&self, refresh_token: &str) -> Option<SessionId>;
+
     /// Verifies an access token without reading the database. `InvalidToken`
     /// when it is malformed, forged, expired or its session was revoked.
     async fn authenticate(&self, access_token: &str) -> Result<Caller, AuthError>;

@@ -6,7 +6,8 @@
 //! [`identity`] (accounts, sessions, and the [`identity::AccountEvents`] it
 //! announces), [`catalog`] (books), [`conversations`] (the
 //! [`conversations::ReplyGenerator`] that writes assistant replies),
-//! [`idempotency`] (keyed retries) and [`health`]. [`cache`] and [`clock`]
+//! [`idempotency`] (keyed retries), [`rate_limit`] (how often a client may
+//! call) and [`health`]. [`cache`] and [`clock`]
 //! are infrastructure every feature may use.
 //!
 //! *Inbound* ports (`…UseCases`) are what the HTTP adapter and the CLI drive.
@@ -21,6 +22,7 @@ pub mod conversations;
 pub mod health;
 pub mod idempotency;
 pub mod identity;
+pub mod rate_limit;
 
 use thiserror::Error;
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use waiter_services::JwtSecret;
+use waiter_http::edge::{CorsOrigins, TrustedProxies};
+use waiter_ports::rate_limit::{Policy, Quota};
+use waiter_services::{JwtSecret, RateLimitSettings};
 
 /// Waiter: a REST/JSON API server for accounts, books and conversations.
 #[derive(Debug, Parser)]
@@ -172,6 +174,127 @@ pub struct Config {
         value_name = "WAITER_WORKERS"
     )]
     pub workers: Option<std::num::NonZeroUsize>,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated,
+    /// each exactly `scheme://host[:port]`; empty: no CORS.
+    #[arg(long, global = true, env = "WAITER_CORS_ORIGINS", value_name = "WAITER_CORS_ORIGINS", default_value = "", value_parser = parse_cors_origins)]
+    pub cors_origins: CorsOrigins,
+
+    /// Reverse proxies (addresses or CIDR networks, comma-separated) whose
+    /// `X-Forwarded-For` hop names the client; empty: the header is ignored.
+    #[arg(long, global = true, env = "WAITER_TRUSTED_PROXIES", value_name = "WAITER_TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Requests per client (the account, else the address): `N/window` or `off`.
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_CLIENT", value_name = "WAITER_RATE_LIMIT_CLIENT", default_value = "300/1m", value_parser = parse_rate_limit)]
+    pub rate_limit_client: RateLimit,
+
+    /// Sign-in attempts per email and client address, reset by a success.
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_SIGN_IN", value_name = "WAITER_RATE_LIMIT_SIGN_IN", default_value = "5/5m", value_parser = parse_rate_limit)]
+    pub rate_limit_sign_in: RateLimit,
+
+    /// Sign-in attempts per client address, whatever the email.
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_SIGN_IN_ADDRESS", value_name = "WAITER_RATE_LIMIT_SIGN_IN_ADDRESS", default_value = "30/5m", value_parser = parse_rate_limit)]
+    pub rate_limit_sign_in_address: RateLimit,
+
+    /// Sign-ups per client address.
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_SIGN_UP", value_name = "WAITER_RATE_LIMIT_SIGN_UP", default_value = "10/1h", value_parser = parse_rate_limit)]
+    pub rate_limit_sign_up: RateLimit,
+
+    /// Token refreshes per session.
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_REFRESH", value_name = "WAITER_RATE_LIMIT_REFRESH", default_value = "10/1m", value_parser = parse_rate_limit)]
+    pub rate_limit_refresh: RateLimit,
+
+    /// Where `/metrics` (Prometheus) is served, apart from the API; `off` disables it.
+    #[arg(long, global = true, env = "WAITER_METRICS_ADDR", value_name = "WAITER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+
+    /// PEM certificate chain: with WAITER_TLS_KEY, serve HTTPS (HTTP/2 by ALPN).
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_TLS_CERT",
+        value_name = "WAITER_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of WAITER_TLS_CERT.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_TLS_KEY",
+        value_name = "WAITER_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// The quota of every rate limit policy.
+    pub fn rate_limits(&self) -> RateLimitSettings {
+        [
+            (Policy::Client, self.rate_limit_client),
+            (Policy::SignIn, self.rate_limit_sign_in),
+            (Policy::SignInAddress, self.rate_limit_sign_in_address),
+            (Policy::SignUp, self.rate_limit_sign_up),
+            (Policy::Refresh, self.rate_limit_refresh),
+        ]
+        .into_iter()
+        .fold(RateLimitSettings::off(), |settings, (policy, limit)| {
+            settings.with(policy, limit.0)
+        })
+    }
+}
+
+/// One policy's quota, `None` when it is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit(pub Option<Quota>);
+
+/// `N/window` (`300/1m`, `5/15m`; the window in whole seconds) or `off`.
+fn parse_rate_limit(raw: &str) -> Result<RateLimit, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(RateLimit(None));
+    }
+    let (limit, window) = raw
+        .split_once('/')
+        .ok_or("must be `N/window`, such as `300/1m`, or `off`")?;
+    let limit: u32 = limit
+        .trim()
+        .parse()
+        .map_err(|_| format!("{limit:?} is not a whole number of requests"))?;
+    let window = humantime::parse_duration(window.trim())
+        .map_err(|err| format!("{err} (try `1m`, `15m` or `1h`)"))?;
+    if window.subsec_nanos() != 0 {
+        return Err("the window must be whole seconds".to_owned());
+    }
+    Quota::new(limit, window)
+        .map(|quota| RateLimit(Some(quota)))
+        .ok_or_else(|| {
+            "the limit and the window must not be zero; say `off` to switch it off".to_owned()
+        })
+}
+
+/// Where the metrics listener binds, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn parse_metrics_addr(raw: &str) -> Result<MetricsAddr, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr(None));
+    }
+    raw.trim()
+        .parse()
+        .map(|addr| MetricsAddr(Some(addr)))
+        .map_err(|err| format!("{err}: must be `host:port` (such as 127.0.0.1:9464) or `off`"))
+}
+
+fn parse_cors_origins(raw: &str) -> Result<CorsOrigins, String> {
+    CorsOrigins::parse(raw).map_err(|err| err.to_string())
+}
+
+fn parse_trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(raw).map_err(|err| err.to_string())
 }
 
 /// Which database a URL selects.
@@ -248,6 +371,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_quotas_or_off() {
+        let cli = parse(&[]).unwrap();
+        let settings = cli.config.rate_limits();
+        assert_eq!(
+            settings.quota(Policy::Client),
+            Quota::new(300, Duration::from_secs(60))
+        );
+        assert_eq!(
+            settings.quota(Policy::SignIn),
+            Quota::new(5, Duration::from_secs(300))
+        );
+        let cli = parse(&["--rate-limit-sign-up", "off", "--rate-limit-client", "2/1s"]).unwrap();
+        let settings = cli.config.rate_limits();
+        assert_eq!(settings.quota(Policy::SignUp), None);
+        assert_eq!(
+            settings.quota(Policy::Client),
+            Quota::new(2, Duration::from_secs(1))
+        );
+        for bad in ["300", "0/1m", "10/0s", "10/1.5s", "x/1m", "10/soon"] {
+            let err = parse(&["--rate-limit-client", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("WAITER_RATE_LIMIT_CLIENT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn edge_settings_name_their_variable_when_bad() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(
+            cli.config.metrics_addr,
+            MetricsAddr(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert!(cli.config.cors_origins.is_empty());
+        let cli = parse(&["--metrics-addr", "off"]).unwrap();
+        assert_eq!(cli.config.metrics_addr, MetricsAddr(None));
+        for (flag, value, variable) in [
+            ("--metrics-addr", "localhost", "WAITER_METRICS_ADDR"),
+            ("--cors-origins", "*", "WAITER_CORS_ORIGINS"),
+            ("--trusted-proxies", "10.0.0.0/40", "WAITER_TRUSTED_PROXIES"),
+        ] {
+            let err = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(err.contains(variable), "{err}");
+        }
+        let err = parse(&["--tls-cert", "cert.pem"]).unwrap_err().to_string();
+        assert!(err.contains("WAITER_TLS_KEY"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! [`Application`] the binary runs.
 
 pub mod config;
+pub mod metrics;
 mod secret;
 pub mod seed;
+pub mod tls;
 mod wiring;
 
 use std::net::TcpListener;
@@ -15,6 +17,9 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::Server;
+use anyhow::Context as _;
+use waiter_http::Edge;
+use waiter_http::edge::{CorsOrigins, TrustedProxies};
 
 pub use config::{Cli, Command, Config};
 pub use wiring::{Database, Stores, Wiring};
@@ -22,10 +27,50 @@ pub use wiring::{Database, Stores, Wiring};
 /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// A bound, ready-to-run HTTP server.
+/// How the API is served, apart from what it serves: workers, TLS, CORS,
+/// proxies, and the metrics listener. Read from the configuration, with every
+/// file read and every port bound, so a mistake stops start-up.
+pub struct Serving {
+    /// HTTP worker threads; `None`: one per CPU.
+    pub workers: Option<usize>,
+    /// `Some` to serve HTTPS.
+    pub tls: Option<rustls::ServerConfig>,
+    pub cors_origins: CorsOrigins,
+    pub trusted_proxies: TrustedProxies,
+    /// The bound metrics listener, `None` when metrics are off.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Serving {
+    /// Loads the TLS files and binds the metrics listener the configuration names.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::load(cert, key)?),
+            _ => None,
+        };
+        let metrics = config
+            .metrics_addr
+            .0
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on WAITER_METRICS_ADDR {addr}"))
+            })
+            .transpose()?;
+        Ok(Self {
+            workers: config.workers.map(usize::from),
+            tls,
+            cors_origins: config.cors_origins.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            metrics,
+        })
+    }
+}
+
+/// A bound, ready-to-run HTTP server, and its metrics listener if any.
 pub struct Application {
     server: Server,
     port: u16,
+    metrics: Option<(Server, u16)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -37,25 +82,44 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Binds `listener` and prepares to serve the wired use cases. Port 0 in
-    /// the listener picks a free port (as tests do); see [`Self::port`].
-    pub fn build(
-        wiring: &Wiring,
-        listener: TcpListener,
-        workers: Option<usize>,
-    ) -> std::io::Result<Self> {
+    /// Binds `listener` and prepares to serve the wired use cases as
+    /// `serving` says. Port 0 in a listener picks a free port (as tests do);
+    /// see [`Self::port`] and [`Self::metrics_port`].
+    pub fn build(wiring: &Wiring, listener: TcpListener, serving: Serving) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let state = wiring.http_state();
-        let mut server = HttpServer::new(move || waiter_http::app(state.clone()))
-            .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-            .listen(listener)?;
-        if let Some(workers) = workers {
+        let edge = Edge {
+            tls: serving.tls.is_some(),
+            cors_origins: serving.cors_origins,
+            trusted_proxies: serving.trusted_proxies,
+            rate_limits: wiring.rate_limits(),
+        };
+        let mut server = HttpServer::new(move || waiter_http::app(state.clone(), edge.clone()))
+            .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+        server = match serving.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        };
+        if let Some(workers) = serving.workers {
             server = server.workers(workers);
         }
+        let metrics = match serving.metrics {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                Some((metrics::serve(listener, metrics::recorder()?)?, port))
+            }
+            None => None,
+        };
         Ok(Self {
             server: server.run(),
             port,
+            metrics,
         })
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     /// The port the server listens on.
@@ -63,8 +127,18 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests; the
+    /// metrics listener stops with the API.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            (actix_web::rt::spawn(server), handle)
+        });
+        let served = self.server.await;
+        if let Some((task, handle)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
+        served
     }
 }

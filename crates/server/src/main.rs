@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use waiter::config::{AdminCommand, AdminCreate, LogFormat, SeedBooks, SeedCommand};
-use waiter::{Application, Cli, Command, Config, Database, Wiring};
+use waiter::{Application, Cli, Command, Config, Database, Serving, Wiring};
 use waiter_domain::{DisplayName, Email, Password};
 use waiter_ports::identity::AccountError;
 use waiter_services::SystemClock;
@@ -77,11 +77,27 @@ async fn seed_books(config: &Config, args: SeedBooks) -> anyhow::Result<()> {
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
+    let serving = Serving::from_config(config)?;
+    let scheme = if serving.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let metrics = serving
+        .metrics
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let wiring = Wiring::connect(config, Arc::new(SystemClock)).await?;
     let listener = TcpListener::bind(config.addr)
         .with_context(|| format!("cannot listen on WAITER_ADDR {}", config.addr))?;
-    let app = Application::build(&wiring, listener, config.workers.map(usize::from))?;
-    tracing::info!(addr = %config.addr, docs = %format!("http://{}/docs/", config.addr), "waiter is serving");
+    let app = Application::build(&wiring, listener, serving)?;
+    tracing::info!(
+        addr = %config.addr,
+        docs = %format!("{scheme}://{}/docs/", config.addr),
+        metrics = %metrics.map_or_else(|| "off".to_owned(), |addr| format!("http://{addr}/metrics")),
+        "waiter is serving"
+    );
     let served = app.run_until_stopped().await;
     wiring.close().await;
     served?;

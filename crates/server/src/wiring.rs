@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use waiter_http::HttpState;
-use waiter_memory::MemoryCache;
+use waiter_memory::{MemoryCache, MemoryRateLimiter};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
@@ -13,11 +13,12 @@ use waiter_ports::clock::Clock;
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
+use waiter_ports::rate_limit::{RateLimitUseCases, RateLimiter};
 use waiter_postgres::PostgresDatabase;
-use waiter_redis::RedisCache;
+use waiter_redis::{RedisCache, RedisRateLimiter};
 use waiter_services::{
-    AccountEventsFanOut, CatalogService, HealthService, IdempotencyService, IdempotencySettings,
-    IdentityPorts, IdentityService, IdentitySettings,
+    AccountEventsFanOut, CatalogService, FailoverRateLimiter, HealthService, IdempotencyService,
+    IdempotencySettings, IdentityPorts, IdentityService, IdentitySettings, RateLimitService,
 };
 use waiter_sqlite::SqliteDatabase;
 
@@ -50,6 +51,9 @@ struct CacheAdapters {
     /// Cache-aside reads.
     reads: Arc<dyn Cache>,
     probe: Arc<dyn Probe>,
+    /// Counts requests for the rate limits: shared through Redis (falling
+    /// back to in-process counts while it is down), or in-process.
+    rate_limiter: Arc<dyn RateLimiter>,
 }
 
 /// `WAITER_DATA_DIR`, created if missing.
@@ -148,10 +152,15 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 .context("cannot connect to Redis (REDIS_URL)")?;
             // Nothing here must survive: the database holds revocations and
             // idempotency keys, so Redis may evict or lose any key.
+            let rate_limiter = FailoverRateLimiter::new(
+                Arc::new(RedisRateLimiter::sharing(&redis)),
+                Arc::new(MemoryRateLimiter::new()),
+            );
             Ok(CacheAdapters {
                 shared: Some(Arc::new(redis.clone())),
                 reads: Arc::new(redis.clone()),
                 probe: Arc::new(redis),
+                rate_limiter: Arc::new(rate_limiter),
             })
         }
         None => {
@@ -160,6 +169,7 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 shared: None,
                 reads: Arc::new(reads.clone()),
                 probe: Arc::new(reads),
+                rate_limiter: Arc::new(MemoryRateLimiter::new()),
             })
         }
     }
@@ -176,6 +186,8 @@ pub struct Wiring {
     catalog: Arc<dyn CatalogUseCases>,
     idempotency: Arc<dyn IdempotencyUseCases>,
     health: Arc<dyn HealthUseCases>,
+    /// `None` when every policy is off.
+    rate_limits: Option<Arc<dyn RateLimitUseCases>>,
 }
 
 impl std::fmt::Debug for Wiring {
@@ -229,6 +241,11 @@ impl Wiring {
             clock,
             IdempotencySettings::default(),
         ));
+        let rate_limits = config.rate_limits();
+        let rate_limits = (!rate_limits.is_off()).then(|| {
+            Arc::new(RateLimitService::new(caches.rate_limiter, rate_limits))
+                as Arc<dyn RateLimitUseCases>
+        });
         let upkeep = [
             tokio::spawn({
                 let identity = identity.clone();
@@ -246,6 +263,7 @@ impl Wiring {
             catalog,
             idempotency,
             health: Arc::new(HealthService::new(vec![stores.probe], vec![caches.probe])),
+            rate_limits,
         })
     }
 
@@ -266,6 +284,11 @@ impl Wiring {
     /// The catalog use cases, for the CLI.
     pub fn catalog(&self) -> Arc<dyn CatalogUseCases> {
         self.catalog.clone()
+    }
+
+    /// The rate limits the edge applies; `None` when every policy is off.
+    pub fn rate_limits(&self) -> Option<Arc<dyn RateLimitUseCases>> {
+        self.rate_limits.clone()
     }
 
     /// What the HTTP adapter needs.

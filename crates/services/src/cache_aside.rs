@@ -92,17 +92,27 @@ impl CacheAside {
                 }
                 Err(err) => {
                     tracing::warn!(%err, name, "cache unavailable; reading from the store");
+                    count("error");
                     return load.await;
                 }
             }
         }
         match self.cache.get(&slot).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(value) => return Ok(value),
-                Err(err) => tracing::warn!(%err, slot, "undecodable cache entry; reloading"),
+                Ok(value) => {
+                    count("hit");
+                    return Ok(value);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, slot, "undecodable cache entry; reloading");
+                    count("error");
+                }
             },
-            Ok(None) => {}
-            Err(err) => tracing::warn!(%err, slot, "cache read failed; reading from the store"),
+            Ok(None) => count("miss"),
+            Err(err) => {
+                tracing::warn!(%err, slot, "cache read failed; reading from the store");
+                count("error");
+            }
         }
         let value = load.await?;
         match serde_json::to_vec(&value) {
@@ -138,6 +148,12 @@ impl CacheAside {
             |token| String::from_utf8_lossy(&token).into_owned(),
         ))
     }
+}
+
+/// Counts a cache-aside read by outcome: `hit`, `miss`, or `error` (the
+/// cache unreachable or its entry unreadable; the store answered).
+fn count(outcome: &'static str) {
+    metrics::counter!("waiter_cache_reads_total", "outcome" => outcome).increment(1);
 }
 
 fn generation_key(name: &str) -> String {

@@ -15,6 +15,7 @@ pub mod health;
 pub mod idempotency;
 pub mod identity;
 mod ids;
+pub mod rate_limit;
 
 pub use catalog::CatalogService;
 pub use clock::{ManualClock, SystemClock};
@@ -22,3 +23,4 @@ pub use events::AccountEventsFanOut;
 pub use health::HealthService;
 pub use idempotency::{IdempotencyService, IdempotencySettings};
 pub use identity::{IdentityPorts, IdentityService, IdentitySettings, JwtSecret, JwtSecretError};
+pub use rate_limit::{FailoverRateLimiter, RateLimitService, RateLimitSettings};

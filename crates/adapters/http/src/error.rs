@@ -59,6 +59,13 @@ pub enum ApiError {
     /// Well-formed, but some values are invalid.
     #[error("{0}")]
     Validation(ValidationErrors),
+    /// Over a rate limit: `policy` refused it, and one more request fits
+    /// after `retry_after` seconds (at least one).
+    #[error("too many requests under the \"{policy}\" limit; retry in {retry_after} s")]
+    TooManyRequests {
+        policy: &'static str,
+        retry_after: u64,
+    },
     #[error("a dependency is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -108,6 +115,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             ApiError::Validation(_) => ("validation-failed", "Validation failed"),
+            ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable => ("unavailable", "Service unavailable"),
             ApiError::Internal => ("internal", "Internal server error"),
         }
@@ -179,6 +187,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -209,6 +218,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, (*retry_after).max(1)));
             }
             _ => {}
         }

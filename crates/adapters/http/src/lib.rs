@@ -7,6 +7,7 @@
 
 mod docs;
 mod dto;
+pub mod edge;
 pub mod error;
 mod extract;
 mod fallback;
@@ -22,7 +23,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpMessage as _, web};
 use std::time::Instant;
 
@@ -38,6 +39,7 @@ use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::IdentityUseCases;
 
 pub use docs::ApiDoc;
+pub use edge::Edge;
 pub use extract::JSON_LIMIT;
 
 /// The use cases the HTTP adapter drives, injected by the server.
@@ -85,18 +87,25 @@ fn routes(config: &mut ServiceConfig) {
 
 /// The OpenAPI document, collected from the routes themselves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    App::new()
+    let (_, api) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes)
-        .split_for_parts()
-        .1
+        .split_for_parts();
+    with_rate_limits(api)
+}
+
+/// The document with the rate limits' 429 listed on every limited operation.
+fn with_rate_limits(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    responses::document_rate_limits(&mut api);
+    api
 }
 
 /// The whole application: API routes, docs, probes, the fallback for unknown
-/// routes, request ids and per-request logging.
+/// routes, request ids, per-request logging, and the [`Edge`] around them all.
 pub fn app(
     state: HttpState,
+    edge: Edge,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -118,13 +127,30 @@ pub fn app(
         .app_data(extract::query_config())
         .configure(routes)
         .split_for_parts();
+    let api = with_rate_limits(api);
     let known_routes = web::Data::new(fallback::KnownRoutes::from_openapi(&api));
+    let security = web::Data::new(edge::security::Security { hsts: edge.tls });
+    let limits = web::Data::new(edge::limits::Limits {
+        use_cases: edge.rate_limits.clone(),
+        proxies: edge.trusted_proxies.clone(),
+    });
+    // Outermost last: logging sees every response as it leaves; the security
+    // headers go on everything CORS and the routes answer.
     app.service(web::redirect("/docs", "/docs/"))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
         .app_data(known_routes)
+        .app_data(security)
+        .app_data(limits)
         .default_service(web::to(fallback::not_routed))
         .wrap(from_fn(fallback::answer_by_path))
         .wrap(from_fn(head_as_get))
+        .wrap(from_fn(edge::limits::limit_requests))
+        .wrap(Condition::new(
+            !edge.cors_origins.is_empty(),
+            edge.cors_origins.middleware(),
+        ))
+        .wrap(from_fn(edge::security::security_headers))
+        .wrap(from_fn(edge::metrics::measure))
         .wrap(from_fn(log_request))
         .wrap(TracingLogger::<RequestSpan>::new())
 }

@@ -102,6 +102,19 @@ const VALIDATION_FAILED: ProblemResponse = ProblemResponse {
     header: None,
 };
 
+const TOO_MANY_REQUESTS: ProblemResponse = ProblemResponse {
+    name: "TooManyRequests",
+    status: 429,
+    description: "Over a rate limit. `RateLimit-Policy` and `RateLimit` \
+                  (draft-ietf-httpapi-ratelimit-headers-11) name the limits and what is left \
+                  of each, as on every response of a limited operation; retry after \
+                  `Retry-After`.",
+    header: Some((
+        "Retry-After",
+        "Whole seconds to wait before retrying, at least 1",
+    )),
+};
+
 const UNAVAILABLE: ProblemResponse = ProblemResponse {
     name: "Unavailable",
     status: 503,
@@ -109,7 +122,7 @@ const UNAVAILABLE: ProblemResponse = ProblemResponse {
     header: Some(("Retry-After", "Seconds to wait before retrying")),
 };
 
-const ALL: [&ProblemResponse; 10] = [
+const ALL: [&ProblemResponse; 11] = [
     &BAD_REQUEST,
     &UNAUTHENTICATED,
     &FORBIDDEN,
@@ -119,6 +132,7 @@ const ALL: [&ProblemResponse; 10] = [
     &PAYLOAD_TOO_LARGE,
     &UNSUPPORTED_MEDIA_TYPE,
     &VALIDATION_FAILED,
+    &TOO_MANY_REQUESTS,
     &UNAVAILABLE,
 ];
 
@@ -199,6 +213,29 @@ problems! {
     ListQuery => [BAD_REQUEST, NOT_FOUND];
     /// Every operation that reaches the database or the cache.
     Unavailable => [UNAVAILABLE];
+}
+
+/// Lists the 429 on every operation the rate limits apply to: every one but
+/// the probes. The limits are applied to requests whatever their route (see
+/// `edge::limits`), so they are documented the same way, after the routes
+/// are collected, rather than operation by operation.
+pub(crate) fn document_rate_limits(api: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in api.paths.paths.iter_mut() {
+        if crate::edge::limits::exempt(path) {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let (status, reference) = TOO_MANY_REQUESTS.reference();
+            operation.responses.responses.insert(status, reference);
+        }
+    }
 }
 
 // The 413 description states the limit in words; this keeps it true.

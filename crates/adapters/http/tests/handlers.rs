@@ -11,7 +11,7 @@ use actix_web::test::{self, TestRequest};
 use serde_json::{Value, json};
 use time::macros::datetime;
 use waiter_domain::{Account, AccountId, DisplayName, Email, Role, SessionId, Version};
-use waiter_http::{HttpState, JSON_LIMIT, app};
+use waiter_http::{Edge, HttpState, JSON_LIMIT, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
 use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
@@ -89,7 +89,7 @@ async fn send(mocks: Mocks, request: TestRequest) -> (StatusCode, header::Header
         idempotency: Arc::new(mocks.idempotency),
         health: Arc::new(health),
     };
-    let service = test::init_service(app(state)).await;
+    let service = test::init_service(app(state, Edge::default())).await;
     let response = test::call_service(&service, request.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();

@@ -1,5 +1,6 @@
-//! The in-process adapter for Waiter's cache port, for a server
-//! running as a single instance.
+//! The in-process adapters for Waiter's cache and rate limiter ports, for a
+//! server running as a single instance (and for rate limits, the fallback of
+//! one whose Redis is down).
 //!
 //! Nothing here survives a restart or is shared with another process: a
 //! deployment with several instances must use the Redis adapters instead, or
@@ -7,5 +8,7 @@
 
 mod cache;
 mod expiring;
+mod rate_limit;
 
 pub use cache::MemoryCache;
+pub use rate_limit::{MemoryRateLimiter, PRUNE_EVERY};

@@ -1,4 +1,4 @@
-//! Runs the cache contract suite against the in-process
+//! Runs the cache and rate limiter contract suites against the in-process
 //! adapter, one fresh adapter per check.
 
 use waiter_memory::MemoryCache;
@@ -22,4 +22,13 @@ async fn probe_is_always_ready() {
     let cache = MemoryCache::new(CAPACITY);
     assert_eq!(cache.name(), "cache");
     assert!(cache.ping().await.is_ok());
+}
+
+/// Runs `check` on a fresh in-process rate limiter.
+async fn with_rate_limiter(check: impl AsyncFnOnce(&dyn waiter_ports::rate_limit::RateLimiter)) {
+    check(&waiter_memory::MemoryRateLimiter::new()).await;
+}
+
+mod rate_limiter {
+    waiter_contracts::rate_limiter_contract_tests!(super::with_rate_limiter);
 }

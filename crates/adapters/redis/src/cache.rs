@@ -31,6 +31,11 @@ impl RedisCache {
         })
     }
 
+    /// The connection and prefix, for the other adapters that share them.
+    pub(crate) fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
     /// Deletes every key under this cache's prefix, so tests can remove what
     /// they created without touching anything else on the server. That
     /// includes the records of a [`RedisIdempotencyStore`](crate::RedisIdempotencyStore)

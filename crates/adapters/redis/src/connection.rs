@@ -2,14 +2,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use failsafe::backoff::{self, Constant};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::futures::CircuitBreaker as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, RedisError, RetryMethod};
+use redis::{Cmd, FromRedisValue, RedisError, RetryMethod, ScriptInvocation};
 use waiter_ports::PortError;
 
 /// The most one Redis call may take, reconnecting included. Redis only makes
@@ -36,6 +36,10 @@ const SCAN_BATCH: usize = 500;
 type Breaker = failsafe::StateMachine<ConsecutiveFailures<Constant>, ()>;
 
 /// A multiplexed connection plus the prefix every key is stored under.
+///
+/// Each call that reaches Redis is timed (`waiter_redis_call_duration_seconds`)
+/// and each failure counted by kind (`waiter_redis_errors_total`: unavailable,
+/// unexpected, or refused at once by the open circuit).
 ///
 /// Clones share the connection, which reconnects by itself after Redis comes
 /// back, and one circuit breaker: every call is bounded by [`CALL_BUDGET`],
@@ -81,6 +85,17 @@ impl Namespace {
             .await
     }
 
+    /// Runs a Lua script (by its digest, loading it first if Redis lacks
+    /// it) within the call budget and through the circuit breaker.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, PortError> {
+        let mut connection = self.connection.clone();
+        self.guarded(async move { invocation.invoke_async(&mut connection).await })
+            .await
+    }
+
     /// Bounds `call` by [`CALL_BUDGET`]; only unavailability counts towards
     /// opening the circuit (a script error says nothing about Redis being down).
     async fn guarded<T>(
@@ -96,13 +111,28 @@ impl Namespace {
             }
         };
         let is_unavailable = |err: &PortError| matches!(err, PortError::Unavailable(_));
-        match self.breaker.call_with(is_unavailable, bounded).await {
+        let started = Instant::now();
+        let outcome = match self.breaker.call_with(is_unavailable, bounded).await {
             Ok(value) => Ok(value),
             Err(failsafe::Error::Inner(err)) => Err(err),
-            Err(failsafe::Error::Rejected) => Err(PortError::Unavailable(anyhow!(
-                "Redis is unavailable: calls are paused for up to {OPEN_FOR:?} after repeated failures"
-            ))),
+            Err(failsafe::Error::Rejected) => {
+                metrics::counter!("waiter_redis_errors_total", "kind" => "circuit-open")
+                    .increment(1);
+                return Err(PortError::Unavailable(anyhow!(
+                    "Redis is unavailable: calls are paused for up to {OPEN_FOR:?} after repeated failures"
+                )));
+            }
+        };
+        metrics::histogram!("waiter_redis_call_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(err) = &outcome {
+            let kind = match err {
+                PortError::Unavailable(_) => "unavailable",
+                PortError::Unexpected(_) => "unexpected",
+            };
+            metrics::counter!("waiter_redis_errors_total", "kind" => kind).increment(1);
         }
+        outcome
     }
 
     /// The prefix, which adapters show in their `Debug` output instead of the

@@ -1,5 +1,5 @@
-//! The Redis adapter for Waiter's cache port, for several instances sharing
-//! one Redis.
+//! The Redis adapters for Waiter's cache and rate limiter ports, for several
+//! instances sharing one Redis.
 //!
 //! Every key is stored under a prefix chosen by the caller, so one Redis
 //! server can hold Waiter beside other tenants (and each test in its own
@@ -10,5 +10,7 @@
 
 mod cache;
 mod connection;
+mod rate_limit;
 
 pub use cache::RedisCache;
+pub use rate_limit::RedisRateLimiter;

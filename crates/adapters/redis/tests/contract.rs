@@ -1,6 +1,6 @@
-//! Runs the cache contract suite against a real Redis, plus
-//! what only Redis promises: instances sharing a prefix share entries, other
-//! prefixes stay apart.
+//! Runs the cache and rate limiter contract suites against a real Redis,
+//! plus what only Redis promises: instances sharing a prefix share entries
+//! and limits, other prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -16,7 +16,8 @@ use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
-use waiter_redis::RedisCache;
+use waiter_ports::rate_limit::{Quota, RateLimiter};
+use waiter_redis::{RedisCache, RedisRateLimiter};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -60,6 +61,40 @@ async fn with_cache(check: impl AsyncFnOnce(&dyn Cache)) {
 
 mod cache {
     waiter_contracts::cache_contract_tests!(super::with_cache);
+}
+
+/// Runs `check` on a rate limiter under a fresh prefix, whose keys are cleared afterwards.
+async fn with_rate_limiter(check: impl AsyncFnOnce(&dyn RateLimiter)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let limiter = RedisRateLimiter::sharing(&cache);
+    cleaning_up(&[&cache], check(&limiter)).await;
+}
+
+mod rate_limiter {
+    waiter_contracts::rate_limiter_contract_tests!(super::with_rate_limiter);
+}
+
+#[tokio::test]
+async fn instances_with_the_same_prefix_share_each_limit() {
+    let prefix = unique_prefix();
+    let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
+        return;
+    };
+    let quota = Quota::new(2, Duration::from_secs(60)).unwrap();
+    cleaning_up(&[&first], async {
+        let (first, second) = (
+            RedisRateLimiter::sharing(&first),
+            RedisRateLimiter::sharing(&second),
+        );
+        assert!(first.acquire("key", quota).await.unwrap().allowed);
+        assert!(second.acquire("key", quota).await.unwrap().allowed);
+        assert!(!first.acquire("key", quota).await.unwrap().allowed);
+        second.reset("key").await.unwrap();
+        assert!(first.acquire("key", quota).await.unwrap().allowed);
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use reqwest::header::{self, HeaderName};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use waiter::config::SeedCommand;
-use waiter::{Application, Cli, Command, Wiring};
+use waiter::{Application, Cli, Command, Serving, Wiring};
 use waiter_contracts::external::redis_url;
 use waiter_domain::{DisplayName, Email, Password};
 use waiter_postgres::TestDatabase;
@@ -33,6 +33,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// Runs each scenario (an `async fn(&TestApp)` in the calling file) once per
 /// configuration, as its own test: `sqlite::<name>` and `postgres_redis::<name>`.
+#[allow(unused_macros)]
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -171,6 +172,11 @@ impl Call {
         self
     }
 
+    /// As if it came through a proxy from `address` (`X-Forwarded-For`).
+    pub fn forwarded_for(self, address: &str) -> Self {
+        self.header(HeaderName::from_static("x-forwarded-for"), address)
+    }
+
     fn header(mut self, name: HeaderName, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
         self
@@ -211,6 +217,8 @@ impl IntoFuture for Call {
 /// A running server and a client pointed at it.
 pub struct TestApp {
     pub base: String,
+    /// The port `/metrics` is served on, when the app serves it.
+    pub metrics_port: Option<u16>,
     pub client: Client,
     pub clock: Arc<ManualClock>,
     pub wiring: Wiring,
@@ -218,6 +226,19 @@ pub struct TestApp {
     args: Vec<String>,
     scratch: Option<Scratch>,
 }
+
+/// The edge of a test app: rate limits that every test stays far below (so
+/// they count, and their headers show, without refusing anything), and no
+/// metrics listener. A test of the edge itself overrides them; clap takes
+/// the last occurrence of a flag.
+const EDGE_FOR_TESTS: [(&str, &str); 6] = [
+    ("--rate-limit-client", "100000/1m"),
+    ("--rate-limit-sign-in", "100000/1m"),
+    ("--rate-limit-sign-in-address", "100000/1m"),
+    ("--rate-limit-sign-up", "100000/1m"),
+    ("--rate-limit-refresh", "100000/1m"),
+    ("--metrics-addr", "off"),
+];
 
 fn unique(label: &str) -> String {
     format!("{label}-{}", ulid::Ulid::generate())
@@ -228,6 +249,12 @@ const JSON: &str = "application/json";
 impl TestApp {
     /// Starts an app, or returns `None` when its services are unreachable and not required.
     pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Starts an app with some flags of its edge (`--rate-limit-sign-in`,
+    /// `--trusted-proxies`…) set to other values than the tests' defaults.
+    pub async fn spawn_with(backend: Backend, flags: &[(&str, &str)]) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = std::env::temp_dir().join(unique("waiter-e2e"));
         let mut args: Vec<String> = vec![
@@ -235,6 +262,14 @@ impl TestApp {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        for (flag, value) in EDGE_FOR_TESTS {
+            if !flags.iter().any(|(set, _)| *set == flag) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        for (flag, value) in flags {
+            args.extend([(*flag).to_owned(), (*value).to_owned()]);
+        }
         let scratch = match backend {
             Backend::Sqlite => Scratch::Dir(data_dir.clone()),
             Backend::PostgresRedis => {
@@ -278,11 +313,20 @@ impl TestApp {
             .await
             .expect("the app wires up");
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let app = Application::build(&wiring, listener, Some(1)).expect("the app binds");
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let mut serving = Serving::from_config(&cli.config).expect("the serving settings load");
+        serving.workers = Some(1);
+        let scheme = if serving.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let app = Application::build(&wiring, listener, serving).expect("the app binds");
+        let base = format!("{scheme}://127.0.0.1:{}", app.port());
+        let metrics_port = app.metrics_port();
         actix_web::rt::spawn(app.run_until_stopped());
         Self {
             base,
+            metrics_port,
             client: Client::new(),
             clock,
             wiring,
@@ -308,7 +352,7 @@ impl TestApp {
     }
 
     /// A request to `path` with nothing more to it.
-    fn call(&self, method: Method, path: &str) -> Call {
+    pub fn call(&self, method: Method, path: &str) -> Call {
         Call {
             client: self.client.clone(),
             method,

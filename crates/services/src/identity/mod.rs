@@ -112,7 +112,7 @@ impl IdentityService {
             refreshed_at: now,
             expires_at: now + self.refresh_token_ttl,
         };
-        let (refresh_token, refresh_token_hash) = new_refresh_token();
+        let (refresh_token, refresh_token_hash) = new_refresh_token(Some(session.id));
         self.sessions
             .create(NewSessionRecord {
                 session: session.clone(),
@@ -305,7 +305,11 @@ impl IdentityUseCases for IdentityService {
 
     async fn refresh_session(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError> {
         let presented = parse_refresh_token(refresh_token).ok_or(RefreshError::InvalidToken)?;
-        let (new_token, replacement) = new_refresh_token();
+        // The digest covers the session the token names, so only a token of
+        // that session matches; a token of the older, bare form is replaced
+        // by another of that form.
+        let (new_token, replacement) = new_refresh_token(presented.session);
+        let presented = presented.hash;
         let now = self.clock.now();
         let rotation = RefreshTokenRotation {
             presented,
@@ -337,6 +341,10 @@ impl IdentityUseCases for IdentityService {
             .await?
             .ok_or(RefreshError::InvalidToken)?;
         Ok(self.tokens_for(account.role, session, new_token, now)?)
+    }
+
+    fn refresh_token_session(&self, refresh_token: &str) -> Option<SessionId> {
+        parse_refresh_token(refresh_token)?.session
     }
 
     async fn authenticate(&self, access_token: &str) -> Result<Caller, AuthError> {

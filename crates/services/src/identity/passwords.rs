@@ -3,9 +3,13 @@
 //! Hashing is deliberately slow (~20–50 ms of one core) and memory-hard, so
 //! it runs on tokio's blocking pool behind a semaphore sized to the CPU count:
 //! a flood of sign-ins queues here instead of starving every other request.
+//! The wait for a slot (`waiter_password_hash_queue_wait_seconds`), the
+//! hashing itself (`waiter_password_hash_duration_seconds`) and the requests
+//! turned away after waiting too long (`waiter_password_hash_rejections_total`)
+//! are metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash as Phc;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
@@ -77,15 +81,23 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PortError> {
+        let queued = Instant::now();
         let _permit = tokio::time::timeout(QUEUE_DEADLINE, self.permits.acquire())
             .await
             .map_err(|_| {
+                metrics::counter!("waiter_password_hash_rejections_total").increment(1);
                 PortError::Unavailable(anyhow::anyhow!("too many password hashes queued"))
             })?
             .map_err(PortError::unexpected)?;
-        tokio::task::spawn_blocking(work)
+        metrics::histogram!("waiter_password_hash_queue_wait_seconds")
+            .record(queued.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(work)
             .await
-            .map_err(PortError::unexpected)
+            .map_err(PortError::unexpected);
+        metrics::histogram!("waiter_password_hash_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        outcome
     }
 
     /// Hashes a new password with a fresh salt.

@@ -311,7 +311,7 @@ async fn replaying_a_rotated_refresh_token_revokes_its_session() {
         .times(1)
         .returning(|_, _| Ok(true));
     let (identity, _) = mocks.build().await;
-    let (token, _) = tokens::new_refresh_token();
+    let (token, _) = tokens::new_refresh_token(None);
     let err = identity.refresh_session(&token).await.unwrap_err();
     assert!(matches!(err, RefreshError::Reused), "{err:?}");
 }
@@ -350,7 +350,7 @@ async fn refreshing_issues_tokens_with_the_current_role() {
         .expect_find()
         .returning(|_| Ok(Some(account(Role::Admin))));
     let (identity, _) = mocks.build().await;
-    let (token, _) = tokens::new_refresh_token();
+    let (token, _) = tokens::new_refresh_token(None);
     let tokens = identity.refresh_session(&token).await.unwrap();
     assert_ne!(tokens.refresh_token, token);
     let caller = identity.authenticate(&tokens.access_token).await.unwrap();
@@ -370,7 +370,7 @@ async fn an_expired_or_unknown_refresh_token_is_invalid() {
             .expect_rotate_refresh_token()
             .returning(move |_| Err(outcome.take().unwrap()));
         let (identity, _) = mocks.build().await;
-        let (token, _) = tokens::new_refresh_token();
+        let (token, _) = tokens::new_refresh_token(None);
         assert!(matches!(
             identity.refresh_session(&token).await,
             Err(RefreshError::InvalidToken)

@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use waiter_domain::Timestamp;
+use waiter_domain::{SessionId, Timestamp};
 use waiter_ports::PortError;
 use waiter_ports::identity::Caller;
 use waiter_ports::identity::RefreshTokenHash;
@@ -138,25 +138,50 @@ impl AccessTokens {
 
 /// Random bytes in a refresh token: 256 bits.
 const REFRESH_TOKEN_BYTES: usize = 32;
-/// The length of a refresh token's text form (unpadded base64url of 32 bytes).
+/// The length of a refresh token's secret (unpadded base64url of 32 bytes).
 const REFRESH_TOKEN_CHARS: usize = 43;
 
-/// A new refresh token and the digest to store for it.
-pub(crate) fn new_refresh_token() -> (String, RefreshTokenHash) {
+/// A new refresh token of `session` and the digest to store for it.
+///
+/// The token names its session before its secret (`sess_….<secret>`), so a
+/// refresh can be rate-limited per session before the store is asked. The
+/// digest covers the whole text, so a token naming another session than its
+/// own matches nothing. `None` makes a token of the older form, a bare
+/// secret, for a session that only has such tokens.
+pub(crate) fn new_refresh_token(session: Option<SessionId>) -> (String, RefreshTokenHash) {
     let bytes: [u8; REFRESH_TOKEN_BYTES] = rand::random();
-    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    let token = match session {
+        Some(session) => format!("{session}.{secret}"),
+        None => secret,
+    };
     let hash = hash_refresh_token(&token);
     (token, hash)
 }
 
-/// The digest of a presented refresh token, or `None` when it cannot be one
-/// of ours (so garbage never reaches the store).
-pub(crate) fn parse_refresh_token(token: &str) -> Option<RefreshTokenHash> {
-    let plausible = token.len() == REFRESH_TOKEN_CHARS
-        && token
+/// A presented refresh token that could be one of ours: the session it
+/// names (unverified; `None` for the older, bare form) and its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PresentedRefreshToken {
+    pub(crate) session: Option<SessionId>,
+    pub(crate) hash: RefreshTokenHash,
+}
+
+/// The presented token, or `None` when it cannot be one of ours (so garbage
+/// never reaches the store).
+pub(crate) fn parse_refresh_token(token: &str) -> Option<PresentedRefreshToken> {
+    let (session, secret) = match token.split_once('.') {
+        Some((session, secret)) => (Some(session.parse::<SessionId>().ok()?), secret),
+        None => (None, token),
+    };
+    let plausible = secret.len() == REFRESH_TOKEN_CHARS
+        && secret
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    plausible.then(|| hash_refresh_token(token))
+    plausible.then(|| PresentedRefreshToken {
+        session,
+        hash: hash_refresh_token(token),
+    })
 }
 
 fn hash_refresh_token(token: &str) -> RefreshTokenHash {
@@ -239,13 +264,40 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_random_and_only_ours_parse() {
-        let (first, first_hash) = new_refresh_token();
-        let (second, _) = new_refresh_token();
+        let session = caller().session_id;
+        let (first, first_hash) = new_refresh_token(Some(session));
+        let (second, _) = new_refresh_token(Some(session));
         assert_ne!(first, second);
-        assert_eq!(parse_refresh_token(&first), Some(first_hash));
+        assert!(first.starts_with(&format!("{session}.")), "{first}");
+        assert_eq!(
+            parse_refresh_token(&first),
+            Some(PresentedRefreshToken {
+                session: Some(session),
+                hash: first_hash
+            })
+        );
+        let (bare, bare_hash) = new_refresh_token(None);
+        assert_eq!(
+            parse_refresh_token(&bare),
+            Some(PresentedRefreshToken {
+                session: None,
+                hash: bare_hash
+            })
+        );
         assert_eq!(parse_refresh_token("short"), None);
-        assert_eq!(parse_refresh_token(&format!("{}!", &first[1..])), None);
+        assert_eq!(parse_refresh_token(&format!("{}!", &bare[1..])), None);
+        assert_eq!(parse_refresh_token(&format!("sess_nonsense.{bare}")), None);
         let access = tokens(&[1; 32]).issue(caller(), NOW).unwrap();
         assert_eq!(parse_refresh_token(&access), None);
+    }
+
+    #[test]
+    fn a_token_naming_another_session_has_another_digest() {
+        let (token, hash) = new_refresh_token(Some(caller().session_id));
+        let secret = token.split_once('.').unwrap().1;
+        let other = SessionId::from_ulid(ulid::Ulid::from(7_u128));
+        let forged = parse_refresh_token(&format!("{other}.{secret}")).unwrap();
+        assert_eq!(forged.session, Some(other));
+        assert_ne!(forged.hash, hash);
     }
 }

@@ -4,10 +4,12 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use waiter_domain::SessionId;
+use waiter_domain::{Email, SessionId};
 use waiter_ports::identity::{Credentials, IdentityUseCases};
+use waiter_ports::rate_limit::Policy;
 
 use crate::dto::{ItemsBody, SessionBody, TokenBody};
+use crate::edge::limits::Throttle;
 use crate::error::ApiError;
 use crate::extract::{Authenticated, Body};
 use crate::responses::{Bearer, JsonBody, NotFound, Unavailable};
@@ -40,6 +42,10 @@ fn tokens_response(tokens: TokenBody) -> HttpResponse {
 }
 
 /// Sign in: open a session and get an access and a refresh token.
+///
+/// Attempts are limited per email and client address (guessing one
+/// account's password), reset by a success, and per client address whatever
+/// the email (at the edge): failures elsewhere never lock the owner out.
 #[utoipa::path(
     tag = "sessions",
     request_body = SignInRequest,
@@ -51,17 +57,27 @@ fn tokens_response(tokens: TokenBody) -> HttpResponse {
 #[post("/sessions")]
 pub async fn create_session(
     identity: Identity,
+    throttle: Throttle,
     Body(body): Body<SignInRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let SignInRequest { email, password } = body;
+    // The email as the account is known by, so `Ann@…` and `ann@…` count together.
+    let account = Email::parse(&email).map_or_else(
+        |_| email.trim().to_lowercase(),
+        |email| email.as_str().to_owned(),
+    );
+    let attempt = format!("{account} from {}", throttle.address());
+    throttle.check(Policy::SignIn, &attempt).await?;
     let tokens = identity
         .create_session(Credentials { email, password })
         .await?;
+    throttle.reset(Policy::SignIn, &attempt).await;
     Ok(tokens_response(tokens.into()))
 }
 
 /// Exchange a refresh token for a new token pair. The old refresh token dies;
-/// presenting it again revokes the whole session.
+/// presenting it again revokes the whole session. Refreshes are limited per
+/// session.
 #[utoipa::path(
     tag = "sessions",
     request_body = RefreshRequest,
@@ -73,8 +89,14 @@ pub async fn create_session(
 #[post("/sessions/refresh")]
 pub async fn refresh_session(
     identity: Identity,
+    throttle: Throttle,
     Body(body): Body<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(session) = identity.refresh_token_session(&body.refresh_token) {
+        throttle
+            .check(Policy::Refresh, &session.to_string())
+            .await?;
+    }
     let tokens = identity.refresh_session(&body.refresh_token).await?;
     Ok(tokens_response(tokens.into()))
 }

@@ -3,57 +3,23 @@
 //!
 //! Driven with `actix_web::test` over mocked use cases, like the handler tests.
 
+mod fixtures;
+
 use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::test::{self, TestRequest};
+use fixtures::{a_book, account, member};
 use serde_json::Value;
-use time::macros::datetime;
-use waiter_domain::{Account, AccountId, DisplayName, Email, Role, SessionId, Version};
 use waiter_http::edge::CorsOrigins;
 use waiter_http::{Edge, HttpState, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
 use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
 use waiter_ports::idempotency::MockIdempotencyUseCases;
-use waiter_ports::identity::{AuthError, Caller, MockIdentityUseCases};
+use waiter_ports::identity::{AuthError, MockIdentityUseCases};
 
 const APP_ORIGIN: &str = "https://app.example.com";
-
-fn account() -> Account {
-    Account {
-        id: AccountId::from_ulid(ulid::Ulid::from(1_u128)),
-        email: Email::parse("ann@example.com").unwrap(),
-        display_name: DisplayName::parse("Ann").unwrap(),
-        role: Role::Member,
-        version: Version::new(3),
-        created_at: datetime!(2026-11-21 12:00 UTC),
-        updated_at: datetime!(2026-11-21 12:00 UTC),
-    }
-}
-
-fn member() -> Caller {
-    Caller {
-        account_id: account().id,
-        session_id: SessionId::from_ulid(ulid::Ulid::from(2_u128)),
-        role: Role::Member,
-    }
-}
-
-fn a_book() -> waiter_domain::Book {
-    waiter_domain::Book {
-        id: "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".parse().unwrap(),
-        title: waiter_domain::Title::parse("Dune").unwrap(),
-        author: waiter_domain::Author::parse("Frank Herbert").unwrap(),
-        isbn: waiter_domain::Isbn::parse("9780441172719").unwrap(),
-        published_date: time::macros::date!(1965 - 08 - 01),
-        price: "19.90".parse().unwrap(),
-        owner: account().id,
-        version: Version::new(1),
-        created_at: datetime!(2026-11-21 12:00 UTC),
-        updated_at: datetime!(2026-11-21 12:00 UTC),
-    }
-}
 
 /// Use cases that answer every request these tests send: the token `good`
 /// is a member whose account reads fail with 503, and one book exists.
@@ -73,7 +39,7 @@ fn state() -> HttpState {
         .expect_list_sessions()
         .returning(|_| Err(PortError::Unavailable(anyhow::anyhow!("database down")).into()));
     let mut catalog = MockCatalogUseCases::new();
-    catalog.expect_get_book().returning(|_| Ok(a_book()));
+    catalog.expect_get_book().returning(|_| Ok(a_book(1)));
     let mut health = MockHealthUseCases::new();
     health.expect_readiness().returning(|| {
         vec![DependencyStatus {

@@ -4,39 +4,21 @@
 //! envelope, including for failures actix itself detects (bad JSON, wrong
 //! media type, unknown routes and methods).
 
+mod fixtures;
+
 use std::sync::Arc;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
+use fixtures::{a_book, account, member};
 use serde_json::{Value, json};
-use time::macros::datetime;
-use waiter_domain::{Account, AccountId, DisplayName, Email, Role, SessionId, Version};
+use waiter_domain::Version;
 use waiter_http::{Edge, HttpState, JSON_LIMIT, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
 use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
 use waiter_ports::idempotency::MockIdempotencyUseCases;
-use waiter_ports::identity::{AccountError, AuthError, Caller, MockIdentityUseCases};
-
-fn account() -> Account {
-    Account {
-        id: AccountId::from_ulid(ulid::Ulid::from(1_u128)),
-        email: Email::parse("ann@example.com").unwrap(),
-        display_name: DisplayName::parse("Ann").unwrap(),
-        role: Role::Member,
-        version: Version::new(3),
-        created_at: datetime!(2026-11-21 12:00 UTC),
-        updated_at: datetime!(2026-11-21 12:00 UTC),
-    }
-}
-
-fn member() -> Caller {
-    Caller {
-        account_id: account().id,
-        session_id: SessionId::from_ulid(ulid::Ulid::from(2_u128)),
-        role: Role::Member,
-    }
-}
+use waiter_ports::identity::{AccountError, AuthError, MockIdentityUseCases};
 
 /// An identity mock that accepts the token `good` as `member()`.
 fn identity() -> MockIdentityUseCases {
@@ -613,21 +595,6 @@ async fn every_operation_documents_the_problems_of_its_inputs() {
     }
 }
 
-fn a_book(version: i64) -> waiter_domain::Book {
-    waiter_domain::Book {
-        id: "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".parse().unwrap(),
-        title: waiter_domain::Title::parse("Dune").unwrap(),
-        author: waiter_domain::Author::parse("Frank Herbert").unwrap(),
-        isbn: waiter_domain::Isbn::parse("9780441172719").unwrap(),
-        published_date: time::macros::date!(1965 - 08 - 01),
-        price: "19.90".parse().unwrap(),
-        owner: account().id,
-        version: Version::new(version),
-        created_at: datetime!(2026-11-21 12:00 UTC),
-        updated_at: datetime!(2026-11-21 12:00 UTC),
-    }
-}
-
 fn book_json() -> Value {
     json!({"title": "Dune", "author": "Frank Herbert", "isbn": "978-0-441-17271-9", "published_date": "1965-08-01", "price": 19.90})
 }
@@ -858,6 +825,32 @@ async fn idempotency_failures_map_to_their_statuses() {
     }
 }
 
+/// `POST /books`, signed in, with the idempotency key `k1`.
+fn keyed_book_post() -> TestRequest {
+    TestRequest::post()
+        .uri("/api/v1/books")
+        .insert_header((header::AUTHORIZATION, "Bearer good"))
+        .insert_header(("Idempotency-Key", "k1"))
+        .set_json(book_json())
+}
+
+/// What `begin` answers for a key seen for the first time.
+fn proceed(
+    scope: &str,
+    key: &str,
+    fingerprint: waiter_ports::idempotency::Fingerprint,
+) -> waiter_ports::idempotency::Admission {
+    let at = time::OffsetDateTime::UNIX_EPOCH;
+    let key = format!("{scope}|{key}");
+    waiter_ports::idempotency::Admission::Proceed(waiter_ports::idempotency::KeyedRequest::new(
+        key,
+        fingerprint,
+        at,
+        at,
+        (),
+    ))
+}
+
 #[actix_web::test]
 async fn a_replay_returns_the_stored_response_marked_as_such() {
     use waiter_ports::idempotency::{Admission, StoredResponse};
@@ -872,12 +865,7 @@ async fn a_replay_returns_the_stored_response_marked_as_such() {
         }))
     });
     mocks.catalog.expect_create_book().never();
-    let request = TestRequest::post()
-        .uri("/api/v1/books")
-        .insert_header((header::AUTHORIZATION, "Bearer good"))
-        .insert_header(("Idempotency-Key", "k1"))
-        .set_json(book_json());
-    let (status, headers, body) = send(mocks, request).await;
+    let (status, headers, body) = send(mocks, keyed_book_post()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(value(&headers, header::LOCATION), "/api/v1/books/book_1");
     assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
@@ -889,23 +877,13 @@ async fn a_replay_returns_the_stored_response_marked_as_such() {
 #[actix_web::test]
 async fn a_keyed_create_records_exactly_the_response_it_sends() {
     use std::sync::{Arc, Mutex};
-    use waiter_ports::idempotency::{Admission, Fingerprint, KeyedRequest, StoredResponse};
+    use waiter_ports::idempotency::{Fingerprint, StoredResponse};
     let mut mocks = Mocks::new(identity());
     mocks
         .idempotency
         .expect_begin()
         .times(1)
-        .returning(|scope, key, fingerprint| {
-            let key = format!("{scope}|{key}");
-            let at = time::OffsetDateTime::UNIX_EPOCH;
-            Ok(Admission::Proceed(KeyedRequest::new(
-                key,
-                fingerprint,
-                at,
-                at,
-                (),
-            )))
-        });
+        .returning(|scope, key, fingerprint| Ok(proceed(scope, key, fingerprint)));
     let recorded: Arc<Mutex<Option<StoredResponse>>> = Arc::default();
     let slot = Arc::clone(&recorded);
     mocks
@@ -920,12 +898,7 @@ async fn a_keyed_create_records_exactly_the_response_it_sends() {
             *slot.lock().unwrap() = Some(record.remembered.response);
             Ok(a_book(1))
         });
-    let request = TestRequest::post()
-        .uri("/api/v1/books")
-        .insert_header((header::AUTHORIZATION, "Bearer good"))
-        .insert_header(("Idempotency-Key", "k1"))
-        .set_json(book_json());
-    let (status, headers, body) = send(mocks, request).await;
+    let (status, headers, body) = send(mocks, keyed_book_post()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(headers.get("idempotent-replayed").is_none());
     let stored = recorded.lock().unwrap().clone().expect("recorded");
@@ -950,7 +923,7 @@ async fn a_keyed_create_records_exactly_the_response_it_sends() {
 async fn a_key_taken_meanwhile_replays_the_first_response() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use waiter_ports::catalog::CatalogError;
-    use waiter_ports::idempotency::{Admission, KeyTaken, KeyedRequest, StoredResponse};
+    use waiter_ports::idempotency::{Admission, KeyTaken, StoredResponse};
     let mut mocks = Mocks::new(identity());
     let calls = AtomicUsize::new(0);
     mocks
@@ -959,15 +932,7 @@ async fn a_key_taken_meanwhile_replays_the_first_response() {
         .times(2)
         .returning(move |scope, key, fingerprint| {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                let at = time::OffsetDateTime::UNIX_EPOCH;
-                let key = format!("{scope}|{key}");
-                Ok(Admission::Proceed(KeyedRequest::new(
-                    key,
-                    fingerprint,
-                    at,
-                    at,
-                    (),
-                )))
+                Ok(proceed(scope, key, fingerprint))
             } else {
                 Ok(Admission::Replay(StoredResponse {
                     status: 201,
@@ -981,12 +946,7 @@ async fn a_key_taken_meanwhile_replays_the_first_response() {
         .expect_create_book()
         .times(1)
         .returning(|_, _, _| Err(CatalogError::KeyTaken(KeyTaken)));
-    let request = TestRequest::post()
-        .uri("/api/v1/books")
-        .insert_header((header::AUTHORIZATION, "Bearer good"))
-        .insert_header(("Idempotency-Key", "k1"))
-        .set_json(book_json());
-    let (status, headers, body) = send(mocks, request).await;
+    let (status, headers, body) = send(mocks, keyed_book_post()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(value(&headers, header::LOCATION), "/api/v1/books/book_9");
     assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");

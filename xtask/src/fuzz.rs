@@ -30,7 +30,7 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
         ["--seconds", n] => n.parse().map_err(|_| "--seconds needs a number")?,
         _ => return Err("usage: cargo xtask fuzz [--seconds N]".to_owned()),
     };
-    crate::cargo(&["build", "--package", "waiter"])?;
+    let binary = crate::debug_server()?;
     let schemathesis = install_schemathesis()?;
 
     let work = root().join("target/fuzz");
@@ -39,7 +39,6 @@ pub(crate) fn fuzz(args: &[&str]) -> Result {
         .map_err(|err| format!("cannot create {}: {err}", work.display()))?;
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let binary = root().join("target/debug/waiter");
     // Random per run, so no example in the document can be the admin's password.
     let password = format!("fuzz-{}-{port}", std::process::id());
     let waiter = |command: &mut Command| {

@@ -64,6 +64,17 @@ fn cargo(args: &[&str]) -> Result {
     }
 }
 
+/// Builds the debug `waiter` binary and returns its path.
+///
+/// It is built exactly as `cargo test --workspace --all-targets` builds it:
+/// dev-dependencies turn on features of shared dependencies (bitflags' `std`,
+/// for one), so a plain `cargo build -p waiter` after the tests would compile
+/// some 45 crates a second time, with a second copy of them on disk.
+fn debug_server() -> Result<PathBuf> {
+    cargo(&["build", "--workspace", "--all-targets"])?;
+    Ok(root().join("target/debug/waiter"))
+}
+
 /// Runs every test of every crate; extra arguments go to `cargo test`.
 fn test(extra: &[&str]) -> Result {
     let mut args = vec!["test", "--workspace", "--all-targets"];
@@ -74,11 +85,11 @@ fn test(extra: &[&str]) -> Result {
 
 /// Renders the OpenAPI document from the code, then writes or compares it.
 fn openapi(check: bool) -> Result {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-        .args(["run", "--quiet", "--package", "waiter", "--", "openapi"])
-        .current_dir(root())
+    let binary = debug_server()?;
+    let output = Command::new(&binary)
+        .arg("openapi")
         .output()
-        .map_err(|err| format!("cannot run cargo: {err}"))?;
+        .map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
     if !output.status.success() {
         return Err(format!(
             "`waiter openapi` failed:\n{}",

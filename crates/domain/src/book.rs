@@ -36,7 +36,7 @@ pub enum TextError {
 }
 
 /// Trims `raw` and checks it is 1..=`max` characters with no control characters.
-fn bounded_text(raw: &str, max: usize) -> Result<String, TextError> {
+pub(crate) fn bounded_text(raw: &str, max: usize) -> Result<String, TextError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(TextError::Empty);

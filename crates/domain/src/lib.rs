@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod book;
+pub mod conversation;
 pub mod id;
 pub mod session;
 pub mod validation;
@@ -17,6 +18,10 @@ pub use account::{
 };
 pub use book::{
     Author, Book, BookDraft, BookId, Date, Isbn, IsbnError, Price, PriceError, TextError, Title,
+};
+pub use conversation::{
+    Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageIdError,
+    MessageMetadata, MessageRole, MessageStatus, MessageText, MessageTextError, UnknownName, Usage,
 };
 pub use id::IdError;
 pub use session::{Session, SessionId};

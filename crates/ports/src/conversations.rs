@@ -1,4 +1,5 @@
-//! Conversations: the port through which assistant replies are generated.
+//! Conversations: their store and use cases, the log a reply's events are
+//! written to, and the port through which assistant replies are generated.
 //!
 //! A [`ReplyGenerator`] turns a conversation's history into a stream of text
 //! chunks. The conversations service owns each reply: it appends the chunks to
@@ -11,8 +12,17 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_core::Stream;
 use thiserror::Error;
+use waiter_domain::{
+    AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
+    MessageMetadata, MessageStatus, MessageText, Timestamp, Version,
+};
+
+use crate::PortError;
+use crate::idempotency::{IdempotencyRecord, KeyTaken, Keyed};
+use crate::identity::Caller;
 
 /// Who said a turn of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,16 +117,8 @@ impl FinishReason {
     }
 }
 
-/// Tokens a reply cost, when the model reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenUsage {
-    /// Tokens of the history sent (and, for a continuation, of the prefix).
-    pub prompt_tokens: u64,
-    /// Tokens generated.
-    pub completion_tokens: u64,
-    /// Their sum, or what the model reported as the total.
-    pub total_tokens: u64,
-}
+/// Tokens a reply cost, when the model reports them: the domain's [`Usage`].
+pub use waiter_domain::Usage as TokenUsage;
 
 /// How a reply ended, for the assistant message's metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,4 +212,543 @@ pub trait ReplyGenerator: Send + Sync {
 
     /// Starts generating the reply to `request`; see the trait's contract.
     fn generate(&self, request: ReplyRequest) -> ReplyStream;
+}
+
+// ---------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------
+
+/// A conversation to store.
+#[derive(Debug, Clone)]
+pub struct NewConversationRecord {
+    /// Chosen by the caller, so the store never invents identity.
+    pub id: ConversationId,
+    /// The account it belongs to; the store deletes it with the account.
+    pub owner: AccountId,
+    /// Its title, given or derived.
+    pub title: ConversationTitle,
+    /// From the caller's clock; also the first `updated_at`.
+    pub created_at: Timestamp,
+}
+
+impl NewConversationRecord {
+    /// The conversation as the store will hold it once inserted, at
+    /// [`Version::INITIAL`], so a response can be rendered before the commit.
+    pub fn conversation(&self) -> Conversation {
+        Conversation {
+            id: self.id,
+            owner: self.owner,
+            title: self.title.clone(),
+            version: Version::INITIAL,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+        }
+    }
+}
+
+/// A user's message and the reply to it, stored together: a reply starts
+/// the moment its message is stored, so neither exists without the other.
+#[derive(Debug, Clone)]
+pub struct NewExchange {
+    /// The user's message: role `User`, status `FinishedSuccessfully`.
+    pub message: Message,
+    /// The reply: role `Assistant`, status `InProgress`, empty text, its
+    /// `parent_id` the message's id, in the same conversation.
+    pub reply: Message,
+    /// An idempotency key the send came with, if any: a second exchange with
+    /// the same key in the conversation is refused as
+    /// [`AppendError::AlreadySent`], like a reused message id.
+    pub retry_key: Option<String>,
+    /// The most messages the conversation may hold, these two included.
+    pub max_messages: u32,
+}
+
+/// Why an exchange could not be appended. Nothing was stored.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    /// No conversation has the id (perhaps deleted meanwhile).
+    #[error("no such conversation")]
+    NotFound,
+    /// Another reply of the conversation is still in progress; the store
+    /// enforces one at a time whatever the race.
+    #[error("a reply is already in progress")]
+    ReplyInFlight,
+    /// The conversation would hold more than `limit` messages.
+    #[error("the conversation is full")]
+    TooManyMessages {
+        /// The limit it was appended under.
+        limit: u32,
+    },
+    /// The message id, or the retry key, is already the conversation's: this
+    /// is a retry of the user message with the id given here.
+    #[error("this message was already sent")]
+    AlreadySent(MessageId),
+    /// Infrastructure failed (see [`PortError`]).
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Why a conversation could not be inserted.
+#[derive(Debug, Error)]
+pub enum InsertConversationError {
+    /// The idempotency record's key was recorded first by another request.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
+    /// Infrastructure failed (see [`PortError`]).
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Why a conversation could not be renamed or deleted.
+#[derive(Debug, Error)]
+pub enum WriteConversationError {
+    /// No conversation has the id.
+    #[error("no such conversation")]
+    NotFound,
+    /// The conversation is no longer at the expected version; nothing changed.
+    #[error("the conversation changed since the expected version")]
+    VersionMismatch {
+        /// The stored version.
+        current: Version,
+    },
+    /// Infrastructure failed (see [`PortError`]).
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// What a list of conversations is ordered by, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConversationOrder {
+    /// Most recently changed first: the seed's default.
+    #[default]
+    Updated,
+    /// Most recently started first.
+    Created,
+}
+
+impl ConversationOrder {
+    /// The name clients use in `order=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationOrder::Updated => "updated",
+            ConversationOrder::Created => "created",
+        }
+    }
+}
+
+/// One page of an account's conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConversationQuery {
+    /// Whose.
+    pub owner: AccountId,
+    /// In which order (ties broken by id, descending).
+    pub order: ConversationOrder,
+    /// How many to skip.
+    pub offset: u32,
+    /// The most to return; the caller bounds it (1 to 100 over HTTP).
+    pub limit: u32,
+}
+
+/// A conversation in a list, with a glimpse of where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The start of the text of its newest message (the last appended,
+    /// whatever its role or status): at most [`LAST_MESSAGE_CHARS`] + 1
+    /// characters, one more than is shown so the caller can tell it was
+    /// cut. `None` when it has no messages.
+    pub last_message: Option<String>,
+}
+
+/// How much of a conversation's newest message a list shows.
+pub const LAST_MESSAGE_CHARS: usize = 100;
+
+/// A page of conversations and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationPage {
+    /// The page, in the query's order.
+    pub items: Vec<ConversationSummary>,
+    /// How many conversations the owner has, on every page.
+    pub total: u64,
+}
+
+/// Stores conversations and their messages.
+///
+/// Messages keep the order they were appended in: a user message is always
+/// directly followed by its reply.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// Stores a new conversation ([`NewConversationRecord::conversation`])
+    /// and `remember` with it in one transaction. `KeyTaken` as for books.
+    async fn insert(
+        &self,
+        record: NewConversationRecord,
+        remember: Option<IdempotencyRecord>,
+    ) -> Result<Conversation, InsertConversationError>;
+
+    /// The conversation with this id, if any.
+    async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError>;
+
+    /// One page of the owner's conversations and their total count.
+    async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError>;
+
+    /// Sets the title in one conditional statement, bumps the version and
+    /// sets `updated_at`. `NotFound`; `VersionMismatch` when
+    /// `expected_version` is set and differs.
+    async fn rename(
+        &self,
+        id: ConversationId,
+        title: ConversationTitle,
+        expected_version: Option<Version>,
+        updated_at: Timestamp,
+    ) -> Result<Conversation, WriteConversationError>;
+
+    /// Deletes the conversation and its messages. `NotFound`; `VersionMismatch`.
+    async fn delete(
+        &self,
+        id: ConversationId,
+        expected_version: Option<Version>,
+    ) -> Result<(), WriteConversationError>;
+
+    /// Every message of the conversation, in the order appended; empty for a
+    /// conversation that does not exist.
+    async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError>;
+
+    /// Appends the exchange's two messages in one transaction, bumps the
+    /// conversation's version and sets its `updated_at` to the message's
+    /// `created_at`; returns the conversation as it now is. `NotFound`;
+    /// `AlreadySent` when the message id or the retry key is taken in the
+    /// conversation; `ReplyInFlight` when a reply of the conversation is
+    /// `InProgress` (at most one can be, whatever the race);
+    /// `TooManyMessages`.
+    async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError>;
+
+    /// Writes a reply's text, status and metadata, and its `updated_at`, if
+    /// it is still `InProgress`; returns whether it was. A final status also
+    /// bumps the conversation's version and `updated_at`. Writing a reply
+    /// that is gone (its conversation deleted) or already final changes
+    /// nothing and returns `false`.
+    async fn save_reply(
+        &self,
+        conversation: ConversationId,
+        reply: MessageId,
+        update: ReplyUpdate,
+    ) -> Result<bool, PortError>;
+
+    /// Marks `Interrupted` every reply still `InProgress` that was last
+    /// written before `written_before` (its writer died), keeping its text;
+    /// returns how many.
+    async fn interrupt_abandoned(
+        &self,
+        written_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, PortError>;
+}
+
+/// A reply's state, as [`ConversationStore::save_reply`] writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyUpdate {
+    /// The whole text so far (not a delta).
+    pub text: String,
+    /// `InProgress` while it grows, then its final status.
+    pub status: MessageStatus,
+    /// The whole metadata (not a delta).
+    pub metadata: MessageMetadata,
+    /// When this was written.
+    pub updated_at: Timestamp,
+}
+
+// ---------------------------------------------------------------------------
+// The reply event log
+// ---------------------------------------------------------------------------
+
+/// Names one reply's event log: its conversation and its message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplyKey {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The assistant message being generated.
+    pub reply: MessageId,
+}
+
+impl std::fmt::Display for ReplyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.conversation, self.reply)
+    }
+}
+
+/// An event as the log holds it: its position and its encoded form (the
+/// service's business; the log never looks inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// 1 for the first event of a reply, then one more for each.
+    pub seq: u64,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// Events read from a log, in order. An `Err` item ends the stream.
+pub type LoggedEvents = Pin<Box<dyn Stream<Item = Result<LoggedEvent, PortError>> + Send>>;
+
+/// The events of each reply in flight, in order, so that any number of
+/// clients, connected from the start or resuming after a disconnect, and on
+/// any instance sharing the log, see the same sequence.
+///
+/// One writer per reply (the task generating it) appends; readers follow.
+/// Logs are bounded: a closed log is dropped after the time given to
+/// [`close`](Self::close), and one never closed (its writer died) after
+/// [`ABANDONED_LOG_TTL`] without an append.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ReplyEventLog: Send + Sync {
+    /// Appends `payload` as event `seq`, which MUST be one more than the last
+    /// appended to this log (1 for the first).
+    async fn append(&self, key: &ReplyKey, seq: u64, payload: &[u8]) -> Result<(), PortError>;
+
+    /// Ends the log: nothing more is appended, followers end after the last
+    /// event, and the whole log is dropped `keep` from now.
+    async fn close(&self, key: &ReplyKey, keep: Duration) -> Result<(), PortError>;
+
+    /// The events after `after` (0 for all), then, as they are appended,
+    /// every later one, ending after the last event of a closed log. A log
+    /// that does not exist (never written, or dropped) ends at once with
+    /// nothing. Dropping the stream stops following.
+    fn follow(&self, key: &ReplyKey, after: u64) -> LoggedEvents;
+}
+
+/// How long a log that was never closed lives after its last append.
+pub const ABANDONED_LOG_TTL: Duration = Duration::from_secs(3600);
+
+// ---------------------------------------------------------------------------
+// The use cases
+// ---------------------------------------------------------------------------
+
+/// One event of a reply's stream, in the order the seed's protocol sends
+/// them: [`DeltaEncoding`](Self::DeltaEncoding), [`ResumeToken`](Self::ResumeToken),
+/// [`InputMessage`](Self::InputMessage), [`ReplyAdded`](Self::ReplyAdded),
+/// [`FirstText`](Self::FirstText), one [`Append`](Self::Append) per chunk,
+/// [`Ended`](Self::Ended), [`StreamComplete`](Self::StreamComplete),
+/// [`Done`](Self::Done).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyEvent {
+    /// The stream's encoding, `v1`.
+    DeltaEncoding,
+    /// A token to follow the reply with after a disconnect.
+    ResumeToken(String),
+    /// The user message being answered, as stored.
+    InputMessage(Message),
+    /// The reply, as it starts: empty and `InProgress`.
+    ReplyAdded(Message),
+    /// The first text is about to follow (the seed's `message_marker`).
+    FirstText,
+    /// Text to append to the reply.
+    Append(String),
+    /// The reply ended: its final status (`FinishedSuccessfully`,
+    /// `Interrupted` or `Failed`) and its whole metadata.
+    Ended {
+        /// The final status.
+        status: MessageStatus,
+        /// The reply's metadata, `finish_reason`, usage or error included.
+        metadata: MessageMetadata,
+    },
+    /// No more deltas follow.
+    StreamComplete,
+    /// The last event.
+    Done,
+}
+
+/// A [`ReplyEvent`] and its position in the reply's stream (from 1), which
+/// clients resume after (`Last-Event-ID`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequencedEvent {
+    /// The position.
+    pub seq: u64,
+    /// The event.
+    pub event: ReplyEvent,
+}
+
+/// A reply's events, in order, from where the reader asked until
+/// [`ReplyEvent::Done`], or until the log failed (the client resumes).
+pub type ReplyEvents = Pin<Box<dyn Stream<Item = SequencedEvent> + Send>>;
+
+/// A user message to send.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    /// The conversation; `None` starts one (titled `title`, or after the text).
+    pub conversation: Option<ConversationId>,
+    /// The title of a conversation this starts; ignored otherwise.
+    pub title: Option<ConversationTitle>,
+    /// The client's id for the message: sending it again is a retry.
+    pub id: Option<MessageId>,
+    /// An idempotency key, scoped to the caller: sending it again is a retry.
+    pub retry_key: Option<String>,
+    /// What the user says.
+    pub text: MessageText,
+    /// The sampling temperature asked for, 0 to 2.
+    pub temperature: Option<f32>,
+}
+
+/// What a send did.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The conversation, as it is after the send.
+    pub conversation: Conversation,
+    /// The user message as stored.
+    pub message: Message,
+    /// The reply as it started (or, for a retry, as it now is).
+    pub reply: Message,
+    /// True when this was a retry: nothing new was stored or started.
+    pub replayed: bool,
+}
+
+/// A conversation with all its messages, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationDetail {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// Its messages.
+    pub messages: Vec<Message>,
+}
+
+/// Who may follow a reply: its owner signed in, or anyone holding the
+/// reply's resume token (browsers' `EventSource` cannot send a bearer token).
+#[derive(Debug, Clone)]
+pub enum Follower {
+    /// A signed-in caller: the conversation must be theirs.
+    Caller(Caller),
+    /// A resume token from the reply's stream.
+    ResumeToken(String),
+}
+
+/// Failures of the conversation use cases.
+#[derive(Debug, Error)]
+pub enum ConversationError {
+    /// No conversation has the id, or it is another account's (the same
+    /// answer, so ids cannot be probed).
+    #[error("conversation not found")]
+    NotFound,
+    /// No reply of the conversation is in progress (to stop).
+    #[error("no reply is in progress")]
+    NoReplyInProgress,
+    /// A reply of the conversation is in progress; one at a time.
+    #[error("a reply is already in progress in this conversation")]
+    ReplyInProgress,
+    /// The conversation holds as many messages as it may.
+    #[error("the conversation has reached its limit of {limit} messages")]
+    TooManyMessages {
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The message is longer than allowed.
+    #[error("the message is longer than {limit} bytes")]
+    MessageTooLong {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The temperature is outside 0 to 2.
+    #[error("temperature must be between 0 and 2")]
+    InvalidTemperature,
+    /// `If-Match` named a version that is no longer current.
+    #[error("the conversation has changed since it was read")]
+    VersionMismatch {
+        /// The version it is at now.
+        current: Version,
+    },
+    /// The resume token is malformed, expired, or for another conversation.
+    #[error("the resume token is invalid or expired")]
+    InvalidResumeToken,
+    /// Another request with the same idempotency key created first.
+    #[error(transparent)]
+    KeyTaken(#[from] KeyTaken),
+    /// Infrastructure failed (see [`PortError`]).
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Conversations as the outside world drives them. Every operation is the
+/// caller's own: another account's conversation is `NotFound`.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ConversationUseCases: Send + Sync {
+    /// Starts an empty conversation, remembering its response under
+    /// `keyed`'s idempotency key in the same transaction. `KeyTaken`.
+    async fn create_conversation(
+        &self,
+        caller: Caller,
+        title: ConversationTitle,
+        keyed: Option<Keyed<Conversation>>,
+    ) -> Result<Conversation, ConversationError>;
+
+    /// One page of the caller's conversations.
+    async fn list_conversations(
+        &self,
+        caller: Caller,
+        order: ConversationOrder,
+        offset: u32,
+        limit: u32,
+    ) -> Result<ConversationPage, ConversationError>;
+
+    /// A conversation and its messages. `NotFound`.
+    async fn get_conversation(
+        &self,
+        caller: Caller,
+        id: ConversationId,
+    ) -> Result<ConversationDetail, ConversationError>;
+
+    /// Renames. `NotFound`; `VersionMismatch`.
+    async fn rename_conversation(
+        &self,
+        caller: Caller,
+        id: ConversationId,
+        title: ConversationTitle,
+        expected_version: Option<Version>,
+    ) -> Result<Conversation, ConversationError>;
+
+    /// Deletes, with its messages, stopping a reply in progress. `NotFound`;
+    /// `VersionMismatch`.
+    async fn delete_conversation(
+        &self,
+        caller: Caller,
+        id: ConversationId,
+        expected_version: Option<Version>,
+    ) -> Result<(), ConversationError>;
+
+    /// Stores the message and starts the reply, which is generated by a task
+    /// of its own: it goes on whether or not anyone follows it, until it
+    /// ends or is stopped. A retry (same message id or retry key) returns
+    /// what the first send stored and starts nothing. `NotFound`;
+    /// `ReplyInProgress`; `TooManyMessages`; `MessageTooLong`;
+    /// `InvalidTemperature`.
+    async fn send_message(
+        &self,
+        caller: Caller,
+        message: SendMessage,
+    ) -> Result<Sent, ConversationError>;
+
+    /// The events of the conversation's latest reply after `after` (0 for
+    /// all), then live ones until it ends; `None` when it has no reply in
+    /// progress and none whose events are still kept. `NotFound`;
+    /// `InvalidResumeToken`.
+    async fn follow_reply(
+        &self,
+        follower: Follower,
+        id: ConversationId,
+        after: u64,
+    ) -> Result<Option<ReplyEvents>, ConversationError>;
+
+    /// Waits until the reply ends, and returns it as stored. `NotFound`.
+    async fn wait_for_reply(
+        &self,
+        caller: Caller,
+        id: ConversationId,
+        reply: MessageId,
+    ) -> Result<Message, ConversationError>;
+
+    /// Stops the reply in progress: its text so far is kept, its status
+    /// becomes `Interrupted`, and its stream ends with the closing events.
+    /// `NotFound`; `NoReplyInProgress`.
+    async fn stop_reply(&self, caller: Caller, id: ConversationId)
+    -> Result<(), ConversationError>;
 }

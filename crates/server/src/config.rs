@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use waiter_assistant::Url;
 use waiter_http::edge::{CorsOrigins, TrustedProxies};
 use waiter_ports::rate_limit::{Policy, Quota};
 use waiter_services::{JwtSecret, RateLimitSettings};
@@ -209,6 +210,45 @@ pub struct Config {
     #[arg(long, global = true, env = "WAITER_METRICS_ADDR", value_name = "WAITER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
 
+    /// An OpenAI-compatible API (`https://api.openai.com/v1`, a local
+    /// llama.cpp or Ollama `…/v1`) that writes the assistant's replies;
+    /// default: the built-in deterministic stand-in.
+    #[arg(long, global = true, env = "WAITER_ASSISTANT_URL", value_name = "WAITER_ASSISTANT_URL")]
+    pub assistant_url: Option<Url>,
+
+    /// The bearer key of WAITER_ASSISTANT_URL; never logged or shown.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_ASSISTANT_API_KEY",
+        value_name = "WAITER_ASSISTANT_API_KEY",
+        hide_env_values = true,
+        requires = "assistant_url"
+    )]
+    pub assistant_api_key: Option<String>,
+
+    /// The model WAITER_ASSISTANT_URL is asked for.
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_ASSISTANT_MODEL",
+        value_name = "WAITER_ASSISTANT_MODEL",
+        default_value = "gpt-4o-mini"
+    )]
+    pub assistant_model: String,
+
+    /// The built-in assistant's pause before each word, such as `20ms`.
+    #[arg(long, global = true, env = "WAITER_ASSISTANT_DELAY", value_name = "WAITER_ASSISTANT_DELAY", default_value = "20ms", value_parser = parse_delay)]
+    pub assistant_delay: Duration,
+
+    /// The most messages one conversation may hold.
+    #[arg(long, global = true, env = "WAITER_CONVERSATION_MAX_MESSAGES", value_name = "WAITER_CONVERSATION_MAX_MESSAGES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..))]
+    pub conversation_max_messages: u32,
+
+    /// The longest message a user may send, in bytes of UTF-8.
+    #[arg(long, global = true, env = "WAITER_MESSAGE_MAX_BYTES", value_name = "WAITER_MESSAGE_MAX_BYTES", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub message_max_bytes: u32,
+
     /// PEM certificate chain: with WAITER_TLS_KEY, serve HTTPS (HTTP/2 by ALPN).
     #[arg(
         long,
@@ -326,6 +366,10 @@ fn parse_jwt_secret(raw: &str) -> Result<JwtSecret, String> {
     JwtSecret::new(raw.as_bytes()).map_err(|err| err.to_string())
 }
 
+fn parse_delay(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|err| format!("{err} (try `20ms` or `0s`)"))
+}
+
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(raw)
         .map_err(|err| format!("{err} (try `15m`, `1h` or `30d`)"))?;
@@ -420,6 +464,29 @@ mod tests {
         }
         let err = parse(&["--tls-cert", "cert.pem"]).unwrap_err().to_string();
         assert!(err.contains("WAITER_TLS_KEY"), "{err}");
+    }
+
+    #[test]
+    fn conversations_default_to_the_built_in_assistant() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.config.assistant_url, None);
+        assert_eq!(cli.config.assistant_delay, Duration::from_millis(20));
+        assert_eq!(cli.config.conversation_max_messages, 1000);
+        assert_eq!(cli.config.message_max_bytes, 32 * 1024);
+        let err = parse(&["--assistant-api-key", "sk-secret"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WAITER_ASSISTANT_URL"), "{err}");
+        assert!(!err.contains("sk-secret"), "{err}");
+        for (flag, value, variable) in [
+            ("--assistant-url", "not a url", "WAITER_ASSISTANT_URL"),
+            ("--assistant-delay", "slow", "WAITER_ASSISTANT_DELAY"),
+            ("--conversation-max-messages", "1", "WAITER_CONVERSATION_MAX_MESSAGES"),
+            ("--message-max-bytes", "0", "WAITER_MESSAGE_MAX_BYTES"),
+        ] {
+            let err = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(err.contains(variable), "{err}");
+        }
     }
 
     #[test]

@@ -32,15 +32,28 @@ fn corrupt(what: &str) -> PortError {
 }
 
 /// A [`ReplyEvent`] as the log holds it.
+///
+/// Externally tagged (`"done"`, `{"append":{"text":"…"}}`): an internally
+/// tagged enum is buffered before it is read, and serde_json's
+/// `arbitrary_precision` numbers (the temperature) cannot be read back from
+/// that buffer.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum EventRecord {
     DeltaEncoding,
-    ResumeToken { token: String },
-    InputMessage { message: MessageRecord },
-    ReplyAdded { message: MessageRecord },
+    ResumeToken {
+        token: String,
+    },
+    InputMessage {
+        message: MessageRecord,
+    },
+    ReplyAdded {
+        message: MessageRecord,
+    },
     FirstText,
-    Append { text: String },
+    Append {
+        text: String,
+    },
     Ended {
         status: String,
         metadata: MetadataRecord,

@@ -29,10 +29,10 @@ use waiter_ports::cache::Cache;
 use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
     AppendError, ConversationDetail, ConversationError, ConversationOrder, ConversationPage,
-    ConversationQuery, ConversationStore, ConversationUseCases, Follower,
-    InsertConversationError, LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord,
-    NewExchange, ReplyEvent, ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate,
-    SendMessage, Sent, SequencedEvent, Speaker, Turn, WriteConversationError,
+    ConversationQuery, ConversationStore, ConversationUseCases, Follower, InsertConversationError,
+    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, ReplyEvent,
+    ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage, Sent,
+    SequencedEvent, Speaker, Turn, WriteConversationError,
 };
 use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::{AccountEvents, Caller};
@@ -295,7 +295,8 @@ impl ConversationService {
         let reply = messages
             .iter()
             .find(|reply| {
-                reply.role == MessageRole::Assistant && reply.parent_id.as_ref() == Some(&message_id)
+                reply.role == MessageRole::Assistant
+                    && reply.parent_id.as_ref() == Some(&message_id)
             })
             .cloned();
         match (message, reply) {
@@ -390,39 +391,36 @@ fn shorten(last_message: String) -> String {
 /// first item that fails to read or decode (logged; the client resumes).
 fn decoded(first: LoggedEvent, rest: LoggedEvents, key: ReplyKey) -> ReplyEvents {
     let state = (Some(first), Some(rest));
-    Box::pin(futures::stream::unfold(
-        state,
-        move |(pending, rest)| {
-            let key = key.clone();
-            async move {
-                let mut rest = rest?;
-                let logged = match pending {
-                    Some(logged) => logged,
-                    None => match rest.next().await? {
-                        Ok(logged) => logged,
-                        Err(err) => {
-                            tracing::warn!(%err, reply = %key, "reply event log failed; ending the stream");
-                            return None;
-                        }
-                    },
-                };
-                match decode_event(&logged.payload) {
-                    Ok(event) => {
-                        let rest = (event != ReplyEvent::Done).then_some(rest);
-                        let event = SequencedEvent {
-                            seq: logged.seq,
-                            event,
-                        };
-                        Some((event, (None, rest)))
-                    }
+    Box::pin(futures::stream::unfold(state, move |(pending, rest)| {
+        let key = key.clone();
+        async move {
+            let mut rest = rest?;
+            let logged = match pending {
+                Some(logged) => logged,
+                None => match rest.next().await? {
+                    Ok(logged) => logged,
                     Err(err) => {
-                        tracing::warn!(%err, reply = %key, seq = logged.seq, "undecodable reply event; ending the stream");
-                        None
+                        tracing::warn!(%err, reply = %key, "reply event log failed; ending the stream");
+                        return None;
                     }
+                },
+            };
+            match decode_event(&logged.payload) {
+                Ok(event) => {
+                    let rest = (event != ReplyEvent::Done).then_some(rest);
+                    let event = SequencedEvent {
+                        seq: logged.seq,
+                        event,
+                    };
+                    Some((event, (None, rest)))
+                }
+                Err(err) => {
+                    tracing::warn!(%err, reply = %key, seq = logged.seq, "undecodable reply event; ending the stream");
+                    None
                 }
             }
-        },
-    ))
+        }
+    }))
 }
 
 #[async_trait]

@@ -150,6 +150,9 @@ pub struct ConversationService {
 }
 
 impl ConversationService {
+    /// The service over its ports. Reply tasks are spawned on the current
+    /// Tokio runtime; the server also spawns
+    /// [`keep_interrupting_abandoned`](Self::keep_interrupting_abandoned).
     pub fn new(
         store: Arc<dyn ConversationStore>,
         log: Arc<dyn ReplyEventLog>,
@@ -431,11 +434,12 @@ impl ConversationUseCases for ConversationService {
         title: ConversationTitle,
         keyed: Option<Keyed<Conversation>>,
     ) -> Result<Conversation, ConversationError> {
+        let now = self.shared.clock.now();
         let record = NewConversationRecord {
-            id: ConversationId::from_ulid(new_ulid(self.shared.clock.now())),
+            id: ConversationId::from_ulid(new_ulid(now)),
             owner: caller.account_id,
             title,
-            created_at: self.shared.clock.now(),
+            created_at: now,
         };
         let remember = keyed
             .map(|keyed| keyed.record(&record.conversation()))
@@ -623,22 +627,27 @@ impl ConversationUseCases for ConversationService {
             }
             Err(err) => return Err(append_error(err)),
         };
-        self.shared
-            .invalidate(conversation.owner, conversation.id)
-            .await;
-        let history = history(&earlier, &user_message);
-        // The first events are in the log before the send returns, so a
-        // client that follows the reply right after never finds it empty.
+        // From here on the work is the reply task's: a request cut short
+        // (its client gone) must not leave a stored reply with no writer.
+        // The send still waits for the opening events, so a client that
+        // follows the reply right after never finds its log empty.
+        let (opened, opening) = tokio::sync::oneshot::channel();
         let task = ReplyTask::start(
             Arc::clone(&self.shared),
             conversation.owner,
-            &user_message,
-            &reply,
-            history,
+            user_message.clone(),
+            reply.clone(),
+            history(&earlier, &user_message),
             message.temperature,
-        )
-        .await;
-        tokio::spawn(task.run());
+        );
+        tokio::spawn(async move {
+            let task = task.await;
+            // The sender may be gone; the reply goes on regardless.
+            let _ = opened.send(());
+            task.run().await;
+        });
+        // Fails only if the task panicked before its opening events.
+        let _ = opening.await;
         Ok(Sent {
             conversation,
             message: user_message,

@@ -122,13 +122,14 @@ pub(super) struct ReplyTask {
 }
 
 impl ReplyTask {
-    /// Registers the reply and writes its opening events: the encoding, a
-    /// resume token, the user's message and the empty reply.
+    /// Registers the reply, makes the conversation's cached views stale (it
+    /// has two new messages) and writes the reply's opening events: the
+    /// encoding, a resume token, the user's message and the empty reply.
     pub(super) async fn start(
         shared: Arc<Shared>,
         owner: AccountId,
-        message: &Message,
-        reply: &Message,
+        message: Message,
+        reply: Message,
         history: Vec<Turn>,
         temperature: Option<f32>,
     ) -> Self {
@@ -137,6 +138,7 @@ impl ReplyTask {
             reply: reply.id.clone(),
         };
         let running = shared.running.register(key.clone());
+        shared.invalidate(owner, key.conversation).await;
         let request = ReplyRequest {
             history,
             temperature,
@@ -161,8 +163,8 @@ impl ReplyTask {
             Ok(token) => task.emit(ReplyEvent::ResumeToken(token)).await,
             Err(err) => tracing::error!(%err, reply = %task.key, "cannot issue a resume token"),
         }
-        task.emit(ReplyEvent::InputMessage(message.clone())).await;
-        task.emit(ReplyEvent::ReplyAdded(reply.clone())).await;
+        task.emit(ReplyEvent::InputMessage(message)).await;
+        task.emit(ReplyEvent::ReplyAdded(reply)).await;
         task
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::stream;
 use time::macros::datetime;
@@ -269,6 +270,8 @@ struct FakeLogState {
 struct FakeLog {
     logs: Arc<Mutex<HashMap<ReplyKey, FakeLogState>>>,
     changes: watch::Sender<u64>,
+    /// When set, every append and close fails, as with the log's server down.
+    down: AtomicBool,
 }
 
 impl Default for FakeLog {
@@ -276,8 +279,13 @@ impl Default for FakeLog {
         Self {
             logs: Arc::default(),
             changes: watch::channel(0).0,
+            down: AtomicBool::new(false),
         }
     }
+}
+
+fn down() -> PortError {
+    PortError::Unavailable(anyhow::anyhow!("connection refused"))
 }
 
 impl FakeLog {
@@ -293,6 +301,9 @@ impl FakeLog {
 #[async_trait]
 impl ReplyEventLog for FakeLog {
     async fn append(&self, key: &ReplyKey, seq: u64, payload: &[u8]) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(down());
+        }
         let mut logs = self.logs.lock().unwrap();
         let log = logs.entry(key.clone()).or_default();
         assert!(!log.closed, "append to a closed log");
@@ -307,6 +318,9 @@ impl ReplyEventLog for FakeLog {
     }
 
     async fn close(&self, key: &ReplyKey, _keep: Duration) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(down());
+        }
         self.logs
             .lock()
             .unwrap()
@@ -677,6 +691,35 @@ async fn a_generator_failure_keeps_the_partial_text_and_closes_the_stream() {
     assert_eq!(stored.status, MessageStatus::Failed);
     assert_eq!(stored.text, "Hal");
     assert_eq!(stored.metadata, metadata);
+}
+
+#[tokio::test]
+async fn a_reply_goes_on_when_its_log_is_down() {
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    app.log.down.store(true, Ordering::SeqCst);
+    let sent = app.send(None, "Hi").await;
+    let id = sent.conversation.id;
+    // Nothing to follow, but the reply is generated and stored all the same.
+    assert!(
+        app.service
+            .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stored = tokio::time::timeout(WAIT, async {
+        loop {
+            let stored = app.store.message(id, &sent.reply.id);
+            if stored.status.is_final() {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored.status, MessageStatus::FinishedSuccessfully);
+    assert_eq!(stored.text, "Hello");
 }
 
 #[tokio::test]
@@ -1206,27 +1249,23 @@ async fn another_accounts_conversation_is_not_found_everywhere() {
 // Reads and caching
 // ---------------------------------------------------------------------------
 
+/// A reply of 150 characters, more than a list shows.
+const LONG_REPLY: &str = "ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
 #[tokio::test]
 async fn lists_show_the_start_of_the_last_message() {
-    let app = harness(&[Step::Text("short"), Step::Finish]);
-    let long = "x".repeat(150);
-    let first = app.send(None, &long).await;
+    let app = harness(&[Step::Text(LONG_REPLY), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
     let page = app
         .service
         .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 20)
         .await
         .unwrap();
+    assert_eq!(page.total, 1);
     let shown = page.items[0].last_message.clone().unwrap();
-    // The reply is the newest message, still empty at first; use the store's view.
-    assert!(shown.is_empty() || shown == "short", "{shown}");
-    app.finished(&first).await;
-    let page = app
-        .service
-        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 20)
-        .await
-        .unwrap();
-    assert_eq!(page.items[0].last_message.as_deref(), Some("short"));
-    assert_eq!(shorten("y".repeat(101)), format!("{}…", "y".repeat(100)));
+    let expected: String = LONG_REPLY.chars().take(LAST_MESSAGE_CHARS).collect();
+    assert_eq!(shown, format!("{expected}…"));
     assert_eq!(shorten("y".repeat(100)), "y".repeat(100));
 }
 

@@ -1440,3 +1440,38 @@ fn every_event_survives_the_codec() {
     }
     assert!(decode_event(br#"{"ended":{"status":"exploded","metadata":{}}}"#).is_err());
 }
+
+#[tokio::test]
+async fn store_failures_are_port_errors() {
+    let mut store = waiter_ports::conversations::MockConversationStore::new();
+    store.expect_find().returning(|_| Err(down()));
+    store.expect_list().returning(|_| Err(down()));
+    let service = ConversationService::new(
+        Arc::new(store),
+        Arc::new(waiter_ports::conversations::MockReplyEventLog::new()),
+        Arc::new(waiter_ports::conversations::MockReplyGenerator::new()),
+        Arc::new(FakeCache::default()),
+        Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC))),
+        settings(),
+    );
+    let id = ConversationId::from_ulid(Ulid::from(5_u128));
+    let owner = caller(OWNER);
+    assert!(matches!(
+        service.get_conversation(owner, id).await,
+        Err(ConversationError::Port(PortError::Unavailable(_)))
+    ));
+    assert!(matches!(
+        service
+            .list_conversations(owner, ConversationOrder::Created, 0, 5)
+            .await,
+        Err(ConversationError::Port(_))
+    ));
+    assert!(matches!(
+        service.stop_reply(owner, id).await,
+        Err(ConversationError::Port(_))
+    ));
+    assert!(matches!(
+        service.send_message(owner, message(Some(id), "Hi")).await,
+        Err(ConversationError::Port(_))
+    ));
+}

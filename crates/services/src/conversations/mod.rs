@@ -642,7 +642,7 @@ impl ConversationUseCases for ConversationService {
         );
         tokio::spawn(async move {
             let task = task.await;
-            // The sender may be gone; the reply goes on regardless.
+            // The send may have been abandoned; the reply goes on regardless.
             let _ = opened.send(());
             task.run().await;
         });

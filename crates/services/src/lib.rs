@@ -10,6 +10,7 @@
 mod cache_aside;
 pub mod catalog;
 pub mod clock;
+pub mod conversations;
 pub mod events;
 pub mod health;
 pub mod idempotency;
@@ -19,6 +20,7 @@ pub mod rate_limit;
 
 pub use catalog::CatalogService;
 pub use clock::{ManualClock, SystemClock};
+pub use conversations::{ConversationService, ConversationSettings};
 pub use events::AccountEventsFanOut;
 pub use health::HealthService;
 pub use idempotency::{IdempotencyService, IdempotencySettings};

@@ -1,0 +1,1477 @@
+//! Conversation rules over in-memory fakes of the store and the event log,
+//! a scripted generator and a fake cache: the reply task's events and final
+//! states, stopping, retries, resume tokens, caching and ownership.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::stream;
+use time::macros::datetime;
+use tokio::sync::watch;
+use waiter_domain::{Role, SessionId, Usage};
+use waiter_ports::conversations::{
+    ConversationSummary, Finish, FinishReason, GenerateError, ReplyChunk, ReplyRequest, ReplyStream,
+};
+
+use super::*;
+use crate::ManualClock;
+use crate::cache_aside::tests::FakeCache;
+
+const OWNER: u128 = 1;
+const STRANGER: u128 = 2;
+const WAIT: Duration = Duration::from_secs(5);
+
+fn caller(account: u128) -> Caller {
+    Caller {
+        account_id: AccountId::from_ulid(Ulid::from(account)),
+        session_id: SessionId::from_ulid(Ulid::from(9_u128)),
+        role: Role::Member,
+    }
+}
+
+fn title(text: &str) -> ConversationTitle {
+    ConversationTitle::parse(text).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Fakes
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct StoreState {
+    conversations: HashMap<ConversationId, Conversation>,
+    messages: HashMap<ConversationId, Vec<Message>>,
+    retry_keys: HashMap<(ConversationId, String), MessageId>,
+    /// Every reply update asked for, saved or not.
+    saves: Vec<ReplyUpdate>,
+    /// When set, `save_reply` answers `false`, as if someone else had made the reply final.
+    refuse_saves: bool,
+}
+
+/// A conversation store in a `HashMap`, keeping the port's contract.
+#[derive(Default)]
+struct FakeStore(Mutex<StoreState>);
+
+impl FakeStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, StoreState> {
+        self.0.lock().unwrap()
+    }
+
+    fn message(&self, id: ConversationId, message: &MessageId) -> Message {
+        self.state().messages[&id]
+            .iter()
+            .find(|stored| &stored.id == message)
+            .cloned()
+            .unwrap()
+    }
+}
+
+#[async_trait]
+impl ConversationStore for FakeStore {
+    async fn insert(
+        &self,
+        record: NewConversationRecord,
+        _remember: Option<waiter_ports::idempotency::IdempotencyRecord>,
+    ) -> Result<Conversation, InsertConversationError> {
+        let conversation = record.conversation();
+        let mut state = self.state();
+        state
+            .conversations
+            .insert(conversation.id, conversation.clone());
+        state.messages.insert(conversation.id, Vec::new());
+        Ok(conversation)
+    }
+
+    async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
+        Ok(self.state().conversations.get(&id).cloned())
+    }
+
+    async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError> {
+        let state = self.state();
+        let mut owned: Vec<&Conversation> = state
+            .conversations
+            .values()
+            .filter(|conversation| conversation.owner == query.owner)
+            .collect();
+        owned.sort_by_key(|conversation| {
+            std::cmp::Reverse((conversation.updated_at, conversation.id))
+        });
+        let items = owned
+            .iter()
+            .skip(query.offset as usize)
+            .take(query.limit as usize)
+            .map(|conversation| ConversationSummary {
+                conversation: (*conversation).clone(),
+                last_message: state.messages[&conversation.id]
+                    .last()
+                    .map(|message| message.text.chars().take(LAST_MESSAGE_CHARS + 1).collect()),
+            })
+            .collect();
+        Ok(ConversationPage {
+            items,
+            total: owned.len() as u64,
+        })
+    }
+
+    async fn rename(
+        &self,
+        id: ConversationId,
+        title: ConversationTitle,
+        expected_version: Option<Version>,
+        updated_at: Timestamp,
+    ) -> Result<Conversation, WriteConversationError> {
+        let mut state = self.state();
+        let conversation = state
+            .conversations
+            .get_mut(&id)
+            .ok_or(WriteConversationError::NotFound)?;
+        if let Some(expected) = expected_version
+            && expected != conversation.version
+        {
+            return Err(WriteConversationError::VersionMismatch {
+                current: conversation.version,
+            });
+        }
+        conversation.title = title;
+        conversation.version = conversation.version.next();
+        conversation.updated_at = updated_at;
+        Ok(conversation.clone())
+    }
+
+    async fn delete(
+        &self,
+        id: ConversationId,
+        expected_version: Option<Version>,
+    ) -> Result<(), WriteConversationError> {
+        let mut state = self.state();
+        let conversation = state
+            .conversations
+            .get(&id)
+            .ok_or(WriteConversationError::NotFound)?;
+        if let Some(expected) = expected_version
+            && expected != conversation.version
+        {
+            return Err(WriteConversationError::VersionMismatch {
+                current: conversation.version,
+            });
+        }
+        state.conversations.remove(&id);
+        state.messages.remove(&id);
+        Ok(())
+    }
+
+    async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
+        Ok(self.state().messages.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
+        let id = exchange.message.conversation_id;
+        let mut state = self.state();
+        if !state.conversations.contains_key(&id) {
+            return Err(AppendError::NotFound);
+        }
+        let messages = &state.messages[&id];
+        if messages
+            .iter()
+            .any(|stored| stored.id == exchange.message.id)
+        {
+            return Err(AppendError::AlreadySent(exchange.message.id));
+        }
+        if let Some(key) = &exchange.retry_key
+            && let Some(first) = state.retry_keys.get(&(id, key.clone()))
+        {
+            return Err(AppendError::AlreadySent(first.clone()));
+        }
+        if messages
+            .iter()
+            .any(|stored| stored.status == MessageStatus::InProgress)
+        {
+            return Err(AppendError::ReplyInFlight);
+        }
+        if messages.len() + 2 > exchange.max_messages as usize {
+            return Err(AppendError::TooManyMessages {
+                limit: exchange.max_messages,
+            });
+        }
+        if let Some(key) = exchange.retry_key {
+            state
+                .retry_keys
+                .insert((id, key), exchange.message.id.clone());
+        }
+        let created_at = exchange.message.created_at;
+        let messages = state.messages.get_mut(&id).unwrap();
+        messages.push(exchange.message);
+        messages.push(exchange.reply);
+        let conversation = state.conversations.get_mut(&id).unwrap();
+        conversation.version = conversation.version.next();
+        conversation.updated_at = created_at;
+        Ok(conversation.clone())
+    }
+
+    async fn save_reply(
+        &self,
+        conversation: ConversationId,
+        reply: MessageId,
+        update: ReplyUpdate,
+    ) -> Result<bool, PortError> {
+        let mut state = self.state();
+        state.saves.push(update.clone());
+        if state.refuse_saves {
+            return Ok(false);
+        }
+        let Some(stored) = state
+            .messages
+            .get_mut(&conversation)
+            .and_then(|messages| messages.iter_mut().find(|message| message.id == reply))
+        else {
+            return Ok(false);
+        };
+        if stored.status != MessageStatus::InProgress {
+            return Ok(false);
+        }
+        stored.text = update.text;
+        stored.status = update.status;
+        stored.metadata = update.metadata;
+        stored.updated_at = update.updated_at;
+        if update.status.is_final()
+            && let Some(conversation) = state.conversations.get_mut(&conversation)
+        {
+            conversation.version = conversation.version.next();
+            conversation.updated_at = update.updated_at;
+        }
+        Ok(true)
+    }
+
+    async fn interrupt_abandoned(
+        &self,
+        written_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, PortError> {
+        let mut count = 0;
+        for message in self.state().messages.values_mut().flatten() {
+            if message.status == MessageStatus::InProgress && message.updated_at < written_before {
+                message.status = MessageStatus::Interrupted;
+                message.updated_at = now;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+#[derive(Default)]
+struct FakeLogState {
+    events: Vec<LoggedEvent>,
+    closed: bool,
+}
+
+/// A reply event log in memory; followers wake on every append or close.
+struct FakeLog {
+    logs: Arc<Mutex<HashMap<ReplyKey, FakeLogState>>>,
+    changes: watch::Sender<u64>,
+    /// When set, every append and close fails, as with the log's server down.
+    down: AtomicBool,
+}
+
+impl Default for FakeLog {
+    fn default() -> Self {
+        Self {
+            logs: Arc::default(),
+            changes: watch::channel(0).0,
+            down: AtomicBool::new(false),
+        }
+    }
+}
+
+fn down() -> PortError {
+    PortError::Unavailable(anyhow::anyhow!("connection refused"))
+}
+
+impl FakeLog {
+    fn closed(&self, key: &ReplyKey) -> bool {
+        self.logs
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|log| log.closed)
+    }
+}
+
+#[async_trait]
+impl ReplyEventLog for FakeLog {
+    async fn append(&self, key: &ReplyKey, seq: u64, payload: &[u8]) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        let mut logs = self.logs.lock().unwrap();
+        let log = logs.entry(key.clone()).or_default();
+        assert!(!log.closed, "append to a closed log");
+        assert_eq!(seq, log.events.len() as u64 + 1, "seq out of order");
+        log.events.push(LoggedEvent {
+            seq,
+            payload: payload.to_vec(),
+        });
+        drop(logs);
+        self.changes.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    async fn close(&self, key: &ReplyKey, _keep: Duration) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.logs
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .closed = true;
+        self.changes.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    fn follow(&self, key: &ReplyKey, after: u64) -> LoggedEvents {
+        let logs = Arc::clone(&self.logs);
+        let key = key.clone();
+        let changes = self.changes.subscribe();
+        Box::pin(stream::unfold(
+            (after, changes),
+            move |(mut position, mut changes)| {
+                let logs = Arc::clone(&logs);
+                let key = key.clone();
+                async move {
+                    loop {
+                        changes.borrow_and_update();
+                        {
+                            let logs = logs.lock().unwrap();
+                            let log = logs.get(&key)?;
+                            if let Some(event) =
+                                log.events.iter().find(|event| event.seq > position)
+                            {
+                                position = event.seq;
+                                return Some((Ok(event.clone()), (position, changes)));
+                            }
+                            if log.closed {
+                                return None;
+                            }
+                        }
+                        changes.changed().await.ok()?;
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// What a scripted generator does next.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Text(&'static str),
+    Finish,
+    Fail,
+    /// Sends nothing more, ever (until dropped).
+    Hang,
+}
+
+/// Replies with the same script every time, recording what it was asked.
+struct ScriptedGenerator {
+    script: Vec<Step>,
+    requests: Mutex<Vec<ReplyRequest>>,
+}
+
+fn finish() -> Finish {
+    Finish {
+        reason: Some(FinishReason::Stop),
+        usage: Some(Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            total_tokens: 5,
+        }),
+    }
+}
+
+impl ReplyGenerator for ScriptedGenerator {
+    fn model_slug(&self) -> &str {
+        "scripted-1"
+    }
+
+    fn generate(&self, request: ReplyRequest) -> ReplyStream {
+        self.requests.lock().unwrap().push(request);
+        let mut items = Vec::new();
+        let mut hang = false;
+        for step in &self.script {
+            match step {
+                Step::Text(text) => items.push(Ok(ReplyChunk::Text((*text).to_owned()))),
+                Step::Finish => items.push(Ok(ReplyChunk::Finished(finish()))),
+                Step::Fail => items.push(Err(GenerateError::Stalled(Duration::from_secs(30)))),
+                Step::Hang => hang = true,
+            }
+        }
+        let chunks = stream::iter(items);
+        if hang {
+            Box::pin(chunks.chain(stream::pending()))
+        } else {
+            Box::pin(chunks)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------
+
+struct Harness {
+    service: ConversationService,
+    store: Arc<FakeStore>,
+    log: Arc<FakeLog>,
+    generator: Arc<ScriptedGenerator>,
+    clock: Arc<ManualClock>,
+}
+
+fn settings() -> ConversationSettings {
+    ConversationSettings {
+        save_every: Duration::from_millis(20),
+        ..ConversationSettings::new(JwtSecret::new(vec![7; 32]).unwrap())
+    }
+}
+
+fn harness(script: &[Step]) -> Harness {
+    harness_with(script, settings())
+}
+
+fn harness_with(script: &[Step], settings: ConversationSettings) -> Harness {
+    let store = Arc::new(FakeStore::default());
+    let log = Arc::new(FakeLog::default());
+    let generator = Arc::new(ScriptedGenerator {
+        script: script.to_vec(),
+        requests: Mutex::default(),
+    });
+    let cache = Arc::new(FakeCache::default());
+    let clock = Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC)));
+    let service = ConversationService::new(
+        Arc::clone(&store) as Arc<dyn ConversationStore>,
+        Arc::clone(&log) as Arc<dyn ReplyEventLog>,
+        Arc::clone(&generator) as Arc<dyn ReplyGenerator>,
+        cache,
+        Arc::clone(&clock) as Arc<dyn Clock>,
+        settings,
+    );
+    Harness {
+        service,
+        store,
+        log,
+        generator,
+        clock,
+    }
+}
+
+fn message(conversation: Option<ConversationId>, text: &str) -> SendMessage {
+    SendMessage {
+        conversation,
+        title: None,
+        id: None,
+        retry_key: None,
+        text: waiter_domain::MessageText::parse(text).unwrap(),
+        temperature: None,
+    }
+}
+
+impl Harness {
+    async fn send(&self, conversation: Option<ConversationId>, text: &str) -> Sent {
+        self.service
+            .send_message(caller(OWNER), message(conversation, text))
+            .await
+            .unwrap()
+    }
+
+    /// Every event of the latest reply after `after`, to its end.
+    async fn events(&self, id: ConversationId, after: u64) -> Vec<SequencedEvent> {
+        let events = self
+            .service
+            .follow_reply(Follower::Caller(caller(OWNER)), id, after)
+            .await
+            .unwrap()
+            .expect("a reply to follow");
+        tokio::time::timeout(WAIT, events.collect())
+            .await
+            .expect("the reply ends")
+    }
+
+    /// Waits until the latest reply has some text.
+    async fn wait_for_text(&self, id: ConversationId) {
+        let mut events = self
+            .service
+            .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let appended = async {
+            while let Some(event) = events.next().await {
+                if matches!(event.event, ReplyEvent::Append(_)) {
+                    return;
+                }
+            }
+            panic!("the reply ended without text");
+        };
+        tokio::time::timeout(WAIT, appended).await.unwrap();
+    }
+
+    /// Waits until the reply has ended and returns it as stored.
+    async fn finished(&self, sent: &Sent) -> Message {
+        tokio::time::timeout(
+            WAIT,
+            self.service
+                .wait_for_reply(caller(OWNER), sent.conversation.id, sent.reply.id.clone()),
+        )
+        .await
+        .expect("the reply ends")
+        .unwrap()
+    }
+
+    fn generations(&self) -> usize {
+        self.generator.requests.lock().unwrap().len()
+    }
+}
+
+fn kinds(events: &[SequencedEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|event| match &event.event {
+            ReplyEvent::DeltaEncoding => "delta_encoding",
+            ReplyEvent::ResumeToken(_) => "resume_token",
+            ReplyEvent::InputMessage(_) => "input_message",
+            ReplyEvent::ReplyAdded(_) => "reply_added",
+            ReplyEvent::FirstText => "first_text",
+            ReplyEvent::Append(_) => "append",
+            ReplyEvent::Ended { .. } => "ended",
+            ReplyEvent::StreamComplete => "stream_complete",
+            ReplyEvent::Done => "done",
+        })
+        .collect()
+}
+
+fn closing(events: &[SequencedEvent]) -> (MessageStatus, MessageMetadata) {
+    let [.., ended, complete, done] = events else {
+        panic!("too few events: {events:?}");
+    };
+    assert_eq!(complete.event, ReplyEvent::StreamComplete);
+    assert_eq!(done.event, ReplyEvent::Done);
+    match &ended.event {
+        ReplyEvent::Ended { status, metadata } => (*status, metadata.clone()),
+        other => panic!("expected Ended, got {other:?}"),
+    }
+}
+
+fn resume_token(events: &[SequencedEvent]) -> String {
+    events
+        .iter()
+        .find_map(|event| match &event.event {
+            ReplyEvent::ResumeToken(token) => Some(token.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reply_streams_the_seed_protocol_in_order() {
+    let app = harness(&[Step::Text("Hello"), Step::Text(" world"), Step::Finish]);
+    let sent = app.send(None, "Explain Redis caching").await;
+    assert!(!sent.replayed);
+    assert_eq!(sent.reply.status, MessageStatus::InProgress);
+    assert_eq!(sent.reply.parent_id, Some(sent.message.id.clone()));
+
+    let events = app.events(sent.conversation.id, 0).await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "delta_encoding",
+            "resume_token",
+            "input_message",
+            "reply_added",
+            "first_text",
+            "append",
+            "append",
+            "ended",
+            "stream_complete",
+            "done"
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|event| event.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events[2].event,
+        ReplyEvent::InputMessage(sent.message.clone())
+    );
+    let ReplyEvent::ReplyAdded(added) = &events[3].event else {
+        panic!("expected ReplyAdded");
+    };
+    assert_eq!(added, &sent.reply);
+    assert_eq!(added.text, "");
+    assert_eq!(added.metadata.model_slug.as_deref(), Some("scripted-1"));
+    assert_eq!(events[5].event, ReplyEvent::Append("Hello".into()));
+    assert_eq!(events[6].event, ReplyEvent::Append(" world".into()));
+    let (status, metadata) = closing(&events);
+    assert_eq!(status, MessageStatus::FinishedSuccessfully);
+    assert_eq!(metadata.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(metadata.usage, finish().usage);
+    assert_eq!(metadata.model_slug.as_deref(), Some("scripted-1"));
+}
+
+#[tokio::test]
+async fn a_finished_reply_is_stored_before_its_stream_ends() {
+    let app = harness(&[Step::Text("Hello"), Step::Text(" world"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.events(sent.conversation.id, 0).await;
+    // Right after `Done`, with no waiting: the final save came first.
+    let stored = app.store.message(sent.conversation.id, &sent.reply.id);
+    assert_eq!(stored.text, "Hello world");
+    assert_eq!(stored.status, MessageStatus::FinishedSuccessfully);
+    assert_eq!(stored.metadata.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(stored.metadata.usage, finish().usage);
+    assert_eq!(
+        app.service
+            .shared
+            .running
+            .of_conversation(sent.conversation.id),
+        []
+    );
+    let key = ReplyKey {
+        conversation: sent.conversation.id,
+        reply: sent.reply.id.clone(),
+    };
+    assert!(app.log.closed(&key));
+    assert_eq!(app.finished(&sent).await, stored);
+}
+
+#[tokio::test]
+async fn the_generator_gets_the_history_and_the_temperature() {
+    let app = harness(&[Step::Text("Sure."), Step::Finish]);
+    let first = app.send(None, "First question").await;
+    app.finished(&first).await;
+    let mut second = message(Some(first.conversation.id), "Second question");
+    second.temperature = Some(0.5);
+    let sent = app
+        .service
+        .send_message(caller(OWNER), second)
+        .await
+        .unwrap();
+    app.finished(&sent).await;
+    assert_eq!(sent.message.parent_id, Some(first.reply.id.clone()));
+    assert_eq!(sent.message.metadata.temperature, Some(0.5));
+    let requests = app.generator.requests.lock().unwrap();
+    assert_eq!(
+        requests[1].history,
+        [
+            Turn::new(Speaker::User, "First question"),
+            Turn::new(Speaker::Assistant, "Sure."),
+            Turn::new(Speaker::User, "Second question"),
+        ]
+    );
+    assert_eq!(requests[1].temperature, Some(0.5));
+    assert_eq!(requests[1].continue_from, "");
+}
+
+#[tokio::test]
+async fn a_generator_failure_keeps_the_partial_text_and_closes_the_stream() {
+    let app = harness(&[Step::Text("Hal"), Step::Fail]);
+    let sent = app.send(None, "Hi").await;
+    let events = app.events(sent.conversation.id, 0).await;
+    let (status, metadata) = closing(&events);
+    assert_eq!(status, MessageStatus::Failed);
+    let error = metadata.error.clone().unwrap();
+    assert!(!error.contains("30s"), "{error}");
+    let stored = app.finished(&sent).await;
+    assert_eq!(stored.status, MessageStatus::Failed);
+    assert_eq!(stored.text, "Hal");
+    assert_eq!(stored.metadata, metadata);
+}
+
+#[tokio::test]
+async fn a_reply_goes_on_when_its_log_is_down() {
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    app.log.down.store(true, Ordering::SeqCst);
+    let sent = app.send(None, "Hi").await;
+    let id = sent.conversation.id;
+    // Nothing to follow, but the reply is generated and stored all the same.
+    assert!(
+        app.service
+            .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stored = tokio::time::timeout(WAIT, async {
+        loop {
+            let stored = app.store.message(id, &sent.reply.id);
+            if stored.status.is_final() {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored.status, MessageStatus::FinishedSuccessfully);
+    assert_eq!(stored.text, "Hello");
+}
+
+#[tokio::test]
+async fn a_stopped_reply_is_interrupted_with_its_text_kept() {
+    let app = harness(&[Step::Text("Once upon"), Step::Hang]);
+    let sent = app.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    app.wait_for_text(id).await;
+    app.service.stop_reply(caller(OWNER), id).await.unwrap();
+    // Stopping waits for the task: the stream has ended already.
+    let key = ReplyKey {
+        conversation: id,
+        reply: sent.reply.id.clone(),
+    };
+    assert!(app.log.closed(&key));
+    let events = app.events(id, 0).await;
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
+    let stored = app.store.message(id, &sent.reply.id);
+    assert_eq!(stored.status, MessageStatus::Interrupted);
+    assert_eq!(stored.text, "Once upon");
+    assert!(matches!(
+        app.service.stop_reply(caller(OWNER), id).await,
+        Err(ConversationError::NoReplyInProgress)
+    ));
+}
+
+#[tokio::test]
+async fn a_reply_made_final_elsewhere_stops_generating() {
+    let app = harness(&[Step::Text("Once upon"), Step::Hang]);
+    let sent = app.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    app.wait_for_text(id).await;
+    app.store.state().refuse_saves = true;
+    let events = app.events(id, 0).await;
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
+    assert_eq!(app.service.shared.running.of_conversation(id), []);
+}
+
+#[tokio::test]
+async fn a_reply_stopped_from_another_instance_is_marked_interrupted() {
+    let app = harness(&[Step::Finish]);
+    // Another instance's reply: stored in progress, unknown to this one.
+    let conversation = app
+        .service
+        .create_conversation(caller(OWNER), title("Elsewhere"), None)
+        .await
+        .unwrap();
+    let now = app.clock.now();
+    let user = Message {
+        id: MessageId::parse("msg_1").unwrap(),
+        conversation_id: conversation.id,
+        role: MessageRole::User,
+        text: "Hi".into(),
+        status: MessageStatus::FinishedSuccessfully,
+        parent_id: None,
+        metadata: MessageMetadata::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    let reply = Message {
+        id: MessageId::parse("msg_2").unwrap(),
+        role: MessageRole::Assistant,
+        text: String::new(),
+        status: MessageStatus::InProgress,
+        parent_id: Some(user.id.clone()),
+        ..user.clone()
+    };
+    app.store
+        .append_exchange(NewExchange {
+            message: user,
+            reply: reply.clone(),
+            retry_key: None,
+            max_messages: 10,
+        })
+        .await
+        .unwrap();
+    // Its log lives on the other instance's side of a failure: nothing to follow.
+    assert!(
+        app.service
+            .follow_reply(Follower::Caller(caller(OWNER)), conversation.id, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.service
+        .stop_reply(caller(OWNER), conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.store.message(conversation.id, &reply.id).status,
+        MessageStatus::Interrupted
+    );
+    assert_eq!(app.generations(), 0);
+}
+
+#[tokio::test]
+async fn a_silent_reply_is_still_saved_regularly() {
+    let app = harness(&[Step::Hang]);
+    let sent = app.send(None, "Hi").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let saves = app.store.state().saves.len();
+    assert!(saves >= 3, "only {saves} saves");
+    assert!(
+        app.store
+            .state()
+            .saves
+            .iter()
+            .all(|save| save.status == MessageStatus::InProgress)
+    );
+    app.service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn abandoned_replies_are_interrupted_and_live_ones_are_not() {
+    let app = harness(&[Step::Hang]);
+    let live = app.send(None, "Hi").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.service.interrupt_abandoned().await;
+    assert_eq!(
+        app.store
+            .message(live.conversation.id, &live.reply.id)
+            .status,
+        MessageStatus::InProgress
+    );
+    app.service
+        .stop_reply(caller(OWNER), live.conversation.id)
+        .await
+        .unwrap();
+    // A reply whose writer is gone: not written for longer than allowed.
+    let dead = {
+        let mut stale = app.store.state();
+        let messages = stale.messages.get_mut(&live.conversation.id).unwrap();
+        let reply = messages.last_mut().unwrap();
+        reply.status = MessageStatus::InProgress;
+        reply.id.clone()
+    };
+    app.clock.advance(ABANDONED_AFTER + Duration::from_secs(1));
+    app.service.interrupt_abandoned().await;
+    assert_eq!(
+        app.store.message(live.conversation.id, &dead).status,
+        MessageStatus::Interrupted
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_stops_its_reply() {
+    let app = harness(&[Step::Text("Once"), Step::Hang]);
+    let sent = app.send(None, "Hi").await;
+    let id = sent.conversation.id;
+    app.wait_for_text(id).await;
+    app.service
+        .delete_conversation(caller(OWNER), id, None)
+        .await
+        .unwrap();
+    let key = ReplyKey {
+        conversation: id,
+        reply: sent.reply.id.clone(),
+    };
+    assert!(app.log.closed(&key));
+    assert_eq!(app.service.shared.running.of_conversation(id), []);
+    assert!(matches!(
+        app.service.get_conversation(caller(OWNER), id).await,
+        Err(ConversationError::NotFound)
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_retry_by_id_returns_the_first_send_and_starts_nothing() {
+    let app = harness(&[Step::Text("Hi!"), Step::Finish]);
+    let first = app.send(None, "Hello").await;
+    app.finished(&first).await;
+    let mut again = message(Some(first.conversation.id), "Hello");
+    again.id = Some(first.message.id.clone());
+    let retry = app
+        .service
+        .send_message(caller(OWNER), again)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.message, first.message);
+    assert_eq!(retry.reply.id, first.reply.id);
+    assert_eq!(retry.reply.text, "Hi!");
+    assert_eq!(app.generations(), 1);
+    assert_eq!(app.store.state().messages[&first.conversation.id].len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_by_key_returns_the_first_send() {
+    let app = harness(&[Step::Text("Hi!"), Step::Finish]);
+    let conversation = app
+        .service
+        .create_conversation(caller(OWNER), title("Keyed"), None)
+        .await
+        .unwrap();
+    let mut keyed = message(Some(conversation.id), "Hello");
+    keyed.retry_key = Some("key-1".into());
+    let first = app
+        .service
+        .send_message(caller(OWNER), keyed.clone())
+        .await
+        .unwrap();
+    app.finished(&first).await;
+    let retry = app
+        .service
+        .send_message(caller(OWNER), keyed)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.message.id, first.message.id);
+    assert_eq!(app.generations(), 1);
+}
+
+#[tokio::test]
+async fn one_reply_at_a_time() {
+    let app = harness(&[Step::Hang]);
+    let sent = app.send(None, "Hi").await;
+    assert!(matches!(
+        app.service
+            .send_message(caller(OWNER), message(Some(sent.conversation.id), "Again"))
+            .await,
+        Err(ConversationError::ReplyInProgress)
+    ));
+    app.service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_conversation_takes_no_more_messages() {
+    let app = harness_with(
+        &[Step::Finish],
+        ConversationSettings {
+            max_messages: 2,
+            ..settings()
+        },
+    );
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
+    assert!(matches!(
+        app.service
+            .send_message(caller(OWNER), message(Some(sent.conversation.id), "Again"))
+            .await,
+        Err(ConversationError::TooManyMessages { limit: 2 })
+    ));
+}
+
+#[tokio::test]
+async fn messages_longer_than_the_limit_are_refused() {
+    let app = harness_with(
+        &[Step::Finish],
+        ConversationSettings {
+            max_message_bytes: 4,
+            ..settings()
+        },
+    );
+    // Four characters, eight bytes: the limit counts bytes.
+    assert!(matches!(
+        app.service
+            .send_message(caller(OWNER), message(None, "éééé"))
+            .await,
+        Err(ConversationError::MessageTooLong { limit: 4 })
+    ));
+    assert!(app.store.state().conversations.is_empty());
+    app.send(None, "abcd").await;
+}
+
+#[tokio::test]
+async fn temperatures_outside_zero_to_two_are_refused() {
+    let app = harness(&[Step::Finish]);
+    for temperature in [-0.1, 2.01, f32::NAN, f32::INFINITY] {
+        let mut send = message(None, "Hi");
+        send.temperature = Some(temperature);
+        assert!(
+            matches!(
+                app.service.send_message(caller(OWNER), send).await,
+                Err(ConversationError::InvalidTemperature)
+            ),
+            "{temperature}"
+        );
+    }
+    let mut send = message(None, "Hi");
+    send.temperature = Some(2.0);
+    app.service.send_message(caller(OWNER), send).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_conversation_is_titled_after_its_first_message() {
+    let app = harness(&[Step::Finish]);
+    let derived = app.send(None, "  Explain   Redis\ncaching ").await;
+    assert_eq!(derived.conversation.title.as_str(), "Explain Redis caching");
+    let mut titled = message(None, "Hi");
+    titled.title = Some(title("Given"));
+    let titled = app
+        .service
+        .send_message(caller(OWNER), titled)
+        .await
+        .unwrap();
+    assert_eq!(titled.conversation.title.as_str(), "Given");
+    let fallback = app.send(None, "\u{7}").await;
+    assert_eq!(fallback.conversation.title.as_str(), FALLBACK_TITLE);
+    assert_eq!(fallback.conversation.owner, caller(OWNER).account_id);
+    assert!(fallback.message.id.as_str().starts_with("msg_"));
+    assert_ne!(fallback.message.id, fallback.reply.id);
+}
+
+// ---------------------------------------------------------------------------
+// Following
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn following_after_n_skips_n_events() {
+    let app = harness(&[Step::Text("a"), Step::Text("b"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let all = app.events(sent.conversation.id, 0).await;
+    let rest = app.events(sent.conversation.id, 4).await;
+    assert_eq!(rest, all[4..]);
+    assert_eq!(rest[0].seq, 5);
+}
+
+#[tokio::test]
+async fn following_nothing_is_none() {
+    let app = harness(&[Step::Finish]);
+    let empty = app
+        .service
+        .create_conversation(caller(OWNER), title("Empty"), None)
+        .await
+        .unwrap();
+    assert!(
+        app.service
+            .follow_reply(Follower::Caller(caller(OWNER)), empty.id, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let sent = app.send(None, "Hi").await;
+    app.events(sent.conversation.id, 0).await;
+    assert!(
+        app.service
+            .follow_reply(Follower::Caller(caller(OWNER)), sent.conversation.id, 9)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_event_ends_the_stream() {
+    let app = harness(&[Step::Text("a"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
+    let key = ReplyKey {
+        conversation: sent.conversation.id,
+        reply: sent.reply.id.clone(),
+    };
+    app.log.logs.lock().unwrap().get_mut(&key).unwrap().events[2].payload = b"{}".to_vec();
+    let events = app.events(sent.conversation.id, 0).await;
+    assert_eq!(kinds(&events), ["delta_encoding", "resume_token"]);
+}
+
+#[tokio::test]
+async fn a_resume_token_follows_its_own_conversation_until_it_expires() {
+    let app = harness(&[Step::Text("a"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let id = sent.conversation.id;
+    let token = resume_token(&app.events(id, 0).await);
+    let followed = app
+        .service
+        .follow_reply(Follower::ResumeToken(token.clone()), id, 3)
+        .await
+        .unwrap()
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(followed[0].seq, 4);
+
+    let other = app.send(None, "Another").await;
+    app.finished(&other).await;
+    assert!(matches!(
+        app.service
+            .follow_reply(
+                Follower::ResumeToken(token.clone()),
+                other.conversation.id,
+                0
+            )
+            .await,
+        Err(ConversationError::InvalidResumeToken)
+    ));
+    for garbage in ["", "garbage", "a.b.c"] {
+        assert!(matches!(
+            app.service
+                .follow_reply(Follower::ResumeToken(garbage.into()), id, 0)
+                .await,
+            Err(ConversationError::InvalidResumeToken)
+        ));
+    }
+    app.clock.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        app.service
+            .follow_reply(Follower::ResumeToken(token), id, 0)
+            .await,
+        Err(ConversationError::InvalidResumeToken)
+    ));
+}
+
+#[tokio::test]
+async fn a_resume_token_signed_with_another_key_is_refused() {
+    let app = harness(&[Step::Text("a"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let forged = ResumeTokens::new(
+        &JwtSecret::new(vec![8; 32]).unwrap(),
+        Duration::from_secs(3600),
+    )
+    .issue(
+        caller(OWNER).account_id,
+        &ReplyKey {
+            conversation: sent.conversation.id,
+            reply: sent.reply.id.clone(),
+        },
+        app.clock.now(),
+    )
+    .unwrap();
+    assert!(matches!(
+        app.service
+            .follow_reply(Follower::ResumeToken(forged), sent.conversation.id, 0)
+            .await,
+        Err(ConversationError::InvalidResumeToken)
+    ));
+}
+
+#[tokio::test]
+async fn a_resume_token_dies_with_its_conversation() {
+    let app = harness(&[Step::Text("a"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let id = sent.conversation.id;
+    let token = resume_token(&app.events(id, 0).await);
+    app.service
+        .delete_conversation(caller(OWNER), id, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        app.service
+            .follow_reply(Follower::ResumeToken(token), id, 0)
+            .await,
+        Err(ConversationError::NotFound)
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Ownership
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn another_accounts_conversation_is_not_found_everywhere() {
+    let app = harness(&[Step::Text("a"), Step::Hang]);
+    let sent = app.send(None, "Mine").await;
+    let id = sent.conversation.id;
+    let stranger = caller(STRANGER);
+    let not_found = |result: Result<(), ConversationError>, what: &str| {
+        assert!(
+            matches!(result, Err(ConversationError::NotFound)),
+            "{what}: {result:?}"
+        );
+    };
+    not_found(
+        app.service.get_conversation(stranger, id).await.map(drop),
+        "get",
+    );
+    not_found(
+        app.service
+            .rename_conversation(stranger, id, title("Theirs"), None)
+            .await
+            .map(drop),
+        "rename",
+    );
+    not_found(
+        app.service
+            .send_message(stranger, message(Some(id), "Hijack"))
+            .await
+            .map(drop),
+        "send",
+    );
+    not_found(
+        app.service
+            .follow_reply(Follower::Caller(stranger), id, 0)
+            .await
+            .map(drop),
+        "follow",
+    );
+    not_found(
+        app.service
+            .wait_for_reply(stranger, id, sent.reply.id.clone())
+            .await
+            .map(drop),
+        "wait",
+    );
+    not_found(app.service.stop_reply(stranger, id).await, "stop");
+    not_found(
+        app.service.delete_conversation(stranger, id, None).await,
+        "delete",
+    );
+    let page = app
+        .service
+        .list_conversations(stranger, ConversationOrder::Updated, 0, 20)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 0);
+    // Nothing of it changed.
+    let detail = app
+        .service
+        .get_conversation(caller(OWNER), id)
+        .await
+        .unwrap();
+    assert_eq!(detail.conversation.title, sent.conversation.title);
+    assert_eq!(detail.messages.len(), 2);
+    app.service.stop_reply(caller(OWNER), id).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Reads and caching
+// ---------------------------------------------------------------------------
+
+/// A reply of 150 characters, more than a list shows.
+const LONG_REPLY: &str = "ééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+#[tokio::test]
+async fn lists_show_the_start_of_the_last_message() {
+    let app = harness(&[Step::Text(LONG_REPLY), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
+    let page = app
+        .service
+        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 20)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    let shown = page.items[0].last_message.clone().unwrap();
+    let expected: String = LONG_REPLY.chars().take(LAST_MESSAGE_CHARS).collect();
+    assert_eq!(shown, format!("{expected}…"));
+    assert_eq!(shorten("y".repeat(100)), "y".repeat(100));
+}
+
+#[tokio::test]
+async fn reads_are_cached_until_a_write() {
+    let app = harness(&[Step::Text("a"), Step::Finish]);
+    let conversation = app
+        .service
+        .create_conversation(caller(OWNER), title("Before"), None)
+        .await
+        .unwrap();
+    let id = conversation.id;
+    let owner = caller(OWNER);
+    let list = || {
+        app.service
+            .list_conversations(owner, ConversationOrder::Updated, 0, 20)
+    };
+    assert_eq!(
+        list().await.unwrap().items[0].conversation.title,
+        title("Before")
+    );
+    app.service.get_conversation(owner, id).await.unwrap();
+
+    // Behind the service's back: the cached reads do not see it.
+    app.store
+        .rename(id, title("Sneaky"), None, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        list().await.unwrap().items[0].conversation.title,
+        title("Before")
+    );
+    assert_eq!(
+        app.service
+            .get_conversation(owner, id)
+            .await
+            .unwrap()
+            .conversation
+            .title,
+        title("Before")
+    );
+
+    // Through the service: both are fresh.
+    app.service
+        .rename_conversation(owner, id, title("After"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        list().await.unwrap().items[0].conversation.title,
+        title("After")
+    );
+    assert_eq!(
+        app.service
+            .get_conversation(owner, id)
+            .await
+            .unwrap()
+            .conversation
+            .title,
+        title("After")
+    );
+
+    // A reply's end is a write too.
+    let sent = app.send(Some(id), "Hi").await;
+    app.service.get_conversation(owner, id).await.unwrap();
+    app.events(id, 0).await;
+    let detail = app.service.get_conversation(owner, id).await.unwrap();
+    assert_eq!(
+        detail.messages[1].status,
+        MessageStatus::FinishedSuccessfully
+    );
+    assert_eq!(detail.messages[1].id, sent.reply.id);
+    assert_eq!(detail.messages[1].text, "a");
+
+    // A deleted account's conversations are gone from the cache.
+    app.store
+        .rename(id, title("Gone"), None, app.clock.now())
+        .await
+        .unwrap();
+    app.service.account_deleted(owner.account_id).await.unwrap();
+    assert_eq!(
+        list().await.unwrap().items[0].conversation.title,
+        title("Gone")
+    );
+    assert_eq!(
+        app.service
+            .get_conversation(owner, id)
+            .await
+            .unwrap()
+            .conversation
+            .title,
+        title("Gone")
+    );
+}
+
+#[tokio::test]
+async fn renames_and_deletes_honour_the_expected_version() {
+    let app = harness(&[Step::Finish]);
+    let conversation = app
+        .service
+        .create_conversation(caller(OWNER), title("One"), None)
+        .await
+        .unwrap();
+    let stale = Some(Version::new(7));
+    assert!(matches!(
+        app.service
+            .rename_conversation(caller(OWNER), conversation.id, title("Two"), stale)
+            .await,
+        Err(ConversationError::VersionMismatch { current }) if current == Version::INITIAL
+    ));
+    assert!(matches!(
+        app.service
+            .delete_conversation(caller(OWNER), conversation.id, stale)
+            .await,
+        Err(ConversationError::VersionMismatch { .. })
+    ));
+    let renamed = app
+        .service
+        .rename_conversation(
+            caller(OWNER),
+            conversation.id,
+            title("Two"),
+            Some(Version::INITIAL),
+        )
+        .await
+        .unwrap();
+    app.service
+        .delete_conversation(caller(OWNER), conversation.id, Some(renamed.version))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The codec
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_event_survives_the_codec() {
+    let now = datetime!(2026-12-01 12:00:00.123456 UTC);
+    let message = Message {
+        id: MessageId::parse("msg_001").unwrap(),
+        conversation_id: ConversationId::from_ulid(Ulid::from(5_u128)),
+        role: MessageRole::Assistant,
+        text: "héllo\n".into(),
+        status: MessageStatus::InProgress,
+        parent_id: Some(MessageId::parse("msg_000").unwrap()),
+        metadata: MessageMetadata {
+            model_slug: Some("m".into()),
+            finish_reason: Some("length".into()),
+            usage: finish().usage,
+            temperature: Some(0.7),
+            error: Some("oops".into()),
+        },
+        created_at: now,
+        updated_at: now,
+    };
+    for event in [
+        ReplyEvent::DeltaEncoding,
+        ReplyEvent::ResumeToken("t".into()),
+        ReplyEvent::InputMessage(message.clone()),
+        ReplyEvent::ReplyAdded(message.clone()),
+        ReplyEvent::FirstText,
+        ReplyEvent::Append("chunk".into()),
+        ReplyEvent::Ended {
+            status: MessageStatus::Failed,
+            metadata: message.metadata.clone(),
+        },
+        ReplyEvent::StreamComplete,
+        ReplyEvent::Done,
+    ] {
+        let bytes = codec::encode_event(&event).unwrap();
+        assert_eq!(decode_event(&bytes).unwrap(), event);
+    }
+    assert!(decode_event(br#"{"ended":{"status":"exploded","metadata":{}}}"#).is_err());
+}
+
+#[tokio::test]
+async fn store_failures_are_port_errors() {
+    let mut store = waiter_ports::conversations::MockConversationStore::new();
+    store.expect_find().returning(|_| Err(down()));
+    store.expect_list().returning(|_| Err(down()));
+    let service = ConversationService::new(
+        Arc::new(store),
+        Arc::new(waiter_ports::conversations::MockReplyEventLog::new()),
+        Arc::new(waiter_ports::conversations::MockReplyGenerator::new()),
+        Arc::new(FakeCache::default()),
+        Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC))),
+        settings(),
+    );
+    let id = ConversationId::from_ulid(Ulid::from(5_u128));
+    let owner = caller(OWNER);
+    assert!(matches!(
+        service.get_conversation(owner, id).await,
+        Err(ConversationError::Port(PortError::Unavailable(_)))
+    ));
+    assert!(matches!(
+        service
+            .list_conversations(owner, ConversationOrder::Created, 0, 5)
+            .await,
+        Err(ConversationError::Port(_))
+    ));
+    assert!(matches!(
+        service.stop_reply(owner, id).await,
+        Err(ConversationError::Port(_))
+    ));
+    assert!(matches!(
+        service.send_message(owner, message(Some(id), "Hi")).await,
+        Err(ConversationError::Port(_))
+    ));
+}

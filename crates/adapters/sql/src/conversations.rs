@@ -6,8 +6,11 @@
 //! behind the other, each sees the messages of those before it, and all
 //! take their locks in one order, the conversation and then its messages,
 //! the order in which deleting it (or its account) cascades, so none can
-//! deadlock another. SQLite serialises write transactions anyway
-//! ([`Dialect::BEGIN_WRITE`]), so the same statements need no other care.
+//! deadlock another. (A reply's progress, saved as often as text arrives,
+//! is the one write that skips the conversation: a single statement on the
+//! reply's row, which waits for nothing while holding it.) SQLite
+//! serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]), so the
+//! same statements need no dialect of their own, unlike session rotation.
 //!
 //! What concurrent sends race on is kept by the database itself: the
 //! primary key and the retry-key index make a message id or a retry key
@@ -147,8 +150,7 @@ const SAVE_REPLY: &str = "UPDATE messages
      WHERE conversation_id = $1 AND id = $2 AND status = 'in_progress'
      RETURNING id";
 const ABANDONED: &str = "SELECT conversation_id, id FROM messages
-     WHERE status = 'in_progress' AND updated_at < $1
-     ORDER BY conversation_id";
+     WHERE status = 'in_progress' AND updated_at < $1";
 const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at = $3
      WHERE conversation_id = $1 AND id = $2 AND status = 'in_progress' AND updated_at < $4
      RETURNING id";
@@ -419,7 +421,6 @@ where
     String: Column<Db<D>>,
     i64: Column<Db<D>>,
     i32: Column<Db<D>>,
-    Option<String>: Column<Db<D>>,
     for<'q> &'q str: Param<'q, Db<D>>,
     for<'q> &'q [u8]: Param<'q, Db<D>>,
     for<'q> Option<&'q str>: Param<'q, Db<D>>,

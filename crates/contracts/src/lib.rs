@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod books;
 pub mod cache;
+pub mod conversations;
 pub mod external;
 pub mod fault;
 pub mod idempotency;

@@ -1,6 +1,7 @@
 //! The store contracts, each check against a fresh PostgreSQL database.
 
 use waiter_ports::catalog::BookStore;
+use waiter_ports::conversations::ConversationStore;
 use waiter_ports::idempotency::IdempotencyStore;
 use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_postgres::TestDatabase;
@@ -51,6 +52,16 @@ async fn with_idempotency(
     test.drop_database().await;
 }
 
+/// Runs `check` on the account and conversation stores of a fresh database.
+async fn with_conversations(check: impl AsyncFnOnce(&dyn AccountStore, &dyn ConversationStore)) {
+    let Some(test) = TestDatabase::create().await else {
+        return;
+    };
+    let database = test.database();
+    check(&database.accounts(), &database.conversations()).await;
+    test.drop_database().await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
@@ -65,4 +76,8 @@ mod books {
 
 mod idempotency {
     waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency);
+}
+
+mod conversations {
+    waiter_contracts::conversation_store_contract_tests!(super::with_conversations);
 }

@@ -20,7 +20,7 @@ use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_versio
 const EMAIL_KEY: UniqueKey = UniqueKey {
     name: "accounts_email_key",
     table: "accounts",
-    column: "email",
+    columns: &["email"],
 };
 
 /// The columns an [`AccountRow`] reads, named once so every query selects the same.

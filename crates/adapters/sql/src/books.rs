@@ -30,7 +30,7 @@ use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_versio
 const ISBN_KEY: UniqueKey = UniqueKey {
     name: "books_isbn_key",
     table: "books",
-    column: "isbn",
+    columns: &["isbn"],
 };
 
 /// The columns a [`BookRow`] reads, named once so every query selects the same.

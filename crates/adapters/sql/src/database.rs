@@ -8,7 +8,10 @@ use sqlx::{Connection, Pool};
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
-use crate::{Dialect, SqlAccountStore, SqlBookStore, SqlIdempotencyStore, SqlSessionStore};
+use crate::{
+    Dialect, SqlAccountStore, SqlBookStore, SqlConversationStore, SqlIdempotencyStore,
+    SqlSessionStore,
+};
 
 /// A connection pool of dialect `D` and the stores built on it.
 ///
@@ -80,6 +83,13 @@ impl<D: Dialect> SqlDatabase<D> {
     /// The book store on this pool.
     pub fn books(&self) -> SqlBookStore<D> {
         SqlBookStore {
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// The conversation store on this pool.
+    pub fn conversations(&self) -> SqlConversationStore<D> {
+        SqlConversationStore {
             pool: self.pool.clone(),
         }
     }

@@ -76,16 +76,18 @@ pub fn pool_options<DB: Database>(
 }
 
 /// A unique constraint whose violation a store turns into a typed error
-/// (`EmailTaken`, `IsbnTaken`). PostgreSQL reports the constraint's name;
-/// SQLite reports only the table and column, so a key carries both.
+/// (`EmailTaken`, `IsbnTaken`, `AlreadySent`). PostgreSQL reports the
+/// constraint's (or unique index's) name; SQLite reports only the table and
+/// columns, so a key carries both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UniqueKey {
     /// The constraint's name in the migrations.
     pub name: &'static str,
     /// The table it constrains.
     pub table: &'static str,
-    /// The one column it keeps unique.
-    pub column: &'static str,
+    /// The columns it keeps unique together, in the order the constraint
+    /// names them (SQLite reports them in that order).
+    pub columns: &'static [&'static str],
 }
 
 /// A Rust type that database `DB` takes as a bind parameter.

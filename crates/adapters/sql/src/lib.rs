@@ -22,6 +22,7 @@
 
 mod accounts;
 mod books;
+mod conversations;
 mod database;
 mod dialect;
 mod idempotency;
@@ -34,6 +35,7 @@ use waiter_ports::PortError;
 
 pub use accounts::SqlAccountStore;
 pub use books::{BookLoading, NewBookRow, SqlBookStore};
+pub use conversations::SqlConversationStore;
 pub use database::SqlDatabase;
 pub use dialect::{Column, Dialect, Param, UniqueKey, pool_options};
 pub use idempotency::SqlIdempotencyStore;

@@ -19,11 +19,23 @@ pub(crate) fn is_busy_or_locked(error: &sqlx::Error) -> bool {
 
 /// True when `error` is a unique violation of `key`.
 ///
-/// SQLite does not report constraint names, only the columns involved.
+/// SQLite does not report constraint names, only the columns involved:
+/// `UNIQUE constraint failed: messages.conversation_id, messages.id`.
 pub(crate) fn violates_unique(error: &sqlx::Error, key: UniqueKey) -> bool {
     error.as_database_error().is_some_and(|db| {
         db.is_unique_violation()
-            && db.message().strip_prefix("UNIQUE constraint failed: ")
-                == Some(&format!("{}.{}", key.table, key.column))
+            && db
+                .message()
+                .strip_prefix("UNIQUE constraint failed: ")
+                .is_some_and(|columns| columns == qualified_columns(key))
     })
+}
+
+/// The key's columns as SQLite lists them in a violation.
+fn qualified_columns(key: UniqueKey) -> String {
+    key.columns
+        .iter()
+        .map(|column| format!("{}.{column}", key.table))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -2,8 +2,9 @@
 
 use sqlx::{Connection, SqliteConnection};
 use waiter_contracts::accounts::insert_account;
-use waiter_contracts::sessions;
+use waiter_contracts::{conversations, sessions};
 use waiter_ports::PortError;
+use waiter_ports::conversations::ConversationStore as _;
 use waiter_ports::health::Probe;
 use waiter_ports::identity::AccountStore;
 use waiter_sqlite::SqliteDatabase;
@@ -61,6 +62,22 @@ async fn an_in_memory_database_keeps_its_data_and_honours_the_contract() {
     .await;
 }
 
+/// Refused appends read the message already sent after abandoning their
+/// transaction; on the one connection of an in-memory database that read
+/// must wait for the abandoned transaction's connection, not for itself.
+#[tokio::test]
+async fn an_in_memory_database_refuses_appends_without_waiting_on_itself() {
+    let database = SqliteDatabase::connect("sqlite::memory:")
+        .await
+        .expect("connect");
+    database.migrate().await.expect("migrate");
+    let (accounts, store) = (database.accounts(), database.conversations());
+    conversations::a_resent_message_id_is_already_sent(&accounts, &store).await;
+    conversations::a_reused_retry_key_is_already_sent(&accounts, &store).await;
+    conversations::of_concurrent_appends_exactly_one_starts_a_reply(&accounts, &store).await;
+    conversations::a_full_conversation_refuses_more_messages(&accounts, &store).await;
+}
+
 #[tokio::test]
 async fn an_unopenable_file_is_an_error_not_a_panic() {
     let directory = scratch_directory();
@@ -88,6 +105,40 @@ async fn a_corrupt_row_is_an_unexpected_error_not_a_panic() {
     raw.close().await.expect("close");
 
     let result = accounts.find(account.id).await;
+    assert!(
+        matches!(result, Err(PortError::Unexpected(_))),
+        "expected Unexpected, got {result:?}"
+    );
+    database.close().await;
+    std::fs::remove_dir_all(directory).expect("clean up");
+}
+
+#[tokio::test]
+async fn corrupt_message_metadata_is_an_unexpected_error_not_a_panic() {
+    let directory = scratch_directory();
+    let url = format!("sqlite://{}", directory.join("waiter.db").display());
+    let database = SqliteDatabase::connect(&url).await.expect("connect");
+    database.migrate().await.expect("migrate");
+    let store = database.conversations();
+    let owner = insert_account(&database.accounts()).await;
+    let conversation =
+        conversations::insert_conversation(&store, conversations::new_conversation(owner.id)).await;
+    store
+        .append_exchange(conversations::exchange(
+            conversation.id,
+            conversation.created_at,
+        ))
+        .await
+        .expect("append");
+
+    let mut raw = SqliteConnection::connect(&url).await.expect("connect");
+    sqlx::query("UPDATE messages SET metadata = '{\"usage\": 3}'")
+        .execute(&mut raw)
+        .await
+        .expect("corrupt the row");
+    raw.close().await.expect("close");
+
+    let result = store.messages(conversation.id).await;
     assert!(
         matches!(result, Err(PortError::Unexpected(_))),
         "expected Unexpected, got {result:?}"

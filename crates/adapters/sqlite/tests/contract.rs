@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use waiter_ports::catalog::BookStore;
+use waiter_ports::conversations::ConversationStore;
 use waiter_ports::idempotency::IdempotencyStore;
 use waiter_ports::identity::{AccountStore, SessionStore};
 use waiter_sqlite::SqliteDatabase;
@@ -59,6 +60,13 @@ async fn with_idempotency(
     remove(database, directory).await;
 }
 
+/// Runs `check` on the account and conversation stores of a fresh database.
+async fn with_conversations(check: impl AsyncFnOnce(&dyn AccountStore, &dyn ConversationStore)) {
+    let (database, directory) = create().await;
+    check(&database.accounts(), &database.conversations()).await;
+    remove(database, directory).await;
+}
+
 mod accounts {
     waiter_contracts::account_store_contract_tests!(super::with_accounts);
 }
@@ -73,4 +81,8 @@ mod books {
 
 mod idempotency {
     waiter_contracts::idempotency_store_contract_tests!(super::with_idempotency);
+}
+
+mod conversations {
+    waiter_contracts::conversation_store_contract_tests!(super::with_conversations);
 }

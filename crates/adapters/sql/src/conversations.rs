@@ -1,0 +1,717 @@
+//! [`ConversationStore`] on `conversations` and their `messages`.
+//!
+//! Every transaction that writes a conversation's messages begins by
+//! updating the conversation's row (bumping its version), which on
+//! PostgreSQL locks it: the writes of one conversation therefore queue one
+//! behind the other, each sees the messages of those before it, and all
+//! take their locks in one order, the conversation and then its messages,
+//! the order in which deleting it (or its account) cascades, so none can
+//! deadlock another. (A reply's progress, saved as often as text arrives,
+//! is the one write that skips the conversation: a single statement on the
+//! reply's row, which waits for nothing while holding it.) SQLite
+//! serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]), so the
+//! same statements need no dialect of their own, unlike session rotation.
+//!
+//! What concurrent sends race on is kept by the database itself: the
+//! primary key and the retry-key index make a message id or a retry key
+//! usable once per conversation, and a partial unique index allows one reply
+//! in progress per conversation. Their violations become
+//! [`AppendError::AlreadySent`] and [`AppendError::ReplyInFlight`].
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::{ColumnIndex, Executor, FromRow, Pool, Transaction};
+use uuid::Uuid;
+use waiter_domain::{
+    AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
+    MessageMetadata, Timestamp, Usage, Version,
+};
+use waiter_ports::PortError;
+use waiter_ports::conversations::{
+    AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
+    ConversationSummary, InsertConversationError, LAST_MESSAGE_CHARS, NewConversationRecord,
+    NewExchange, ReplyUpdate, WriteConversationError,
+};
+use waiter_ports::idempotency::IdempotencyRecord;
+
+use crate::idempotency::begin_creating;
+use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
+
+/// The key that makes a message id usable once per conversation.
+const MESSAGE_ID_KEY: UniqueKey = UniqueKey {
+    name: "messages_pkey",
+    table: "messages",
+    columns: &["conversation_id", "id"],
+};
+
+/// The index that makes a retry key usable once per conversation.
+const RETRY_KEY_KEY: UniqueKey = UniqueKey {
+    name: "messages_conversation_id_retry_key_key",
+    table: "messages",
+    columns: &["conversation_id", "retry_key"],
+};
+
+/// The partial index that allows one reply in progress per conversation.
+const ONE_IN_PROGRESS_KEY: UniqueKey = UniqueKey {
+    name: "messages_one_in_progress_key",
+    table: "messages",
+    columns: &["conversation_id"],
+};
+
+/// The columns a [`ConversationRow`] reads, named once so every query selects the same.
+macro_rules! conversation_columns {
+    () => {
+        "id, owner_id, title, version, created_at, updated_at"
+    };
+}
+
+/// The columns a [`MessageRow`] reads.
+macro_rules! message_columns {
+    () => {
+        "conversation_id, id, role, text, status, parent_id, metadata, created_at, updated_at"
+    };
+}
+
+/// The conversations of owner `$1`, each with the first `$4` characters of
+/// its newest message, from the `$3`th, at most `$2`; the ordering is
+/// appended.
+macro_rules! list {
+    ($order:literal) => {
+        concat!(
+            "SELECT ",
+            conversation_columns!(),
+            ", (SELECT substr(text, 1, $4) FROM messages
+                WHERE conversation_id = conversations.id
+                ORDER BY seq DESC LIMIT 1) AS last_message
+             FROM conversations
+             WHERE owner_id = $1
+             ORDER BY ",
+            $order,
+            " LIMIT $2 OFFSET $3"
+        )
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO conversations (id, owner_id, title, version, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $5)
+     RETURNING ",
+    conversation_columns!()
+);
+const FIND: &str = concat!(
+    "SELECT ",
+    conversation_columns!(),
+    " FROM conversations WHERE id = $1"
+);
+const LIST_BY_UPDATED: &str = list!("updated_at DESC, id DESC");
+const LIST_BY_CREATED: &str = list!("created_at DESC, id DESC");
+const COUNT: &str = "SELECT COUNT(*) FROM conversations WHERE owner_id = $1";
+/// Renames the conversation if the version matches `$2`, or whatever the
+/// version when `$2` is `NULL`.
+const RENAME: &str = concat!(
+    "UPDATE conversations
+     SET title = $3, updated_at = $4, version = version + 1
+     WHERE id = $1 AND version = COALESCE($2, version)
+     RETURNING ",
+    conversation_columns!()
+);
+const DELETE: &str =
+    "DELETE FROM conversations WHERE id = $1 AND version = COALESCE($2, version) RETURNING id";
+const VERSION: &str = "SELECT version FROM conversations WHERE id = $1";
+/// Records a change to conversation `$1` at `$2`, and on PostgreSQL locks it
+/// until the transaction ends: the first statement of every transaction
+/// that writes its messages.
+const TOUCH: &str = concat!(
+    "UPDATE conversations SET version = version + 1, updated_at = $2
+     WHERE id = $1
+     RETURNING ",
+    conversation_columns!()
+);
+/// How many messages conversation `$1` holds, and the last `seq` given.
+const MESSAGE_COUNT: &str =
+    "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1";
+const INSERT_MESSAGE: &str = "INSERT INTO messages
+         (conversation_id, id, seq, role, text, status, parent_id, metadata, retry_key,
+          created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)";
+/// The message of conversation `$1` with id `$2` or retry key `$3`,
+/// preferring the id.
+const SENT_BEFORE: &str = "SELECT id FROM messages
+     WHERE conversation_id = $1 AND (id = $2 OR retry_key = $3)
+     ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END, seq
+     LIMIT 1";
+const MESSAGES: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE conversation_id = $1 ORDER BY seq"
+);
+const SAVE_REPLY: &str = "UPDATE messages
+     SET text = $3, status = $4, metadata = $5, updated_at = $6
+     WHERE conversation_id = $1 AND id = $2 AND status = 'in_progress'
+     RETURNING id";
+const ABANDONED: &str = "SELECT conversation_id, id FROM messages
+     WHERE status = 'in_progress' AND updated_at < $1";
+const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at = $3
+     WHERE conversation_id = $1 AND id = $2 AND status = 'in_progress' AND updated_at < $4
+     RETURNING id";
+
+/// Conversations in the `conversations` table, their messages in `messages`.
+#[derive(Debug)]
+pub struct SqlConversationStore<D: Dialect> {
+    pub(crate) pool: Pool<D::Database>,
+}
+
+/// A `conversations` row, with instants stored as `T`.
+#[derive(Debug, FromRow)]
+struct ConversationRow<T> {
+    id: Uuid,
+    owner_id: Uuid,
+    title: String,
+    version: i64,
+    created_at: T,
+    updated_at: T,
+}
+
+impl<T: Into<Timestamp>> TryFrom<ConversationRow<T>> for Conversation {
+    type Error = PortError;
+
+    /// Re-validates what was stored: a bad row is corrupt data, never a panic.
+    fn try_from(row: ConversationRow<T>) -> Result<Self, PortError> {
+        Ok(Conversation {
+            id: ConversationId::from_uuid(row.id),
+            owner: AccountId::from_uuid(row.owner_id),
+            title: ConversationTitle::parse(&row.title).map_err(PortError::unexpected)?,
+            version: Version::new(row.version),
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        })
+    }
+}
+
+/// A row of a list: the conversation and the start of its newest message.
+#[derive(Debug, FromRow)]
+struct SummaryRow<T> {
+    #[sqlx(flatten)]
+    conversation: ConversationRow<T>,
+    last_message: Option<String>,
+}
+
+impl<T: Into<Timestamp>> TryFrom<SummaryRow<T>> for ConversationSummary {
+    type Error = PortError;
+
+    fn try_from(row: SummaryRow<T>) -> Result<Self, PortError> {
+        Ok(ConversationSummary {
+            conversation: row.conversation.try_into()?,
+            last_message: row.last_message,
+        })
+    }
+}
+
+/// A `messages` row, with instants stored as `T`.
+#[derive(Debug, FromRow)]
+struct MessageRow<T> {
+    conversation_id: Uuid,
+    id: String,
+    role: String,
+    text: String,
+    status: String,
+    parent_id: Option<String>,
+    metadata: String,
+    created_at: T,
+    updated_at: T,
+}
+
+impl<T: Into<Timestamp>> TryFrom<MessageRow<T>> for Message {
+    type Error = PortError;
+
+    /// Re-validates what was stored: a bad row is corrupt data, never a panic.
+    fn try_from(row: MessageRow<T>) -> Result<Self, PortError> {
+        Ok(Message {
+            id: MessageId::parse(&row.id).map_err(PortError::unexpected)?,
+            conversation_id: ConversationId::from_uuid(row.conversation_id),
+            role: row.role.parse().map_err(PortError::unexpected)?,
+            text: row.text,
+            status: row.status.parse().map_err(PortError::unexpected)?,
+            parent_id: row
+                .parent_id
+                .as_deref()
+                .map(MessageId::parse)
+                .transpose()
+                .map_err(PortError::unexpected)?,
+            metadata: decode_metadata(&row.metadata)?,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
+        })
+    }
+}
+
+/// [`MessageMetadata`] as the `metadata` column holds it: a JSON object
+/// without the fields that are absent, so a user message's is `{}` or
+/// `{"temperature":0.7}`. Unknown fields are ignored when read, so a later
+/// release may add some without breaking an earlier one reading its rows.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_slug: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage: Option<StoredUsage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// [`Usage`] within [`StoredMetadata`].
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<&MessageMetadata> for StoredMetadata {
+    fn from(metadata: &MessageMetadata) -> Self {
+        Self {
+            model_slug: metadata.model_slug.clone(),
+            finish_reason: metadata.finish_reason.clone(),
+            usage: metadata.usage.map(|usage| StoredUsage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.total_tokens,
+            }),
+            temperature: metadata.temperature,
+            error: metadata.error.clone(),
+        }
+    }
+}
+
+impl From<StoredMetadata> for MessageMetadata {
+    fn from(stored: StoredMetadata) -> Self {
+        Self {
+            model_slug: stored.model_slug,
+            finish_reason: stored.finish_reason,
+            usage: stored.usage.map(|usage| Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.total_tokens,
+            }),
+            temperature: stored.temperature,
+            error: stored.error,
+        }
+    }
+}
+
+fn encode_metadata(metadata: &MessageMetadata) -> Result<String, PortError> {
+    serde_json::to_string(&StoredMetadata::from(metadata)).map_err(PortError::unexpected)
+}
+
+fn decode_metadata(json: &str) -> Result<MessageMetadata, PortError> {
+    serde_json::from_str::<StoredMetadata>(json)
+        .map(MessageMetadata::from)
+        .map_err(PortError::unexpected)
+}
+
+/// How many characters of a conversation's newest message a list reads: one
+/// more than it shows, so the caller can tell the text was cut.
+fn last_message_chars() -> i32 {
+    i32::try_from(LAST_MESSAGE_CHARS + 1).unwrap_or(i32::MAX)
+}
+
+impl<D: Dialect> SqlConversationStore<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    i64: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+    for<'q> Option<&'q str>: Param<'q, Db<D>>,
+{
+    /// Why a conditional write of conversation `id` matched no row.
+    async fn refusal(
+        &self,
+        id: ConversationId,
+        expected_version: Option<Version>,
+    ) -> WriteConversationError {
+        match stale_version::<D>(&self.pool, VERSION, id.as_uuid(), expected_version).await {
+            Ok(Some(current)) => WriteConversationError::VersionMismatch { current },
+            Ok(None) => WriteConversationError::NotFound,
+            Err(error) => error.into(),
+        }
+    }
+
+    /// Why the messages of an exchange could not be inserted, `error` being
+    /// what the database said (after the transaction was abandoned).
+    async fn append_refusal(
+        &self,
+        error: sqlx::Error,
+        message: &Message,
+        retry_key: Option<&str>,
+    ) -> AppendError {
+        if D::violates(&error, ONE_IN_PROGRESS_KEY) {
+            return AppendError::ReplyInFlight;
+        }
+        if !D::violates(&error, MESSAGE_ID_KEY) && !D::violates(&error, RETRY_KEY_KEY) {
+            return D::port_error(error).into();
+        }
+        // The message that holds the id or the key has committed (a unique
+        // check waits for the outcome of a concurrent insert), so it can be
+        // read from outside the abandoned transaction.
+        let sent = sqlx::query_scalar::<_, String>(SENT_BEFORE)
+            .bind(message.conversation_id.as_uuid())
+            .bind(message.id.as_str())
+            .bind(retry_key)
+            .fetch_optional(&self.pool)
+            .await;
+        match sent {
+            Ok(Some(id)) => match MessageId::parse(&id) {
+                Ok(id) => AppendError::AlreadySent(id),
+                Err(error) => PortError::unexpected(error).into(),
+            },
+            // The reply's id was taken, which is no retry of the message,
+            // or the conversation was deleted meanwhile.
+            Ok(None) => D::port_error(error).into(),
+            Err(error) => D::port_error(error).into(),
+        }
+    }
+}
+
+/// Inserts `message` as message `seq` of its conversation, in `tx`.
+async fn insert_message<D: Dialect>(
+    tx: &mut Transaction<'static, Db<D>>,
+    message: &Message,
+    seq: i64,
+    retry_key: Option<&str>,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    i64: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+    for<'q> Option<&'q str>: Param<'q, Db<D>>,
+{
+    let metadata =
+        encode_metadata(&message.metadata).map_err(|error| sqlx::Error::Encode(error.into()))?;
+    sqlx::query(INSERT_MESSAGE)
+        .bind(message.conversation_id.as_uuid())
+        .bind(message.id.as_str())
+        .bind(seq)
+        .bind(message.role.as_str())
+        .bind(message.text.as_str())
+        .bind(message.status.as_str())
+        .bind(message.parent_id.as_ref().map(MessageId::as_str))
+        .bind(metadata)
+        .bind(retry_key)
+        .bind(D::Timestamp::from(message.created_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl<D: Dialect> ConversationStore for SqlConversationStore<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    for<'n> &'n str: ColumnIndex<Row<D>>,
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    i64: Column<Db<D>>,
+    i32: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+    for<'q> &'q [u8]: Param<'q, Db<D>>,
+    for<'q> Option<&'q str>: Param<'q, Db<D>>,
+    for<'q> Option<i64>: Param<'q, Db<D>>,
+{
+    async fn insert(
+        &self,
+        record: NewConversationRecord,
+        remember: Option<IdempotencyRecord>,
+    ) -> Result<Conversation, InsertConversationError> {
+        let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+        let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
+            .bind(record.id.as_uuid())
+            .bind(record.owner.as_uuid())
+            .bind(record.title.as_str())
+            .bind(Version::INITIAL.get())
+            .bind(D::Timestamp::from(record.created_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(stored.try_into()?)
+    }
+
+    async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
+        sqlx::query_as::<_, ConversationRow<D::Timestamp>>(FIND)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::port_error)?
+            .map(Conversation::try_from)
+            .transpose()
+    }
+
+    async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError> {
+        let statement = match query.order {
+            ConversationOrder::Updated => LIST_BY_UPDATED,
+            ConversationOrder::Created => LIST_BY_CREATED,
+        };
+        let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
+            .bind(query.owner.as_uuid())
+            .bind(i64::from(query.limit))
+            .bind(i64::from(query.offset))
+            .bind(last_message_chars())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::port_error)?
+            .into_iter()
+            .map(ConversationSummary::try_from)
+            .collect::<Result<_, _>>()?;
+        let total = sqlx::query_scalar::<_, i64>(COUNT)
+            .bind(query.owner.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(D::port_error)?;
+        Ok(ConversationPage {
+            items,
+            total: u64::try_from(total).map_err(PortError::unexpected)?,
+        })
+    }
+
+    async fn rename(
+        &self,
+        id: ConversationId,
+        title: ConversationTitle,
+        expected_version: Option<Version>,
+        updated_at: Timestamp,
+    ) -> Result<Conversation, WriteConversationError> {
+        let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
+            .bind(id.as_uuid())
+            .bind(expected_version.map(Version::get))
+            .bind(title.as_str())
+            .bind(D::Timestamp::from(updated_at))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::port_error)?;
+        match renamed {
+            Some(row) => Ok(row.try_into()?),
+            None => Err(self.refusal(id, expected_version).await),
+        }
+    }
+
+    async fn delete(
+        &self,
+        id: ConversationId,
+        expected_version: Option<Version>,
+    ) -> Result<(), WriteConversationError> {
+        let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+            .bind(id.as_uuid())
+            .bind(expected_version.map(Version::get))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::port_error)?;
+        match deleted {
+            Some(_) => Ok(()),
+            None => Err(self.refusal(id, expected_version).await),
+        }
+    }
+
+    async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
+        sqlx::query_as::<_, MessageRow<D::Timestamp>>(MESSAGES)
+            .bind(id.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::port_error)?
+            .into_iter()
+            .map(Message::try_from)
+            .collect()
+    }
+
+    async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
+        let NewExchange {
+            message,
+            reply,
+            retry_key,
+            max_messages,
+        } = exchange;
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::port_error)?;
+        // Locks the conversation first: concurrent appends to it wait here,
+        // then see what the one before them stored.
+        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+            .bind(message.conversation_id.as_uuid())
+            .bind(D::Timestamp::from(message.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        let Some(conversation) = touched else {
+            return Err(AppendError::NotFound);
+        };
+        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
+            .bind(message.conversation_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+
+        // The message goes first, so a retry is `AlreadySent` even while
+        // its own reply is still in progress, or the conversation is full.
+        let mut inserted =
+            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
+        if inserted.is_ok() {
+            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+        }
+        if let Err(error) = inserted {
+            drop(tx);
+            return Err(self
+                .append_refusal(error, &message, retry_key.as_deref())
+                .await);
+        }
+        if count + 2 > i64::from(max_messages) {
+            // Dropping `tx` rolls the inserts back.
+            return Err(AppendError::TooManyMessages {
+                limit: max_messages,
+            });
+        }
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(conversation.try_into()?)
+    }
+
+    async fn save_reply(
+        &self,
+        conversation: ConversationId,
+        reply: MessageId,
+        update: ReplyUpdate,
+    ) -> Result<bool, PortError> {
+        let metadata = encode_metadata(&update.metadata)?;
+        let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
+            .bind(conversation.as_uuid())
+            .bind(reply.as_str())
+            .bind(update.text.as_str())
+            .bind(update.status.as_str())
+            .bind(metadata)
+            .bind(D::Timestamp::from(update.updated_at));
+        if !update.status.is_final() {
+            // Progress touches the reply alone: one statement, no lock on
+            // the conversation, as often as chunks arrive.
+            let saved = save
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            return Ok(saved.is_some());
+        }
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::port_error)?;
+        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+            .bind(conversation.as_uuid())
+            .bind(D::Timestamp::from(update.updated_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        if touched.is_none() {
+            return Ok(false);
+        }
+        let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
+        if saved.is_none() {
+            // Already final: dropping `tx` undoes the version bump.
+            return Ok(false);
+        }
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(true)
+    }
+
+    async fn interrupt_abandoned(
+        &self,
+        written_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<u64, PortError> {
+        let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
+            .bind(D::Timestamp::from(written_before))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::port_error)?;
+        let mut interrupted = 0;
+        // One transaction per reply, locking its conversation first like
+        // every other write of its messages; interrupting a reply is a
+        // final status, so it bumps the conversation's version too.
+        for (conversation, reply) in abandoned {
+            let mut tx = self
+                .pool
+                .begin_with(D::BEGIN_WRITE)
+                .await
+                .map_err(D::port_error)?;
+            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                .bind(conversation)
+                .bind(D::Timestamp::from(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            if touched.is_none() {
+                continue;
+            }
+            // Written again, or ended, since it was found: left alone.
+            let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
+                .bind(conversation)
+                .bind(reply.as_str())
+                .bind(D::Timestamp::from(now))
+                .bind(D::Timestamp::from(written_before))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            if changed.is_some() {
+                tx.commit().await.map_err(D::port_error)?;
+                interrupted += 1;
+            }
+        }
+        Ok(interrupted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_metadata_fields_are_omitted_and_read_back_as_absent() {
+        assert_eq!(encode_metadata(&MessageMetadata::default()).unwrap(), "{}");
+        let user = MessageMetadata {
+            temperature: Some(0.7),
+            ..MessageMetadata::default()
+        };
+        assert_eq!(encode_metadata(&user).unwrap(), r#"{"temperature":0.7}"#);
+        assert_eq!(decode_metadata(r#"{"temperature":0.7}"#).unwrap(), user);
+        assert_eq!(decode_metadata("{}").unwrap(), MessageMetadata::default());
+    }
+
+    #[test]
+    fn full_metadata_round_trips_and_unknown_fields_are_ignored() {
+        let reply = MessageMetadata {
+            model_slug: Some("gpt-4o-mini".to_owned()),
+            finish_reason: Some("stop".to_owned()),
+            usage: Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 34,
+                total_tokens: 46,
+            }),
+            temperature: Some(1.25),
+            error: Some("the model is unavailable".to_owned()),
+        };
+        let json = encode_metadata(&reply).unwrap();
+        assert_eq!(decode_metadata(&json).unwrap(), reply);
+        let later = r#"{"model_slug":"m","citations":[1,2]}"#;
+        assert_eq!(
+            decode_metadata(later).unwrap().model_slug.as_deref(),
+            Some("m")
+        );
+        assert!(decode_metadata("not json").is_err());
+    }
+}

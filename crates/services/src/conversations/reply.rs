@@ -206,7 +206,12 @@ impl ReplyTask {
                     }
                 }
                 chunk = chunks.next() => match chunk {
-                    Some(Ok(ReplyChunk::Text(text))) => {
+                    Some(Ok(ReplyChunk::Text(mut text))) => {
+                        // A model may emit NUL, which PostgreSQL cannot store in text.
+                        text.retain(|c| c != '\0');
+                        if text.is_empty() {
+                            continue;
+                        }
                         if self.text.is_empty() {
                             self.emit(ReplyEvent::FirstText).await;
                         }

@@ -651,6 +651,23 @@ async fn a_finished_reply_is_stored_before_its_stream_ends() {
 }
 
 #[tokio::test]
+async fn nul_characters_from_the_model_are_dropped() {
+    let app = harness(&[Step::Text("\0"), Step::Text("a\0b"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let events = app.events(sent.conversation.id, 0).await;
+    let appended: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            ReplyEvent::Append(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appended, ["ab"]);
+    let stored = app.store.message(sent.conversation.id, &sent.reply.id);
+    assert_eq!(stored.text, "ab");
+}
+
+#[tokio::test]
 async fn the_generator_gets_the_history_and_the_temperature() {
     let app = harness(&[Step::Text("Sure."), Step::Finish]);
     let first = app.send(None, "First question").await;

@@ -230,6 +230,7 @@ pub struct ConversationSummaryBody {
     /// The first 100 characters of its newest message (whoever wrote it),
     /// followed by `…` when there is more; `null` when it has no messages.
     #[schema(
+        required = true,
         max_length = 101,
         example = "Redis caching stores frequently used data in memory…"
     )]
@@ -355,6 +356,7 @@ pub struct MessageBody {
     pub status: MessageStatusName,
     /// The message it answers (a reply's user message, or a user message's
     /// preceding reply); `null` for the first.
+    #[schema(required = true)]
     pub parent_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

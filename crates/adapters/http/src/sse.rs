@@ -108,10 +108,11 @@ async fn next_frame(mut state: Rendering) -> Option<(Result<Bytes, Infallible>, 
             Ok(None) => return None,
             Ok(Some(event)) => event,
         };
-        if matches!(event.event, ReplyEvent::FirstText) && state.renderer.reply.is_none() {
-            if let Some(lookup) = state.lookup.take() {
-                state.renderer.reply = lookup().await.map(|id| id.to_string());
-            }
+        if matches!(event.event, ReplyEvent::FirstText)
+            && state.renderer.reply.is_none()
+            && let Some(lookup) = state.lookup.take()
+        {
+            state.renderer.reply = lookup().await.map(|id| id.to_string());
         }
         state.done = matches!(event.event, ReplyEvent::Done);
         if let Some(frame) = state.renderer.frame(event) {

@@ -51,6 +51,9 @@ use crate::sse::{self, ReplyLookup};
 type Conversations = web::Data<dyn ConversationUseCases>;
 type Idempotency = web::Data<dyn IdempotencyUseCases>;
 
+/// The largest `offset`: what the document's `int32` allows.
+const MAX_OFFSET: u32 = i32::MAX as u32;
+
 /// The title of a conversation started with neither a title nor a message.
 const UNTITLED: &str = "New conversation";
 
@@ -263,7 +266,7 @@ impl From<OrderParam> for ConversationOrder {
 #[into_params(parameter_in = Query)]
 pub struct ConversationsQuery {
     /// How many to skip (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 2147483647)]
     offset: Option<u32>,
     /// How many to return, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -297,7 +300,6 @@ fn token_schema() -> Object {
 #[serde(deny_unknown_fields)]
 pub struct SeedConversationInput {
     /// Ignored: the caller is whoever the bearer token names.
-    #[schema(max_length = 256)]
     #[expect(dead_code, reason = "accepted from the seed's clients, and ignored")]
     user_id: Option<String>,
     /// The conversation to continue; absent or `null`: a new one, titled
@@ -442,10 +444,10 @@ async fn answer_send(
     sent: Sent,
     respond: impl FnOnce(Sent, MessageBody, MessageBody) -> HttpResponse,
 ) -> Result<HttpResponse, ApiError> {
-    if sse::wants_event_stream(req) {
-        if let Some(stream) = follow_sent(conversations, caller, &sent).await? {
-            return Ok(stream);
-        }
+    if sse::wants_event_stream(req)
+        && let Some(stream) = follow_sent(conversations, caller, &sent).await?
+    {
+        return Ok(stream);
     }
     let reply = conversations
         .wait_for_reply(caller, sent.conversation.id, sent.reply.id.clone())
@@ -582,7 +584,14 @@ async fn list(
             )));
         }
     };
-    let offset = query.offset.unwrap_or(0);
+    let offset = match query.offset.unwrap_or(0) {
+        offset @ 0..=MAX_OFFSET => offset,
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "offset must be between 0 and {MAX_OFFSET}"
+            )));
+        }
+    };
     let page = conversations
         .list_conversations(
             caller,

@@ -333,3 +333,74 @@ struct StreamCompleteData<'a> {
     kind: &'static str,
     conversation_id: &'a str,
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn conversation() -> ConversationId {
+        "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".parse().unwrap()
+    }
+
+    #[test]
+    fn an_event_stream_is_wanted_whatever_else_accept_lists() {
+        for (accept, wanted) in [
+            ("text/event-stream", true),
+            ("TEXT/Event-Stream", true),
+            ("application/json, text/event-stream;q=0.5", true),
+            ("application/json", false),
+            ("text/*", false),
+            ("text/event-streams", false),
+        ] {
+            let req = TestRequest::default()
+                .insert_header((header::ACCEPT, accept))
+                .to_http_request();
+            assert_eq!(wants_event_stream(&req), wanted, "{accept}");
+        }
+        assert!(!wants_event_stream(
+            &TestRequest::default().to_http_request()
+        ));
+    }
+
+    #[test]
+    fn a_failed_reply_ends_with_its_reason() {
+        let frame = Renderer::new(conversation()).frame(SequencedEvent {
+            seq: 12,
+            event: ReplyEvent::Ended {
+                status: MessageStatus::Failed,
+                metadata: MessageMetadata {
+                    error: Some("the model is unreachable".to_owned()),
+                    ..MessageMetadata::default()
+                },
+            },
+        });
+        assert_eq!(
+            frame.as_deref(),
+            Some(concat!(
+                "id: 12\nevent: delta\ndata: {\"v\":[",
+                "{\"p\":\"/message/status\",\"o\":\"replace\",\"v\":\"failed\"},",
+                "{\"p\":\"/message/end_turn\",\"o\":\"replace\",\"v\":true},",
+                "{\"p\":\"/message/metadata\",\"o\":\"append\",\"v\":",
+                "{\"is_complete\":true,\"error\":\"the model is unreachable\"}}]}\n\n"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_marker_whose_reply_is_unknown_names_none() {
+        let frame = Renderer::new(conversation()).frame(SequencedEvent {
+            seq: 5,
+            event: ReplyEvent::FirstText,
+        });
+        assert_eq!(
+            frame.as_deref(),
+            Some(concat!(
+                "id: 5\ndata: {\"type\":\"message_marker\",",
+                "\"conversation_id\":\"conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC\",",
+                "\"message_id\":null,\"marker\":\"user_visible_token\",\"event\":\"first\"}\n\n"
+            ))
+        );
+    }
+}

@@ -1136,6 +1136,8 @@ async fn a_bad_seed_send_is_refused_before_anything_is_sent() {
     no_messages["messages"] = json!([]);
     let mut blank = seed_body(None);
     blank["messages"][1]["content"]["parts"] = json!([""]);
+    let mut earlier_blank = seed_body(None);
+    earlier_blank["messages"][0]["content"]["parts"] = json!([" "]);
     for (body, expected, field) in [
         (
             last_not_users,
@@ -1151,6 +1153,11 @@ async fn a_bad_seed_send_is_refused_before_anything_is_sent() {
             blank,
             StatusCode::UNPROCESSABLE_ENTITY,
             json!("messages[1].content.parts"),
+        ),
+        (
+            earlier_blank,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!("messages[0].content.parts"),
         ),
         (
             seed_body(Some("690d5b6c-02d8-8321-a91e-65ea55b781f7")),

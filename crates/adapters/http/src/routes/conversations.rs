@@ -308,7 +308,8 @@ pub struct SeedConversationInput {
     #[schema(example = "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
     conversation_id: Option<String>,
     /// The last is the message sent, and must be the user's; those before it
-    /// are checked and otherwise ignored (the server keeps the history).
+    /// are checked like it and otherwise ignored (the server keeps the
+    /// history).
     #[schema(min_items = 1)]
     messages: Vec<SeedMessageInput>,
     #[schema(nullable = false)]
@@ -337,41 +338,41 @@ pub enum SeedRole {
 }
 
 impl SeedConversationInput {
+    /// Checks every message as the schema describes it, and returns the
+    /// last, the one to send.
     fn parse(&self) -> Result<(Option<ConversationId>, ParsedMessage), ApiError> {
         let mut errors = ValidationErrors::new();
-        let last = self.messages.len().checked_sub(1);
-        let message = match last.and_then(|at| self.messages.get(at).map(|m| (at, m))) {
-            Some((at, message)) => {
-                let prefix = format!("messages[{at}].");
-                if message.role != SeedRole::User {
-                    errors.add(
-                        format!("{prefix}role"),
-                        "the message sent must be the user's",
-                    );
-                }
-                parse_message(
-                    &mut errors,
-                    &prefix,
-                    message.id.as_deref(),
-                    &message.content,
-                    self.metadata.as_ref().and_then(|m| m.temperature),
-                )
+        let temperature = self.metadata.as_ref().and_then(|m| m.temperature);
+        let mut last = None;
+        for (at, message) in self.messages.iter().enumerate() {
+            let prefix = format!("messages[{at}].");
+            last = parse_message(
+                &mut errors,
+                &prefix,
+                message.id.as_deref(),
+                &message.content,
+                temperature,
+            );
+            if at + 1 == self.messages.len() && message.role != SeedRole::User {
+                errors.add(
+                    format!("{prefix}role"),
+                    "the message sent must be the user's",
+                );
             }
-            None => {
-                errors.add("messages", "must hold at least the message to send");
-                None
-            }
-        };
+        }
+        if self.messages.is_empty() {
+            errors.add("messages", "must hold at least the message to send");
+        }
         let conversation = self
             .conversation_id
             .as_deref()
             .map(conversation_id)
             .transpose();
-        match (errors.into_result(|| message), conversation) {
+        match (errors.into_result(|| last), conversation) {
             (Err(errors), _) => Err(ApiError::Validation(errors)),
             (_, Err(err)) => Err(err),
             (Ok(Some(message)), Ok(conversation)) => Ok((conversation, message)),
-            // Every `None` above added an error.
+            // No error means at least one message, and the last parsed.
             (Ok(None), _) => Err(ApiError::Internal),
         }
     }

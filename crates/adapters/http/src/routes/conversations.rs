@@ -476,7 +476,8 @@ async fn answer_send(
         (status = 201, description = "Started; with a message, once its reply ended",
             body = CreatedConversationBody,
             headers(("Location" = String, description = "The new conversation's URL"),
-                ("ETag" = String, description = "Without a message: the conversation's version"))),
+                ("ETag" = String, description = "Without a message: the conversation's version"),
+                ("Idempotent-Replayed" = String, description = "`true` when this was a retry"))),
         (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = String),
         JsonBody, Bearer, Idempotent, Conflict, Unavailable,
     )

@@ -21,6 +21,8 @@ use crate::responses::ProblemResponses;
         (name = "accounts", description = "Sign up, manage your account, administer accounts"),
         (name = "sessions", description = "Sign in, refresh tokens, sign out"),
         (name = "books", description = "The books catalog: public reads, owner-or-admin writes"),
+        (name = "conversations", description = "Conversations with the assistant, whose replies stream back as Server-Sent Events"),
+        (name = "compatibility", description = "Compatibility (seed API): the product brief's own conversation endpoints and bodies, as aliases over the conversations"),
         (name = "operations", description = "Liveness and readiness probes"),
     )
 )]

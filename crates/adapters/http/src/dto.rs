@@ -9,7 +9,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use waiter_domain::{Account, Book, Role, Session};
+use waiter_domain::{
+    Account, Book, Conversation, Message, MessageMetadata, MessageRole, MessageStatus, Role,
+    Session, Timestamp,
+};
+use waiter_ports::conversations::{ConversationDetail, ConversationSummary, LAST_MESSAGE_CHARS};
 use waiter_ports::identity::IssuedTokens;
 
 /// What an account may do beyond its own resources.
@@ -185,6 +189,327 @@ impl From<Book> for BookBody {
             updated_at: book.updated_at,
         }
     }
+}
+
+/// A conversation, without its messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationBody {
+    #[schema(example = "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
+    pub id: String,
+    #[schema(example = "Redis caching explained")]
+    pub title: String,
+    /// Bumped on every change, a new message included; also the `ETag`.
+    #[schema(example = 1)]
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed: a rename or a new message.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Conversation> for ConversationBody {
+    fn from(conversation: Conversation) -> Self {
+        Self {
+            id: conversation.id.to_string(),
+            title: conversation.title.to_string(),
+            version: conversation.version.get(),
+            created_at: conversation.created_at,
+            updated_at: conversation.updated_at,
+        }
+    }
+}
+
+/// A conversation in a list, with the start of its newest message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationSummaryBody {
+    #[schema(example = "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
+    pub id: String,
+    #[schema(example = "Redis caching explained")]
+    pub title: String,
+    /// The first 100 characters of its newest message (whoever wrote it),
+    /// followed by `…` when there is more; `null` when it has no messages.
+    #[schema(
+        required = true,
+        max_length = 101,
+        example = "Redis caching stores frequently used data in memory…"
+    )]
+    pub last_message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<ConversationSummary> for ConversationSummaryBody {
+    fn from(summary: ConversationSummary) -> Self {
+        let conversation = summary.conversation;
+        Self {
+            id: conversation.id.to_string(),
+            title: conversation.title.to_string(),
+            last_message: summary.last_message.map(|text| glimpse(&text)),
+            created_at: conversation.created_at,
+            updated_at: conversation.updated_at,
+        }
+    }
+}
+
+/// `text` cut to what a list shows, with `…` when it was cut.
+fn glimpse(text: &str) -> String {
+    let mut chars = text.chars();
+    let shown: String = chars.by_ref().take(LAST_MESSAGE_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
+/// One page of an account's conversations, by offset.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPageBody {
+    pub items: Vec<ConversationSummaryBody>,
+    /// The page size asked for.
+    #[schema(example = 20)]
+    pub limit: u32,
+    /// How many were skipped.
+    #[schema(example = 0)]
+    pub offset: u32,
+    /// How many conversations the account has in all.
+    #[schema(example = 2)]
+    pub total: u64,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRoleName {
+    User,
+    Assistant,
+}
+
+impl From<MessageRole> for MessageRoleName {
+    fn from(role: MessageRole) -> Self {
+        match role {
+            MessageRole::User => MessageRoleName::User,
+            MessageRole::Assistant => MessageRoleName::Assistant,
+        }
+    }
+}
+
+/// Where a message is in its life: a reply is `in_progress` while it is
+/// generated, then `finished_successfully`, `interrupted` (stopped; the text
+/// so far is kept) or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatusName {
+    InProgress,
+    FinishedSuccessfully,
+    Interrupted,
+    Failed,
+}
+
+impl From<MessageStatus> for MessageStatusName {
+    fn from(status: MessageStatus) -> Self {
+        match status {
+            MessageStatus::InProgress => MessageStatusName::InProgress,
+            MessageStatus::FinishedSuccessfully => MessageStatusName::FinishedSuccessfully,
+            MessageStatus::Interrupted => MessageStatusName::Interrupted,
+            MessageStatus::Failed => MessageStatusName::Failed,
+        }
+    }
+}
+
+/// The kind of a message's content: text is all there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    Text,
+}
+
+/// A message's content: its text as the one part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContentBody {
+    pub content_type: ContentType,
+    /// Always one part, the whole text.
+    #[schema(min_items = 1, max_items = 1)]
+    pub parts: Vec<String>,
+}
+
+impl ContentBody {
+    fn text(text: String) -> Self {
+        Self {
+            content_type: ContentType::Text,
+            parts: vec![text],
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageBody {
+    /// Unique within its conversation: the client's own id, or `msg_…`.
+    #[schema(example = "msg_001")]
+    pub id: String,
+    pub role: MessageRoleName,
+    pub content: ContentBody,
+    pub status: MessageStatusName,
+    /// The message it answers (a reply's user message, or a user message's
+    /// preceding reply); `null` for the first.
+    #[schema(required = true)]
+    pub parent_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<Message> for MessageBody {
+    fn from(message: Message) -> Self {
+        Self {
+            id: message.id.to_string(),
+            role: message.role.into(),
+            content: ContentBody::text(message.text),
+            status: message.status.into(),
+            parent_id: message.parent_id.map(|id| id.to_string()),
+            created_at: message.created_at,
+        }
+    }
+}
+
+/// A conversation with all its messages, oldest first (the seed's detail).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationDetailBody {
+    #[schema(example = "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
+    pub conversation_id: String,
+    #[schema(example = "Redis caching explained")]
+    pub title: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub messages: Vec<MessageBody>,
+}
+
+impl From<ConversationDetail> for ConversationDetailBody {
+    fn from(detail: ConversationDetail) -> Self {
+        let conversation = detail.conversation;
+        Self {
+            conversation_id: conversation.id.to_string(),
+            title: conversation.title.to_string(),
+            created_at: conversation.created_at,
+            updated_at: conversation.updated_at,
+            messages: detail.messages.into_iter().map(MessageBody::from).collect(),
+        }
+    }
+}
+
+/// A message sent and its reply, once the reply has ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExchangeBody {
+    /// The message sent, as stored.
+    pub input_message: MessageBody,
+    /// The reply, as it ended (`finished_successfully`, `interrupted` or `failed`).
+    pub message: MessageBody,
+}
+
+/// A conversation started with a first message, and the reply to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedConversationBody {
+    /// The conversation as it was when the message was stored.
+    pub conversation: ConversationBody,
+    /// The message sent, as stored.
+    pub input_message: MessageBody,
+    /// The reply, as it ended.
+    pub message: MessageBody,
+}
+
+/// What starting a conversation answers: the conversation alone, or, when
+/// it started with a message, the conversation, the message and its reply.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreatedConversationBody {
+    Empty(ConversationBody),
+    Started(StartedConversationBody),
+}
+
+/// A message as the seed's event stream shows it (`input_message`, and the
+/// reply in the `add` delta): times in seconds since the epoch, the author
+/// as an object, what is known of how it was made under `metadata`.
+#[derive(Debug, Serialize)]
+pub struct SeedMessageBody {
+    pub id: String,
+    pub author: SeedAuthorBody,
+    pub create_time: f64,
+    pub update_time: f64,
+    pub content: ContentBody,
+    pub status: MessageStatusName,
+    /// A reply's: `null` until it ends (its end comes as a delta); absent on
+    /// a user's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_turn: Option<Option<bool>>,
+    pub metadata: SeedMetadataBody,
+}
+
+/// The seed's `author`.
+#[derive(Debug, Serialize)]
+pub struct SeedAuthorBody {
+    pub role: MessageRoleName,
+}
+
+/// A message's metadata in the seed's stream; fields unknown are left out.
+#[derive(Debug, Default, Serialize)]
+pub struct SeedMetadataBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_slug: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<Message> for SeedMessageBody {
+    fn from(message: Message) -> Self {
+        let MessageMetadata {
+            model_slug,
+            finish_reason,
+            temperature,
+            error,
+            ..
+        } = message.metadata;
+        let end_turn = match message.role {
+            MessageRole::User => None,
+            MessageRole::Assistant => Some(message.status.is_final().then_some(true)),
+        };
+        Self {
+            id: message.id.to_string(),
+            author: SeedAuthorBody {
+                role: message.role.into(),
+            },
+            create_time: unix_seconds(message.created_at),
+            update_time: unix_seconds(message.updated_at),
+            content: ContentBody::text(message.text),
+            status: message.status.into(),
+            end_turn,
+            metadata: SeedMetadataBody {
+                model_slug,
+                parent_id: message.parent_id.map(|id| id.to_string()),
+                temperature,
+                finish_reason,
+                error,
+            },
+        }
+    }
+}
+
+/// Seconds since the epoch to the millisecond, as the seed writes times
+/// (`1762484546.479`): whole milliseconds divide into the shortest decimal.
+fn unix_seconds(at: Timestamp) -> f64 {
+    let millis = at.unix_timestamp_nanos() / 1_000_000;
+    // Milliseconds since the epoch fit an f64's 53 bits for 285,000 years.
+    millis as f64 / 1000.0
 }
 
 /// The state of the server and its dependencies.

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use waiter_domain::ValidationErrors;
 use waiter_ports::PortError;
 use waiter_ports::catalog::CatalogError;
+use waiter_ports::conversations::ConversationError;
 use waiter_ports::idempotency::IdempotencyError;
 use waiter_ports::identity::{AccountError, AuthError, RefreshError, SessionError, SignInError};
 
@@ -331,5 +332,38 @@ impl From<IdempotencyError> for ApiError {
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
         ApiError::Validation(errors)
+    }
+}
+
+/// Conversations. A message over the configured size is a 422 naming the
+/// text's field, not a 413: 413 is the body's own limit (64 KiB), which the
+/// message limit sits well inside, and the client fixes the one field.
+impl From<ConversationError> for ApiError {
+    fn from(err: ConversationError) -> Self {
+        match err {
+            ConversationError::NotFound => ApiError::NotFound("no such conversation"),
+            ConversationError::NoReplyInProgress => {
+                ApiError::NotFound("no reply is in progress in this conversation")
+            }
+            ConversationError::ReplyInProgress => ApiError::Conflict(
+                "a reply is already in progress in this conversation; wait for it or stop it",
+            ),
+            ConversationError::TooManyMessages { .. } => ApiError::Conflict(
+                "the conversation has reached its limit of messages; start a new one",
+            ),
+            ConversationError::MessageTooLong { limit } => ApiError::Validation(
+                ValidationErrors::single("content.parts", format!("must be at most {limit} bytes")),
+            ),
+            ConversationError::InvalidTemperature => ApiError::Validation(
+                ValidationErrors::single("metadata.temperature", "must be between 0 and 2"),
+            ),
+            ConversationError::VersionMismatch { .. } => ApiError::PreconditionFailed,
+            ConversationError::InvalidResumeToken => ApiError::Unauthenticated {
+                detail: "the resume token is invalid or expired",
+                invalid_token: true,
+            },
+            ConversationError::KeyTaken(_) => ApiError::KeyTaken,
+            ConversationError::Port(err) => err.into(),
+        }
     }
 }

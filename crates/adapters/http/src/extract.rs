@@ -265,6 +265,94 @@ impl IntoParams for IdempotencyKey {
     }
 }
 
+/// The `Idempotency-Key` of a message sent to a conversation, checked
+/// against the idempotency rule (400 otherwise): the conversation use cases
+/// take it as the message's retry key, so sending again with it is a retry.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryKey(pub Option<String>);
+
+impl RetryKey {
+    fn read(req: &HttpRequest) -> Result<Self, ApiError> {
+        let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+            return Ok(Self(None));
+        };
+        match value.to_str() {
+            Ok(key) if fields::is_idempotency_key(key) => Ok(Self(Some(key.to_owned()))),
+            _ => Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
+            )),
+        }
+    }
+}
+
+impl FromRequest for RetryKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(Self::read(req))
+    }
+}
+
+impl IntoParams for RetryKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = fields::described(
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .pattern(Some(fields::IDEMPOTENCY_KEY_PATTERN))
+                .build(),
+            "Makes retries safe: a message sent again with the same key (or the same message \
+             `id`) to the same conversation is a retry, answered with what the first send \
+             stored and marked `Idempotent-Replayed: true`; nothing new is stored or started. \
+             1 to 255 visible ASCII characters.",
+        );
+        vec![header_parameter("Idempotency-Key", schema)]
+    }
+}
+
+/// The `Last-Event-ID` of a client resuming an event stream: the position
+/// to resume after, 0 when absent. Anything but a non-negative integer is a
+/// 400.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LastEventId(pub u64);
+
+impl LastEventId {
+    fn read(req: &HttpRequest) -> Result<Self, ApiError> {
+        let Some(value) = req.headers().get("last-event-id") else {
+            return Ok(Self(0));
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(fields::last_event_id)
+            .map(Self)
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "Last-Event-ID must be the id of an event received: a non-negative integer"
+                        .to_owned(),
+                )
+            })
+    }
+}
+
+impl FromRequest for LastEventId {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(Self::read(req))
+    }
+}
+
+impl IntoParams for LastEventId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "Last-Event-ID",
+            fields::last_event_id_schema(),
+        )]
+    }
+}
+
 /// An optional request header.
 fn header_parameter(name: &str, schema: impl Into<RefOr<Schema>>) -> Parameter {
     ParameterBuilder::new()

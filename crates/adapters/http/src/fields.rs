@@ -20,7 +20,8 @@ use time::macros::format_description;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::{Object, Schema};
 use waiter_domain::{
-    Author, Date, DisplayName, Email, Isbn, Password, Price, PriceError, Title, Version,
+    Author, ConversationTitle, Date, DisplayName, Email, Isbn, MessageId, MessageText, Password,
+    Price, PriceError, Title, Version,
 };
 
 /// Text the domain trims before use (names, titles, search terms): white
@@ -56,6 +57,22 @@ pub(crate) const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]{1,255}$";
 /// A pagination cursor: base64url without padding.
 pub(crate) const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 
+/// The text of a message a user sends ([`MessageText::parse`]): at least one
+/// character that is not Unicode `White_Space` (the set [`TEXT_PATTERN`]
+/// names), and no NUL anywhere.
+pub(crate) const MESSAGE_TEXT_PATTERN: &str = concat!(
+    r"^[^\u0000]*",
+    r"[^\u0000\t-\r\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+    r"[^\u0000]*$",
+);
+
+/// A message id a client chooses ([`MessageId::parse`]).
+pub(crate) const MESSAGE_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// A `Last-Event-ID`: the position of the last event a client received, a
+/// non-negative integer of at most 18 digits (so it always fits).
+pub(crate) const LAST_EVENT_ID_PATTERN: &str = r"^[0-9]{1,18}$";
+
 /// `regex` reads these patterns as their JSON Schema (ECMA-262) readers do:
 /// they use only classes, `\uXXXX` escapes, anchors and counted repeats.
 fn regex(pattern: &str) -> Regex {
@@ -65,6 +82,8 @@ fn regex(pattern: &str) -> Regex {
 static PRICE: LazyLock<Regex> = LazyLock::new(|| regex(PRICE_PATTERN));
 static IF_MATCH: LazyLock<Regex> = LazyLock::new(|| regex(IF_MATCH_PATTERN));
 static CURSOR: LazyLock<Regex> = LazyLock::new(|| regex(CURSOR_PATTERN));
+static IDEMPOTENCY_KEY: LazyLock<Regex> = LazyLock::new(|| regex(IDEMPOTENCY_KEY_PATTERN));
+static LAST_EVENT_ID: LazyLock<Regex> = LazyLock::new(|| regex(LAST_EVENT_ID_PATTERN));
 
 /// A domain text type a client writes: trimmed, not blank, bounded.
 pub(crate) trait TrimmedText: Sized {
@@ -91,6 +110,7 @@ macro_rules! trimmed_text {
 trimmed_text!(Title, "Dune");
 trimmed_text!(Author, "Frank Herbert");
 trimmed_text!(DisplayName, "Ann");
+trimmed_text!(ConversationTitle, "Redis caching explained");
 
 /// The schema of a [`TrimmedText`] field.
 pub(crate) fn text_schema<T: TrimmedText>() -> Object {
@@ -316,6 +336,72 @@ pub(crate) fn idempotency_key_schema() -> Object {
         .build()
 }
 
+/// True for a key the idempotency use cases would accept
+/// ([`IDEMPOTENCY_KEY_PATTERN`]); a message's retry key is checked here, as
+/// it goes to the conversation use cases, not through the idempotency ones.
+pub(crate) fn is_idempotency_key(text: &str) -> bool {
+    IDEMPOTENCY_KEY.is_match(text)
+}
+
+pub(crate) fn message_text_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .pattern(Some(MESSAGE_TEXT_PATTERN))
+        .description(Some(
+            "The message, taken as typed (not trimmed): not blank, no NUL character, and at \
+             most the server's configured size (32 KiB by default, counted in UTF-8 bytes; \
+             longer is 422).",
+        ))
+        .examples(["Hello! Can you explain Redis caching?"])
+        .build()
+}
+
+/// Parses a message's text.
+pub(crate) fn message_text(raw: &str) -> Result<MessageText, String> {
+    MessageText::parse(raw).map_err(|err| err.to_string())
+}
+
+pub(crate) fn message_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MessageId::MAX_LEN))
+        .pattern(Some(MESSAGE_ID_PATTERN))
+        .description(Some(
+            "The client's id for the message, unique within its conversation: sending a \
+             message with an id already sent is a retry, answered with what the first send \
+             stored. Absent: the server names it `msg_…`.",
+        ))
+        .examples(["msg_001"])
+        .build()
+}
+
+/// Parses a client-chosen message id.
+pub(crate) fn message_id(raw: &str) -> Result<MessageId, String> {
+    MessageId::parse(raw).map_err(|err| err.to_string())
+}
+
+pub(crate) fn last_event_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(LAST_EVENT_ID_PATTERN))
+        .description(Some(
+            "Resume after this event: the `id` of the last event received (browsers' \
+             `EventSource` sends it when reconnecting). Absent: from the first event.",
+        ))
+        .examples(["7"])
+        .build()
+}
+
+/// Parses a `Last-Event-ID` value; `None` when it does not match [`LAST_EVENT_ID_PATTERN`].
+pub(crate) fn last_event_id(value: &str) -> Option<u64> {
+    LAST_EVENT_ID
+        .is_match(value)
+        .then(|| value.parse().ok())
+        .flatten()
+}
+
 pub(crate) fn cursor_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
@@ -426,6 +512,32 @@ mod tests {
             "1e400",
         ] {
             assert!(cents(refused).is_err(), "{refused}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_message_text_pattern_is_the_domain_rule(chars in proptest::collection::vec(tricky_char(), 0..8)) {
+            let raw: String = chars.into_iter().collect();
+            prop_assert_eq!(matches(MESSAGE_TEXT_PATTERN, &raw), message_text(&raw).is_ok(), "{:?}", raw);
+        }
+
+        #[test]
+        fn the_message_id_pattern_is_the_domain_rule(raw in "[a-z_/ é-]{0,3}|[A-Za-z0-9_-]{60,70}") {
+            prop_assert_eq!(matches(MESSAGE_ID_PATTERN, &raw), message_id(&raw).is_ok(), "{:?}", raw);
+        }
+    }
+
+    #[test]
+    fn last_event_ids_are_small_non_negative_integers() {
+        assert_eq!(last_event_id("0"), Some(0));
+        assert_eq!(last_event_id("42"), Some(42));
+        assert_eq!(
+            last_event_id(&"9".repeat(18)),
+            Some(999_999_999_999_999_999)
+        );
+        for malformed in ["", "-1", "+1", " 1", "1.0", "x", &"9".repeat(19)] {
+            assert_eq!(last_event_id(malformed), None, "{malformed}");
         }
     }
 

@@ -16,6 +16,7 @@ mod idempotency;
 mod pagination;
 mod responses;
 mod routes;
+mod sse;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt, scope};
 use utoipa_swagger_ui::SwaggerUi;
 use waiter_ports::catalog::CatalogUseCases;
+use waiter_ports::conversations::ConversationUseCases;
 use waiter_ports::health::HealthUseCases;
 use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::IdentityUseCases;
@@ -47,14 +49,16 @@ pub use extract::JSON_LIMIT;
 pub struct HttpState {
     pub identity: Arc<dyn IdentityUseCases>,
     pub catalog: Arc<dyn CatalogUseCases>,
+    pub conversations: Arc<dyn ConversationUseCases>,
     pub idempotency: Arc<dyn IdempotencyUseCases>,
     pub health: Arc<dyn HealthUseCases>,
 }
 
 /// Registers every documented route. The order matters where paths overlap:
 /// `/accounts/me` must come before `/accounts/{id}`, `/books/recent` before `/books/{id}`.
+/// The seed's own conversation endpoints live under `/backend-api`, as aliases.
 fn routes(config: &mut ServiceConfig) {
-    use routes::{accounts, books, health, sessions};
+    use routes::{accounts, books, conversations, health, sessions};
     config
         .service(health::liveness)
         .service(health::readiness)
@@ -81,7 +85,21 @@ fn routes(config: &mut ServiceConfig) {
                 .service(books::get_book)
                 .service(books::replace_book)
                 .service(books::update_book)
-                .service(books::delete_book),
+                .service(books::delete_book)
+                .service(conversations::create_conversation)
+                .service(conversations::list_conversations)
+                .service(conversations::get_conversation)
+                .service(conversations::update_conversation)
+                .service(conversations::delete_conversation)
+                .service(conversations::send_message)
+                .service(conversations::stop_generation)
+                .service(conversations::follow_reply),
+        )
+        .service(
+            scope("/backend-api")
+                .service(conversations::seed_send_message)
+                .service(conversations::seed_list_conversations)
+                .service(conversations::seed_get_conversation),
         );
 }
 
@@ -120,6 +138,7 @@ pub fn app(
         .openapi(ApiDoc::openapi())
         .app_data(web::Data::from(state.identity))
         .app_data(web::Data::from(state.catalog))
+        .app_data(web::Data::from(state.conversations))
         .app_data(web::Data::from(state.idempotency))
         .app_data(web::Data::from(state.health))
         .app_data(extract::json_config())

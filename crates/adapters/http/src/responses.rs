@@ -39,7 +39,8 @@ const UNAUTHENTICATED: ProblemResponse = ProblemResponse {
     name: "Unauthenticated",
     status: 401,
     description: "No valid credentials: the bearer access token (or, where one is sent, the \
-                  email and password or refresh token) is missing, invalid, expired or revoked.",
+                  email and password, refresh token or resume token) is missing, invalid, \
+                  expired or revoked.",
     header: Some((
         "WWW-Authenticate",
         "`Bearer`, with `error=\"invalid_token\"` when a token was sent",
@@ -58,15 +59,16 @@ const NOT_FOUND: ProblemResponse = ProblemResponse {
     name: "NotFound",
     status: 404,
     description: "No such resource, or not the caller's to see; for a list, a cursor it did not \
-                  issue.",
+                  issue; for stopping a reply, no reply in progress.",
     header: None,
 };
 
 const CONFLICT: ProblemResponse = ProblemResponse {
     name: "Conflict",
     status: 409,
-    description: "Conflicts with the current state: a unique value (email, ISBN) is taken, or a \
-                  request with the same `Idempotency-Key` is still in progress.",
+    description: "Conflicts with the current state: a unique value (email, ISBN) is taken, a \
+                  request with the same `Idempotency-Key` is still in progress, or (sending a \
+                  message) a reply is already in progress or the conversation is full.",
     header: None,
 };
 
@@ -97,8 +99,9 @@ const VALIDATION_FAILED: ProblemResponse = ProblemResponse {
     name: "ValidationFailed",
     status: 422,
     description: "Well-formed JSON that does not fit: a missing, unknown or mistyped field, or \
-                  an invalid value; `errors` lists each field and why. Also an \
-                  `Idempotency-Key` reused for a different request.",
+                  an invalid value (a message over the configured size included); `errors` \
+                  lists each field and why. Also an `Idempotency-Key` reused for a different \
+                  request.",
     header: None,
 };
 
@@ -211,6 +214,8 @@ problems! {
     Idempotent => [BAD_REQUEST, CONFLICT, VALIDATION_FAILED];
     /// Lists with filters and a cursor.
     ListQuery => [BAD_REQUEST, NOT_FOUND];
+    /// Operations with query parameters or headers of their own that must fit.
+    Malformed => [BAD_REQUEST];
     /// Every operation that reaches the database or the cache.
     Unavailable => [UNAVAILABLE];
 }

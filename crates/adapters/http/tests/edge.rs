@@ -15,6 +15,7 @@ use waiter_http::edge::CorsOrigins;
 use waiter_http::{Edge, HttpState, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
+use waiter_ports::conversations::MockConversationUseCases;
 use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
 use waiter_ports::idempotency::MockIdempotencyUseCases;
 use waiter_ports::identity::{AuthError, MockIdentityUseCases};
@@ -50,6 +51,7 @@ fn state() -> HttpState {
     HttpState {
         identity: Arc::new(identity),
         catalog: Arc::new(catalog),
+        conversations: Arc::new(MockConversationUseCases::new()),
         idempotency: Arc::new(MockIdempotencyUseCases::new()),
         health: Arc::new(health),
     }

@@ -16,6 +16,7 @@ use waiter_domain::Version;
 use waiter_http::{Edge, HttpState, JSON_LIMIT, app};
 use waiter_ports::PortError;
 use waiter_ports::catalog::MockCatalogUseCases;
+use waiter_ports::conversations::MockConversationUseCases;
 use waiter_ports::health::{DependencyState, DependencyStatus, MockHealthUseCases};
 use waiter_ports::idempotency::MockIdempotencyUseCases;
 use waiter_ports::identity::{AccountError, AuthError, MockIdentityUseCases};
@@ -68,6 +69,7 @@ async fn send(mocks: Mocks, request: TestRequest) -> (StatusCode, header::Header
     let state = HttpState {
         identity: Arc::new(mocks.identity),
         catalog: Arc::new(mocks.catalog),
+        conversations: Arc::new(MockConversationUseCases::new()),
         idempotency: Arc::new(mocks.idempotency),
         health: Arc::new(health),
     };

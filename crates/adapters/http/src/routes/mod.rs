@@ -3,5 +3,6 @@
 
 pub mod accounts;
 pub mod books;
+pub mod conversations;
 pub mod health;
 pub mod sessions;

@@ -541,8 +541,10 @@ pub enum ReplyEvent {
     InputMessage(Message),
     /// The reply, as it starts: empty and `InProgress`.
     ReplyAdded(Message),
-    /// The first text is about to follow (the seed's `message_marker`).
-    FirstText,
+    /// The first text of the reply with this id is about to follow (the
+    /// seed's `message_marker`, which names the reply: a client resuming
+    /// after `ReplyAdded` learns it here).
+    FirstText(MessageId),
     /// Text to append to the reply.
     Append(String),
     /// The reply ended: its final status (`FinishedSuccessfully`,

@@ -13,8 +13,6 @@
 //! conversation use cases' business.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use actix_web::HttpResponse;
@@ -22,7 +20,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
-use waiter_domain::{ConversationId, MessageId, MessageMetadata, MessageStatus};
+use waiter_domain::{ConversationId, MessageMetadata, MessageStatus};
 use waiter_ports::conversations::{ReplyEvent, ReplyEvents, SequencedEvent};
 
 use crate::dto::{MessageStatusName, SeedMessageBody};
@@ -36,11 +34,6 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// The comment sent while no event comes.
 const PING: &[u8] = b": ping\n\n";
-
-/// Finds the id of the reply a stream is about, when the stream was resumed
-/// after the event that named it (`ReplyAdded`) but before the first text,
-/// whose `message_marker` must name it.
-pub(crate) type ReplyLookup = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Option<MessageId>>>>>;
 
 /// True when the request's `Accept` asks for an event stream (any media
 /// range naming `text/event-stream`, whatever else it lists).
@@ -62,13 +55,11 @@ pub(crate) fn wants_event_stream(req: &actix_web::HttpRequest) -> bool {
 pub(crate) fn response(
     events: ReplyEvents,
     conversation: ConversationId,
-    lookup: Option<ReplyLookup>,
     replayed: bool,
 ) -> HttpResponse {
     let state = Rendering {
         events,
         renderer: Renderer::new(conversation),
-        lookup,
         done: false,
     };
     let body = futures::stream::unfold(state, next_frame);
@@ -93,7 +84,6 @@ pub(crate) fn response(
 struct Rendering {
     events: ReplyEvents,
     renderer: Renderer,
-    lookup: Option<ReplyLookup>,
     done: bool,
 }
 
@@ -108,12 +98,6 @@ async fn next_frame(mut state: Rendering) -> Option<(Result<Bytes, Infallible>, 
             Ok(None) => return None,
             Ok(Some(event)) => event,
         };
-        if matches!(event.event, ReplyEvent::FirstText)
-            && state.renderer.reply.is_none()
-            && let Some(lookup) = state.lookup.take()
-        {
-            state.renderer.reply = lookup().await.map(|id| id.to_string());
-        }
         state.done = matches!(event.event, ReplyEvent::Done);
         if let Some(frame) = state.renderer.frame(event) {
             return Some((Ok(Bytes::from(frame)), state));
@@ -124,26 +108,23 @@ async fn next_frame(mut state: Rendering) -> Option<(Result<Bytes, Infallible>, 
     }
 }
 
-/// Turns events into SSE frames, remembering what later events need.
+/// Turns the events of one conversation's reply into SSE frames.
 #[derive(Debug)]
 pub(crate) struct Renderer {
     conversation: String,
-    /// The reply's id, from its `ReplyAdded`, for the `message_marker`.
-    reply: Option<String>,
 }
 
 impl Renderer {
     pub(crate) fn new(conversation: ConversationId) -> Self {
         Self {
             conversation: conversation.to_string(),
-            reply: None,
         }
     }
 
     /// The SSE frame of one event: `id`, then `event` where the seed names
     /// one, then `data`, and the blank line that ends it. `None` only if the
     /// event cannot be encoded, which is logged and skipped.
-    pub(crate) fn frame(&mut self, event: SequencedEvent) -> Option<String> {
+    pub(crate) fn frame(&self, event: SequencedEvent) -> Option<String> {
         let conversation_id = self.conversation.as_str();
         let (name, data) = match event.event {
             ReplyEvent::DeltaEncoding => (Some("delta_encoding"), encode(&"v1")),
@@ -163,25 +144,22 @@ impl Renderer {
                     conversation_id,
                 }),
             ),
-            ReplyEvent::ReplyAdded(message) => {
-                self.reply = Some(message.id.to_string());
-                (
-                    Some("delta"),
-                    encode(&AddData {
-                        o: "add",
-                        v: AddedMessage {
-                            message: SeedMessageBody::from(message),
-                            conversation_id,
-                        },
-                    }),
-                )
-            }
-            ReplyEvent::FirstText => (
+            ReplyEvent::ReplyAdded(message) => (
+                Some("delta"),
+                encode(&AddData {
+                    o: "add",
+                    v: AddedMessage {
+                        message: SeedMessageBody::from(message),
+                        conversation_id,
+                    },
+                }),
+            ),
+            ReplyEvent::FirstText(reply) => (
                 None,
                 encode(&MarkerData {
                     kind: "message_marker",
                     conversation_id,
-                    message_id: self.reply.as_deref(),
+                    message_id: reply.as_str(),
                     marker: "user_visible_token",
                     event: "first",
                 }),
@@ -290,7 +268,7 @@ struct MarkerData<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     conversation_id: &'a str,
-    message_id: Option<&'a str>,
+    message_id: &'a str,
     marker: &'static str,
     event: &'static str,
 }
@@ -337,6 +315,7 @@ struct StreamCompleteData<'a> {
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
+    use waiter_domain::MessageId;
 
     use super::*;
 
@@ -389,17 +368,17 @@ mod tests {
     }
 
     #[test]
-    fn a_marker_whose_reply_is_unknown_names_none() {
+    fn a_marker_names_its_reply() {
         let frame = Renderer::new(conversation()).frame(SequencedEvent {
             seq: 5,
-            event: ReplyEvent::FirstText,
+            event: ReplyEvent::FirstText(MessageId::parse("msg_2").unwrap()),
         });
         assert_eq!(
             frame.as_deref(),
             Some(concat!(
                 "id: 5\ndata: {\"type\":\"message_marker\",",
                 "\"conversation_id\":\"conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC\",",
-                "\"message_id\":null,\"marker\":\"user_visible_token\",\"event\":\"first\"}\n\n"
+                "\"message_id\":\"msg_2\",\"marker\":\"user_visible_token\",\"event\":\"first\"}\n\n"
             ))
         );
     }

@@ -1010,7 +1010,7 @@ async fn a_stream_resumed_before_the_first_text_still_names_the_reply() {
     mocks
         .conversations
         .expect_follow_reply()
-        .times(2)
+        .times(1)
         .returning(|_, _, after| Ok(Some(events_after(after))));
     let request =
         signed_in(TestRequest::get().uri(&stream_uri())).insert_header(("Last-Event-ID", "4"));

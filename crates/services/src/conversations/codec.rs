@@ -50,7 +50,9 @@ enum EventRecord {
     ReplyAdded {
         message: MessageRecord,
     },
-    FirstText,
+    FirstText {
+        message_id: String,
+    },
     Append {
         text: String,
     },
@@ -75,7 +77,9 @@ impl From<&ReplyEvent> for EventRecord {
             ReplyEvent::ReplyAdded(message) => Self::ReplyAdded {
                 message: message.into(),
             },
-            ReplyEvent::FirstText => Self::FirstText,
+            ReplyEvent::FirstText(id) => Self::FirstText {
+                message_id: id.to_string(),
+            },
             ReplyEvent::Append(text) => Self::Append { text: text.clone() },
             ReplyEvent::Ended { status, metadata } => Self::Ended {
                 status: status.as_str().to_owned(),
@@ -94,7 +98,9 @@ impl EventRecord {
             Self::ResumeToken { token } => ReplyEvent::ResumeToken(token),
             Self::InputMessage { message } => ReplyEvent::InputMessage(message.into_message()?),
             Self::ReplyAdded { message } => ReplyEvent::ReplyAdded(message.into_message()?),
-            Self::FirstText => ReplyEvent::FirstText,
+            Self::FirstText { message_id } => ReplyEvent::FirstText(
+                MessageId::parse(&message_id).map_err(|_| corrupt("message id"))?,
+            ),
             Self::Append { text } => ReplyEvent::Append(text),
             Self::Ended { status, metadata } => ReplyEvent::Ended {
                 status: status.parse().map_err(|_| corrupt("status"))?,

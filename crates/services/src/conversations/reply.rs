@@ -213,7 +213,8 @@ impl ReplyTask {
                             continue;
                         }
                         if self.text.is_empty() {
-                            self.emit(ReplyEvent::FirstText).await;
+                            self.emit(ReplyEvent::FirstText(self.reply.id.clone()))
+                                .await;
                         }
                         self.text.push_str(&text);
                         self.emit(ReplyEvent::Append(text)).await;

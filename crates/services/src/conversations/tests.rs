@@ -542,7 +542,7 @@ fn kinds(events: &[SequencedEvent]) -> Vec<&'static str> {
             ReplyEvent::ResumeToken(_) => "resume_token",
             ReplyEvent::InputMessage(_) => "input_message",
             ReplyEvent::ReplyAdded(_) => "reply_added",
-            ReplyEvent::FirstText => "first_text",
+            ReplyEvent::FirstText(_) => "first_text",
             ReplyEvent::Append(_) => "append",
             ReplyEvent::Ended { .. } => "ended",
             ReplyEvent::StreamComplete => "stream_complete",
@@ -1443,7 +1443,7 @@ fn every_event_survives_the_codec() {
         ReplyEvent::ResumeToken("t".into()),
         ReplyEvent::InputMessage(message.clone()),
         ReplyEvent::ReplyAdded(message.clone()),
-        ReplyEvent::FirstText,
+        ReplyEvent::FirstText(message.id.clone()),
         ReplyEvent::Append("chunk".into()),
         ReplyEvent::Ended {
             status: MessageStatus::Failed,

@@ -13,13 +13,10 @@
 //! would change what the client sent. A body with no part, or several, is a
 //! 422 naming `content.parts`.
 
-use std::sync::Arc;
-
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{FromRequest as _, HttpRequest, HttpResponse, delete, get, patch, post, web};
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::Object;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
@@ -28,7 +25,7 @@ use waiter_domain::{
     Conversation, ConversationId, ConversationTitle, MessageId, MessageText, ValidationErrors,
 };
 use waiter_ports::conversations::{
-    ConversationOrder, ConversationUseCases, Follower, ReplyEvent, SendMessage, Sent,
+    ConversationOrder, ConversationUseCases, Follower, SendMessage, Sent,
 };
 use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::Caller;
@@ -46,7 +43,7 @@ use crate::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::responses::{
     Bearer, Conditional, Conflict, Idempotent, JsonBody, Malformed, NotFound, Unavailable,
 };
-use crate::sse::{self, ReplyLookup};
+use crate::sse;
 
 type Conversations = web::Data<dyn ConversationUseCases>;
 type Idempotency = web::Data<dyn IdempotencyUseCases>;
@@ -432,7 +429,7 @@ async fn follow_sent(
     let events = conversations
         .follow_reply(Follower::Caller(caller), id, 0)
         .await?;
-    Ok(events.map(|events| sse::response(events, id, None, sent.replayed)))
+    Ok(events.map(|events| sse::response(events, id, sent.replayed)))
 }
 
 /// What a send answers: its reply's event stream when the client asked for
@@ -825,38 +822,7 @@ pub async fn follow_reply(
     else {
         return Ok(HttpResponse::NoContent().finish());
     };
-    let lookup = (after > 0).then(|| reply_lookup(conversations, follower, id));
-    Ok(sse::response(events, id, lookup, false))
-}
-
-/// Finds the reply's id in its events from the start, for a stream resumed
-/// between the event that names it and the first text (see
-/// [`ReplyLookup`]).
-fn reply_lookup(
-    conversations: Arc<dyn ConversationUseCases>,
-    follower: Follower,
-    id: ConversationId,
-) -> ReplyLookup {
-    Box::new(move || {
-        Box::pin(async move {
-            let mut events = conversations
-                .follow_reply(follower, id, 0)
-                .await
-                .ok()
-                .flatten()?;
-            while let Some(event) = events.next().await {
-                match event.event {
-                    ReplyEvent::ReplyAdded(message) => return Some(message.id),
-                    ReplyEvent::DeltaEncoding
-                    | ReplyEvent::ResumeToken(_)
-                    | ReplyEvent::InputMessage(_) => {}
-                    // Past where the reply is added: it never was.
-                    _ => return None,
-                }
-            }
-            None
-        })
-    })
+    Ok(sse::response(events, id, false))
 }
 
 /// Send a message, the seed's way: the reply always streams back.

@@ -1,6 +1,6 @@
-//! Runs the cache and rate limiter contract suites against a real Redis,
-//! plus what only Redis promises: instances sharing a prefix share entries
-//! and limits, other prefixes stay apart.
+//! Runs the cache, rate limiter and reply event log contract suites against
+//! a real Redis, plus what only Redis promises: instances sharing a prefix
+//! share entries, limits and logs, other prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -17,7 +17,8 @@ use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::health::Probe;
 use waiter_ports::rate_limit::{Quota, RateLimiter};
-use waiter_redis::{RedisCache, RedisRateLimiter};
+use waiter_ports::conversations::ReplyEventLog;
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -74,6 +75,19 @@ async fn with_rate_limiter(check: impl AsyncFnOnce(&dyn RateLimiter)) {
 
 mod rate_limiter {
     waiter_contracts::rate_limiter_contract_tests!(super::with_rate_limiter);
+}
+
+/// Runs `check` on a reply event log under a fresh prefix, whose keys are cleared afterwards.
+async fn with_reply_event_log(check: impl AsyncFnOnce(&dyn ReplyEventLog)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let log = RedisReplyEventLog::sharing(&cache);
+    cleaning_up(&[&cache], check(&log)).await;
+}
+
+mod reply_event_log {
+    waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
 }
 
 #[tokio::test]

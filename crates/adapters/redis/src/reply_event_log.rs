@@ -222,8 +222,11 @@ struct Read {
     entries: Vec<Entry>,
 }
 
+/// A stream entry as Redis sends it: its id and its fields and values.
+type RawEntry = (String, Vec<Vec<u8>>);
+
 /// Parses one `XRANGE` entry: `0-n` with `event` and the payload, or `end`.
-fn entry((id, fields): (String, Vec<Vec<u8>>)) -> Result<Entry, PortError> {
+fn entry((id, fields): RawEntry) -> Result<Entry, PortError> {
     let malformed = || PortError::unexpected(anyhow!("malformed reply event log entry {id}"));
     let seq = id
         .strip_prefix("0-")
@@ -254,12 +257,8 @@ struct Follower {
 impl Follower {
     async fn read(&self) -> Result<Read, PortError> {
         let mut invocation = READ_SCRIPT.prepare_invoke();
-        invocation
-            .key(&self.stream)
-            .arg(self.last)
-            .arg(READ_BATCH);
-        let (state, entries): (i64, Vec<(String, Vec<Vec<u8>>)>) =
-            self.log.namespace.invoke(invocation).await?;
+        invocation.key(&self.stream).arg(self.last).arg(READ_BATCH);
+        let (state, entries): (i64, Vec<RawEntry>) = self.log.namespace.invoke(invocation).await?;
         Ok(Read {
             exists: state != 0,
             closed: state == 2,

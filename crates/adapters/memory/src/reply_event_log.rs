@@ -7,8 +7,8 @@
 //! and its waiting is never missed.
 //!
 //! The map holds the only sender of each log: removing a log drops the
-//! sender, which ends its followers. Each log has a reaper task that removes
-//! it once its deadline passes ([`ABANDONED_LOG_TTL`] after the last append,
+//! sender, which ends its followers. Each log has a reaper task, following
+//! it like a reader, that removes it once its deadline passes ([`ABANDONED_LOG_TTL`] after the last append,
 //! or `keep` after `close`), so memory stays bounded by the replies of the
 //! last hour even when writers die.
 
@@ -38,7 +38,7 @@ struct LogState {
 }
 
 /// The only sender of a log's channel: dropping it ends the followers.
-type Log = Arc<watch::Sender<LogState>>;
+type Log = watch::Sender<LogState>;
 
 /// An in-process [`ReplyEventLog`]: followers must be on this instance.
 ///
@@ -97,28 +97,32 @@ impl fmt::Debug for MemoryReplyEventLog {
     }
 }
 
-/// Removes `key`'s log once its deadline has passed, re-reading the
-/// deadline after each wait since appends and `close` move it. Holds the log
-/// only weakly, so that removing it ends its followers, and ends when the
-/// log is gone (or replaced) or the adapter dropped.
-fn spawn_reaper(inner: Weak<Inner>, key: ReplyKey, log: Weak<watch::Sender<LogState>>) {
+/// Removes `key`'s log once its deadline has passed. Follows the log like
+/// a reader, so it sees each append and `close` move the deadline, and ends
+/// as soon as the log is gone (its sender dropped) or the adapter dropped.
+fn spawn_reaper(inner: Weak<Inner>, key: ReplyKey, mut log: watch::Receiver<LogState>) {
     tokio::spawn(async move {
         loop {
-            let Some(deadline) = log.upgrade().map(|log| log.borrow().expires_at) else {
-                return;
-            };
-            tokio::time::sleep_until(deadline).await;
+            let deadline = log.borrow_and_update().expires_at;
+            tokio::select! {
+                changed = log.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
             let Some(inner) = inner.upgrade() else {
                 return;
             };
             let mut logs = inner.logs();
-            let Some(current) = logs.get(&key) else {
-                return;
-            };
-            if !std::ptr::eq(Arc::as_ptr(current), log.as_ptr()) {
+            // Still open means still in the map under `key`: only the map
+            // holds a log's sender.
+            if log.has_changed().is_err() {
                 return;
             }
-            if current.borrow().expires_at <= Instant::now() {
+            if log.borrow().expires_at <= Instant::now() {
                 logs.remove(&key);
                 return;
             }
@@ -184,18 +188,13 @@ impl ReplyEventLog for MemoryReplyEventLog {
             if seq != 1 {
                 return Err(out_of_order(key, 1, seq));
             }
-            let (sender, _) = watch::channel(LogState {
+            let (sender, receiver) = watch::channel(LogState {
                 events: vec![event],
                 closed: false,
                 expires_at,
             });
-            let log = Arc::new(sender);
-            spawn_reaper(
-                Arc::downgrade(&self.inner),
-                key.clone(),
-                Arc::downgrade(&log),
-            );
-            logs.insert(key.clone(), log);
+            spawn_reaper(Arc::downgrade(&self.inner), key.clone(), receiver);
+            logs.insert(key.clone(), sender);
             return Ok(());
         };
         let mut outcome = Ok(());
@@ -316,6 +315,17 @@ mod tests {
             matches!(ended, Ok(None)),
             "a follower of a dropped log must end"
         );
+        assert_eq!(log.held_logs(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_log_leaves_memory_after_keep() {
+        let log = MemoryReplyEventLog::new();
+        log.append(&key(), 1, b"one").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        log.close(&key(), Duration::from_millis(100)).await.unwrap();
+        assert_eq!(log.held_logs(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(log.held_logs(), 0);
     }
 }

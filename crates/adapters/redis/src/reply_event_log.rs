@@ -13,15 +13,16 @@
 //! which never blocks. To learn when to read again without polling, it
 //! rings on a doorbell: each adapter has one [`Hub`] task with a dedicated
 //! connection of its own that waits in `XREAD BLOCK` on every stream any of
-//! its followers is waiting on, and rings that stream's followers when
-//! entries arrive. `XREAD BLOCK` must not go through the shared connection:
+//! its followers is waiting on, and rings that stream's followers with the
+//! entries that arrive; a follower exactly caught up takes them from the
+//! ring, any other reads for itself. `XREAD BLOCK` must not go through the shared connection:
 //! Redis answers one connection's commands in order, so a blocked read
 //! would hold up every command queued behind it, and the shared
 //! connection's response timeout (a quarter of a second) would cut it.
 //!
 //! So a follower costs no connection and no Redis-side state: one `XRANGE`
-//! to read the backlog, then one per batch of new events, plus a rare
-//! re-check. Each instance costs one extra connection, whatever the number
+//! to read the backlog (in batches), then usually nothing more per event,
+//! plus a re-check every [`RECHECK`] while idle. Each instance costs one extra connection, whatever the number
 //! of followers. The hub learns of a newly watched stream through a wake-up
 //! stream of its own, which interrupts its wait at once.
 
@@ -114,6 +115,9 @@ static READ_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(READ));
 
 /// Entries a follower reads per round trip.
 const READ_BATCH: usize = 256;
+/// How many of each watched stream's latest entries the hub keeps for its
+/// followers, so one that falls a little behind need not read.
+const RECENT: usize = 256;
 /// How long the hub's `XREAD` blocks before it looks again at which streams
 /// to watch (a new one interrupts it sooner, through the wake-up stream).
 const HUB_BLOCK: Duration = Duration::from_secs(5);
@@ -201,6 +205,8 @@ impl ReplyEventLog for RedisReplyEventLog {
             pending: VecDeque::new(),
             ended: false,
             bell: None,
+            delivered: None,
+            caught_up: false,
         };
         Box::pin(stream::unfold(follower, |mut follower| async move {
             let item = follower.next().await?;
@@ -209,9 +215,12 @@ impl ReplyEventLog for RedisReplyEventLog {
     }
 }
 
-/// One stream entry, as the follower reads it.
+/// One stream entry, parsed.
+#[derive(Debug, Clone)]
 enum Entry {
     Event(LoggedEvent),
+    /// The mark `close` leaves, at the position after the last event
+    /// (entry ids stay contiguous, which [`Recent`] relies on).
     End,
 }
 
@@ -225,18 +234,60 @@ struct Read {
 /// A stream entry as Redis sends it: its id and its fields and values.
 type RawEntry = (String, Vec<Vec<u8>>);
 
-/// Parses one `XRANGE` entry: `0-n` with `event` and the payload, or `end`.
+/// The `n` of an entry id `0-n`.
+fn seq_of(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
+}
+
+/// Parses one entry: `0-n` with `event` and the payload, or `end`.
 fn entry((id, fields): RawEntry) -> Result<Entry, PortError> {
     let malformed = || PortError::unexpected(anyhow!("malformed reply event log entry {id}"));
-    let seq = id
-        .strip_prefix("0-")
-        .and_then(|seq| seq.parse::<u64>().ok())
-        .ok_or_else(malformed)?;
+    let seq = seq_of(&id).ok_or_else(malformed)?;
     let mut fields = fields.into_iter();
     match (fields.next().as_deref(), fields.next(), fields.next()) {
         (Some(b"event"), Some(payload), None) => Ok(Entry::Event(LoggedEvent { seq, payload })),
         (Some(b"end"), Some(_), None) => Ok(Entry::End),
         _ => Err(malformed()),
+    }
+}
+
+/// What the hub rings a bell with: the latest entries it has read from
+/// the stream (at most [`RECENT`]), which directly follow event `after`.
+/// A follower within that window takes what it lacks from it without a
+/// read of its own; one further behind reads.
+#[derive(Debug)]
+struct Recent {
+    after: u64,
+    entries: VecDeque<Entry>,
+}
+
+impl Recent {
+    /// A window starting after event `after`, empty so far.
+    fn starting_after(after: u64) -> Self {
+        Self {
+            after,
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Adds entries that directly follow the window, dropping the oldest
+    /// beyond [`RECENT`].
+    fn extend(&mut self, entries: Vec<Entry>) {
+        self.entries.extend(entries);
+        while self.entries.len() > RECENT {
+            self.entries.pop_front();
+            self.after = self.after.saturating_add(1);
+        }
+    }
+
+    /// The entries after event `last`, if the window holds every one of
+    /// them the hub has seen and there is at least one.
+    fn after(&self, last: u64) -> Option<Vec<Entry>> {
+        let skip = usize::try_from(last.checked_sub(self.after)?).ok()?;
+        if skip >= self.entries.len() {
+            return None;
+        }
+        Some(self.entries.range(skip..).cloned().collect())
     }
 }
 
@@ -251,7 +302,12 @@ struct Follower {
     ended: bool,
     /// Rung when the stream may have grown; `None` until the follower has
     /// caught up once, since a replay needs no hub.
-    bell: Option<watch::Receiver<u64>>,
+    bell: Option<watch::Receiver<Recent>>,
+    /// Entries the last ring delivered, to take instead of reading.
+    delivered: Option<Vec<Entry>>,
+    /// The entries yielded last were the latest the hub had seen when it
+    /// rang, so the follower can wait for the next ring without a read.
+    caught_up: bool,
 }
 
 impl Follower {
@@ -276,19 +332,31 @@ impl Follower {
             if self.ended {
                 return None;
             }
-            let read = match self.read().await {
-                Ok(read) => read,
-                Err(error) => {
-                    self.ended = true;
-                    return Some(Err(error));
+            let entries = match self.delivered.take() {
+                Some(entries) => {
+                    self.caught_up = true;
+                    entries
                 }
+                // Everything delivered is yielded: nothing to read until the
+                // next ring, which comes after the bell was marked seen.
+                None if self.caught_up => {
+                    self.caught_up = false;
+                    Vec::new()
+                }
+                None => match self.read().await {
+                    Ok(read) if !read.exists || read.closed => {
+                        self.ended = true;
+                        continue;
+                    }
+                    Ok(read) => read.entries,
+                    Err(error) => {
+                        self.ended = true;
+                        return Some(Err(error));
+                    }
+                },
             };
-            if !read.exists || read.closed {
-                self.ended = true;
-                continue;
-            }
-            if !read.entries.is_empty() {
-                for entry in read.entries {
+            if !entries.is_empty() {
+                for entry in entries {
                     match entry {
                         Entry::Event(event) => {
                             self.last = event.seq;
@@ -299,8 +367,8 @@ impl Follower {
                 }
                 continue;
             }
-            // Caught up. The bell is marked seen before the next read, so
-            // an entry that read misses rings it afterwards.
+            // Caught up. The bell is marked seen before the next read (or
+            // delivery taken), so an entry that one misses rings it again.
             match &mut self.bell {
                 None => {
                     self.bell = Some(self.log.hub.watch(&self.stream, self.last).await);
@@ -312,7 +380,7 @@ impl Follower {
                         // receiver lives, but never spin on it.
                         Ok(Err(_)) => tokio::time::sleep(RECHECK).await,
                     }
-                    bell.borrow_and_update();
+                    self.delivered = bell.borrow_and_update().after(self.last);
                 }
             }
         }
@@ -320,7 +388,7 @@ impl Follower {
 }
 
 /// Waits on every stream its followers are waiting on, over a connection of
-/// its own, and rings their bells when entries arrive.
+/// its own, and rings their bells with what arrives.
 struct Hub {
     namespace: Namespace,
     /// A stream only this hub reads: an entry there interrupts its `XREAD`
@@ -342,7 +410,7 @@ struct HubState {
 struct Watched {
     /// The id of the last entry the hub has seen (or was told of).
     last_id: String,
-    bell: watch::Sender<u64>,
+    bell: watch::Sender<Recent>,
 }
 
 impl Hub {
@@ -353,7 +421,7 @@ impl Hub {
     /// A bell for `stream`, rung whenever entries after event `last` (or
     /// after the last the hub has already seen) arrive; starts the hub if
     /// needed. The returned bell counts as seen.
-    async fn watch(self: &Arc<Self>, stream: &str, last: u64) -> watch::Receiver<u64> {
+    async fn watch(self: &Arc<Self>, stream: &str, last: u64) -> watch::Receiver<Recent> {
         let (bell, new) = {
             let mut state = self.state();
             let new = !state.streams.contains_key(stream);
@@ -362,7 +430,7 @@ impl Hub {
                 .entry(stream.to_owned())
                 .or_insert_with(|| Watched {
                     last_id: format!("0-{last}"),
-                    bell: watch::Sender::new(0),
+                    bell: watch::Sender::new(Recent::starting_after(last)),
                 });
             let bell = watched.bell.subscribe();
             if !state.running {
@@ -401,11 +469,11 @@ impl Hub {
             .await
     }
 
-    /// Rings every bell, so that each follower reads again (and meets the
-    /// error itself if Redis is down).
+    /// Rings every bell with nothing new, so that each follower reads
+    /// again (and meets the error itself if Redis is down).
     fn ring_all(&self) {
         for watched in self.state().streams.values() {
-            watched.bell.send_modify(|rings| *rings += 1);
+            watched.bell.send_modify(|_| {});
         }
     }
 
@@ -454,12 +522,12 @@ impl Hub {
     }
 
     /// One `XREAD BLOCK` on the wake-up stream and `watched`; returns each
-    /// stream that got entries with the id of its last one.
+    /// stream that got entries, with them.
     async fn wait(
         &self,
         watched: &[(String, String)],
         wake_id: &str,
-    ) -> Result<Vec<(String, String)>, PortError> {
+    ) -> Result<Vec<(String, Vec<RawEntry>)>, PortError> {
         let mut connection = self.connect().await?;
         let mut command = redis::cmd("XREAD");
         command
@@ -478,26 +546,40 @@ impl Hub {
             .query_async(&mut connection)
             .await
             .map_err(port_error)?;
-        last_ids(reply)
+        streams(reply)
     }
 
-    /// Records where each stream now is and rings its followers.
-    fn ring(&self, arrived: Vec<(String, String)>, wake_id: &mut String) {
+    /// Records where each stream now is and rings its followers with what
+    /// arrived. A stream whose entries cannot be parsed restarts its window
+    /// after them: its followers' own reads then fail and report it.
+    fn ring(&self, arrived: Vec<(String, Vec<RawEntry>)>, wake_id: &mut String) {
         let mut state = self.state();
-        for (key, id) in arrived {
+        for (key, entries) in arrived {
+            let Some(last_id) = entries.last().map(|(id, _)| id.clone()) else {
+                continue;
+            };
             if key == self.wake_key {
-                *wake_id = id;
-            } else if let Some(watched) = state.streams.get_mut(&key) {
-                watched.last_id = id;
-                watched.bell.send_modify(|rings| *rings += 1);
+                *wake_id = last_id;
+                continue;
             }
+            let Some(watched) = state.streams.get_mut(&key) else {
+                continue;
+            };
+            let entries = entries.into_iter().map(entry).collect::<Result<_, _>>();
+            let restart = seq_of(&last_id);
+            watched.last_id = last_id;
+            watched.bell.send_modify(|recent| match (entries, restart) {
+                (Ok(entries), _) => recent.extend(entries),
+                (Err(_), Some(restart)) => *recent = Recent::starting_after(restart),
+                (Err(_), None) => *recent = Recent::starting_after(u64::MAX),
+            });
         }
     }
 }
 
-/// The streams of an `XREAD` reply, each with its last entry's id (nil
-/// when the wait timed out; an array in RESP2, a map in RESP3).
-fn last_ids(reply: Value) -> Result<Vec<(String, String)>, PortError> {
+/// The streams of an `XREAD` reply, each with its entries (none when the
+/// wait timed out; an array of pairs in RESP2, a map in RESP3).
+fn streams(reply: Value) -> Result<Vec<(String, Vec<RawEntry>)>, PortError> {
     let malformed = || PortError::unexpected(anyhow!("malformed XREAD reply"));
     let streams: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(Vec::new()),
@@ -517,14 +599,13 @@ fn last_ids(reply: Value) -> Result<Vec<(String, String)>, PortError> {
             .collect::<Result<_, _>>()?,
         _ => return Err(malformed()),
     };
-    let mut last_ids = Vec::with_capacity(streams.len());
-    for (key, entries) in streams {
-        let key: String = redis::from_redis_value(key).map_err(|_| malformed())?;
-        let entries: Vec<(String, Value)> =
-            redis::from_redis_value(entries).map_err(|_| malformed())?;
-        if let Some((id, _)) = entries.into_iter().last() {
-            last_ids.push((key, id));
-        }
-    }
-    Ok(last_ids)
+    streams
+        .into_iter()
+        .map(|(key, entries)| {
+            Ok((
+                redis::from_redis_value(key).map_err(|_| malformed())?,
+                redis::from_redis_value(entries).map_err(|_| malformed())?,
+            ))
+        })
+        .collect()
 }

@@ -8,9 +8,10 @@
 //!
 //! The map holds the only sender of each log: removing a log drops the
 //! sender, which ends its followers. Each log has a reaper task, following
-//! it like a reader, that removes it once its deadline passes ([`ABANDONED_LOG_TTL`] after the last append,
-//! or `keep` after `close`), so memory stays bounded by the replies of the
-//! last hour even when writers die.
+//! it like a reader, that removes it once its deadline passes
+//! ([`ABANDONED_LOG_TTL`] after the last append, or `keep` after `close`),
+//! so memory stays bounded by the replies of the last hour even when
+//! writers die.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

@@ -9,21 +9,26 @@
 //!
 //! # Following without a connection per follower
 //!
-//! A follower reads with `XRANGE` on the shared multiplexed connection,
-//! which never blocks. To learn when to read again without polling, it
-//! rings on a doorbell: each adapter has one [`Hub`] task with a dedicated
+//! A follower reads with `XRANGE` (in a script) on the shared multiplexed
+//! connection, which never blocks. To learn when to read again without
+//! polling, it waits on a bell: each adapter has one [`Hub`] task with a
 //! connection of its own that waits in `XREAD BLOCK` on every stream any of
 //! its followers is waiting on, and rings that stream's followers with the
-//! entries that arrive; a follower exactly caught up takes them from the
-//! ring, any other reads for itself. `XREAD BLOCK` must not go through the shared connection:
-//! Redis answers one connection's commands in order, so a blocked read
-//! would hold up every command queued behind it, and the shared
-//! connection's response timeout (a quarter of a second) would cut it.
+//! entries that arrive. A follower caught up takes what it lacks from the
+//! hub's window of recent entries; one further behind reads for itself.
 //!
-//! So a follower costs no connection and no Redis-side state: one `XRANGE`
-//! to read the backlog (in batches), then usually nothing more per event,
-//! plus a re-check every [`RECHECK`] while idle. Each instance costs one extra connection, whatever the number
-//! of followers. The hub learns of a newly watched stream through a wake-up
+//! `XREAD BLOCK` must not go through the shared connection: Redis answers a
+//! connection's commands in order, so a blocked read would hold up every
+//! command queued behind it, and the shared connection's response timeout
+//! (a quarter of a second) would cut it. Nor does each follower get a
+//! connection of its own: hundreds of followers would cost hundreds of
+//! sockets on both sides.
+//!
+//! So a follower costs no connection and no Redis-side state: reads of its
+//! backlog (in batches), then usually none per event, plus one every
+//! [`RECHECK`] while nothing arrives. Each adapter costs one extra
+//! connection and one `XREAD` per burst of events, whatever the number of
+//! followers. The hub learns of a newly watched stream through a wake-up
 //! stream of its own, which interrupts its wait at once.
 
 use std::collections::{HashMap, VecDeque};
@@ -188,7 +193,9 @@ impl ReplyEventLog for RedisReplyEventLog {
 
     /// Closing a log that does not exist does nothing; closing one again
     /// only sets its expiry to `keep` from now. Redis keeps expiry times in
-    /// whole milliseconds, so a `keep` under one deletes the log at once.
+    /// whole milliseconds, so a `keep` under one deletes the log at once
+    /// (its waiting followers then end at their next re-check, not at once:
+    /// a deleted stream announces nothing).
     async fn close(&self, key: &ReplyKey, keep: Duration) -> Result<(), PortError> {
         let mut invocation = CLOSE_SCRIPT.prepare_invoke();
         invocation.key(self.stream_key(key)).arg(millis(keep));

@@ -616,3 +616,109 @@ fn streams(reply: Value) -> Result<Vec<(String, Vec<RawEntry>)>, PortError> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> Entry {
+        Entry::Event(LoggedEvent {
+            seq,
+            payload: seq.to_string().into_bytes(),
+        })
+    }
+
+    fn seqs(entries: Option<Vec<Entry>>) -> Option<Vec<Option<u64>>> {
+        entries.map(|entries| {
+            entries
+                .iter()
+                .map(|entry| match entry {
+                    Entry::Event(event) => Some(event.seq),
+                    Entry::End => None,
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_window_gives_what_a_follower_lacks_only_when_it_holds_all_of_it() {
+        let mut recent = Recent::starting_after(2);
+        assert_eq!(seqs(recent.after(2)), None, "nothing arrived yet");
+        recent.extend(vec![event(3), event(4)]);
+        assert_eq!(seqs(recent.after(2)), Some(vec![Some(3), Some(4)]));
+        assert_eq!(seqs(recent.after(3)), Some(vec![Some(4)]));
+        assert_eq!(seqs(recent.after(4)), None, "caught up");
+        assert_eq!(seqs(recent.after(1)), None, "event 2 is not in the window");
+
+        recent.extend((5..=RECENT as u64 + 4).map(event).collect());
+        recent.extend(vec![Entry::End]);
+        let newest = RECENT as u64 + 4;
+        assert_eq!(recent.entries.len(), RECENT);
+        assert_eq!(
+            seqs(recent.after(newest - RECENT as u64 + 1)).map(|s| s.len()),
+            Some(RECENT)
+        );
+        assert_eq!(
+            seqs(recent.after(newest - RECENT as u64)),
+            None,
+            "fell out of the window"
+        );
+        assert_eq!(
+            seqs(recent.after(newest)),
+            Some(vec![None]),
+            "only the end is left"
+        );
+    }
+
+    #[test]
+    fn entries_parse_or_are_malformed() {
+        let raw = |id: &str, fields: &[&[u8]]| -> RawEntry {
+            (
+                id.to_owned(),
+                fields.iter().map(|field| field.to_vec()).collect(),
+            )
+        };
+        assert!(matches!(
+            entry(raw("0-7", &[b"event", b"\xff\x00"])),
+            Ok(Entry::Event(LoggedEvent { seq: 7, ref payload })) if payload == b"\xff\x00"
+        ));
+        assert!(matches!(entry(raw("0-8", &[b"end", b"1"])), Ok(Entry::End)));
+        for malformed in [
+            raw("1-7", &[b"event", b"x"]),
+            raw("0-x", &[b"event", b"x"]),
+            raw("0-7", &[b"other", b"x"]),
+            raw("0-7", &[b"event"]),
+            raw("0-7", &[b"event", b"x", b"end", b"1"]),
+        ] {
+            assert!(entry(malformed).is_err());
+        }
+    }
+
+    #[test]
+    fn xread_replies_parse_in_resp2_and_resp3() {
+        let entries = || {
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"0-1".to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"event".to_vec()),
+                    Value::BulkString(b"x".to_vec()),
+                ]),
+            ])])
+        };
+        let key = || Value::BulkString(b"stream".to_vec());
+        let resp2 = Value::Array(vec![Value::Array(vec![key(), entries()])]);
+        let resp3 = Value::Map(vec![(key(), entries())]);
+        for reply in [resp2, resp3] {
+            let parsed = streams(reply).expect("a valid reply");
+            assert_eq!(parsed.len(), 1);
+            assert_eq!(parsed[0].0, "stream");
+            assert_eq!(parsed[0].1, vec![raw_entry()]);
+        }
+        assert!(streams(Value::Nil).expect("a timeout").is_empty());
+        assert!(streams(Value::Int(1)).is_err());
+
+        fn raw_entry() -> RawEntry {
+            ("0-1".to_owned(), vec![b"event".to_vec(), b"x".to_vec()])
+        }
+    }
+}

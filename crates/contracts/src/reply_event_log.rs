@@ -123,11 +123,15 @@ pub async fn events_come_back_in_order_with_their_seqs(log: &dyn ReplyEventLog) 
 }
 
 /// `follow(after = n)` starts at event n + 1, whether the log is open or
-/// closed; after the last event it has only the end (or the wait) left.
+/// closed; at or beyond the last event it has only the end (or the wait)
+/// left. A follower asking for more than there is (a client's bad resume
+/// position) delays no other follower.
 pub async fn follow_after_skips_the_events_already_seen(log: &dyn ReplyEventLog) {
     let key = new_key();
     append_all(log, &key, 1..=5).await;
 
+    let mut ahead = log.follow(&key, 1_000);
+    assert_waiting(&mut ahead).await;
     let mut open = log.follow(&key, 2);
     for seq in 3..=5 {
         assert_eq!(next(&mut open).await, Some(event(&key, seq)));
@@ -135,17 +139,30 @@ pub async fn follow_after_skips_the_events_already_seen(log: &dyn ReplyEventLog)
     assert_waiting(&mut open).await;
     let mut caught_up = log.follow(&key, 5);
     assert_waiting(&mut caught_up).await;
+    let mut far_ahead = log.follow(&key, u64::MAX);
+    assert_waiting(&mut far_ahead).await;
 
+    append(log, &key, 6).await;
+    assert_eq!(next(&mut open).await, Some(event(&key, 6)));
+    assert_eq!(next(&mut caught_up).await, Some(event(&key, 6)));
     close(log, &key, KEEP).await;
-    assert_eq!(next(&mut open).await, None, "close must end the follower");
-    assert_eq!(
-        next(&mut caught_up).await,
-        None,
-        "close must end the follower"
-    );
+    for (name, mut follower) in [
+        ("open", open),
+        ("caught up", caught_up),
+        ("ahead", ahead),
+        ("far ahead", far_ahead),
+    ] {
+        assert_eq!(next(&mut follower).await, None, "close must end {name}");
+    }
+
     let read = read_to_end(log.follow(&key, 3)).await;
-    assert_eq!(read, vec![event(&key, 4), event(&key, 5)]);
-    assert_eq!(read_to_end(log.follow(&key, 5)).await, vec![]);
+    assert_eq!(
+        read,
+        (4..=6).map(|seq| event(&key, seq)).collect::<Vec<_>>()
+    );
+    for beyond in [6, 7, 1_000, u64::MAX] {
+        assert_eq!(read_to_end(log.follow(&key, beyond)).await, vec![]);
+    }
 }
 
 /// A follower that has read the backlog receives each new event as it is

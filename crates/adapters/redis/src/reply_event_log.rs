@@ -95,23 +95,25 @@ return 1
 ";
 
 /// Reads up to `ARGV[2]` entries after event `ARGV[1]`. Returns
-/// `{state, entries}`: state 0 when the log does not exist, 2 when it is
-/// closed and nothing is left after `ARGV[1]`, 1 otherwise (the entries may
-/// then end with the `end` entry). One round trip, so a log that expires
-/// between two reads is never taken for an open one.
+/// `{state, entries, newest}`: state 0 when the log does not exist, 2 when
+/// it is closed and nothing is left after `ARGV[1]`, 1 otherwise (the
+/// entries may then end with the `end` entry); `newest` is the id of the
+/// stream's last entry when no entries are returned, `''` otherwise. One
+/// round trip, so a log that expires between two reads is never taken for
+/// an open one.
 const READ: &str = r"
 local entries = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
 if #entries > 0 then
-  return {1, entries}
+  return {1, entries, ''}
 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #last == 0 then
-  return {0, {}}
+  return {0, {}, ''}
 end
 if last[1][2][1] == 'end' then
-  return {2, {}}
+  return {2, {}, last[1][1]}
 end
-return {1, {}}
+return {1, {}, last[1][1]}
 ";
 
 static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND));
@@ -213,6 +215,7 @@ impl ReplyEventLog for RedisReplyEventLog {
             ended: false,
             bell: None,
             delivered: None,
+            newest: None,
             caught_up: false,
         };
         Box::pin(stream::unfold(follower, |mut follower| async move {
@@ -236,6 +239,8 @@ struct Read {
     exists: bool,
     closed: bool,
     entries: Vec<Entry>,
+    /// The position of the stream's last entry, when `entries` is empty.
+    newest: Option<u64>,
 }
 
 /// A stream entry as Redis sends it: its id and its fields and values.
@@ -312,6 +317,8 @@ struct Follower {
     bell: Option<watch::Receiver<Recent>>,
     /// Entries the last ring delivered, to take instead of reading.
     delivered: Option<Vec<Entry>>,
+    /// Where the stream ended at the last read that found nothing new.
+    newest: Option<u64>,
     /// The entries yielded last were the latest the hub had seen when it
     /// rang, so the follower can wait for the next ring without a read.
     caught_up: bool,
@@ -321,11 +328,13 @@ impl Follower {
     async fn read(&self) -> Result<Read, PortError> {
         let mut invocation = READ_SCRIPT.prepare_invoke();
         invocation.key(&self.stream).arg(self.last).arg(READ_BATCH);
-        let (state, entries): (i64, Vec<RawEntry>) = self.log.namespace.invoke(invocation).await?;
+        let (state, entries, newest): (i64, Vec<RawEntry>, String) =
+            self.log.namespace.invoke(invocation).await?;
         Ok(Read {
             exists: state != 0,
             closed: state == 2,
             entries: entries.into_iter().map(entry).collect::<Result<_, _>>()?,
+            newest: seq_of(&newest),
         })
     }
 
@@ -355,7 +364,10 @@ impl Follower {
                         self.ended = true;
                         continue;
                     }
-                    Ok(read) => read.entries,
+                    Ok(read) => {
+                        self.newest = read.newest;
+                        read.entries
+                    }
                     Err(error) => {
                         self.ended = true;
                         return Some(Err(error));
@@ -378,7 +390,13 @@ impl Follower {
             // delivery taken), so an entry that one misses rings it again.
             match &mut self.bell {
                 None => {
-                    self.bell = Some(self.log.hub.watch(&self.stream, self.last).await);
+                    // Never past the stream's end: the hub reads the stream
+                    // from there for every follower on this instance, and a
+                    // position beyond the end would have it wait forever.
+                    let from = self
+                        .newest
+                        .map_or(self.last, |newest| newest.min(self.last));
+                    self.bell = Some(self.log.hub.watch(&self.stream, from).await);
                 }
                 Some(bell) => {
                     match tokio::time::timeout(RECHECK, bell.changed()).await {

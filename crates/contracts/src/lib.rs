@@ -2,8 +2,9 @@
 //!
 //! Each suite is written once, against the port trait, and run by every
 //! adapter crate's tests against its own implementation (PostgreSQL and
-//! SQLite for the stores; Redis and in-process for the cache). A behaviour
-//! the suites do not pin down is not part of a port's contract.
+//! SQLite for the stores; Redis and in-process for the cache and the reply
+//! event log). A behaviour the suites do not pin down is not part of a
+//! port's contract.
 
 pub mod accounts;
 pub mod books;
@@ -13,6 +14,7 @@ pub mod external;
 pub mod fault;
 pub mod idempotency;
 pub mod rate_limiter;
+pub mod reply_event_log;
 pub mod reply_generator;
 pub mod sessions;
 

@@ -1,6 +1,6 @@
-//! The in-process adapters for Waiter's cache and rate limiter ports, for a
-//! server running as a single instance (and for rate limits, the fallback of
-//! one whose Redis is down).
+//! The in-process adapters for Waiter's cache, rate limiter and reply event
+//! log ports, for a server running as a single instance (and for rate
+//! limits, the fallback of one whose Redis is down).
 //!
 //! Nothing here survives a restart or is shared with another process: a
 //! deployment with several instances must use the Redis adapters instead, or
@@ -9,6 +9,8 @@
 mod cache;
 mod expiring;
 mod rate_limit;
+mod reply_event_log;
 
 pub use cache::MemoryCache;
 pub use rate_limit::{MemoryRateLimiter, PRUNE_EVERY};
+pub use reply_event_log::MemoryReplyEventLog;

@@ -1,4 +1,4 @@
-//! Runs the cache and rate limiter contract suites against the in-process
+//! Runs the cache, rate limiter and reply event log contract suites against the in-process
 //! adapter, one fresh adapter per check.
 
 use waiter_memory::MemoryCache;
@@ -31,4 +31,15 @@ async fn with_rate_limiter(check: impl AsyncFnOnce(&dyn waiter_ports::rate_limit
 
 mod rate_limiter {
     waiter_contracts::rate_limiter_contract_tests!(super::with_rate_limiter);
+}
+
+/// Runs `check` on a fresh in-process reply event log.
+async fn with_reply_event_log(
+    check: impl AsyncFnOnce(&dyn waiter_ports::conversations::ReplyEventLog),
+) {
+    check(&waiter_memory::MemoryReplyEventLog::new()).await;
+}
+
+mod reply_event_log {
+    waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
 }

@@ -47,6 +47,9 @@ type Breaker = failsafe::StateMachine<ConsecutiveFailures<Constant>, ()>;
 /// budget.
 #[derive(Clone)]
 pub(crate) struct Namespace {
+    /// For the connections some adapters need of their own (a blocking read
+    /// must not hold up the shared one).
+    client: redis::Client,
     connection: ConnectionManager,
     breaker: Breaker,
     prefix: Arc<str>,
@@ -62,7 +65,7 @@ impl Namespace {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_max_delay(MAX_RECONNECT_DELAY);
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(port_error)?;
         let breaker = failsafe::Config::new()
@@ -72,6 +75,7 @@ impl Namespace {
             ))
             .build();
         Ok(Self {
+            client,
             connection,
             breaker,
             prefix: prefix.into(),
@@ -133,6 +137,11 @@ impl Namespace {
             metrics::counter!("waiter_redis_errors_total", "kind" => kind).increment(1);
         }
         outcome
+    }
+
+    /// The client the shared connection was opened with, to open another.
+    pub(crate) fn client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     /// The prefix, which adapters show in their `Debug` output instead of the

@@ -1,6 +1,6 @@
-//! Runs the cache and rate limiter contract suites against a real Redis,
-//! plus what only Redis promises: instances sharing a prefix share entries
-//! and limits, other prefixes stay apart.
+//! Runs the cache, rate limiter and reply event log contract suites against
+//! a real Redis, plus what only Redis promises: instances sharing a prefix
+//! share entries, limits and logs, other prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -15,9 +15,10 @@ use ulid::Ulid;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
+use waiter_ports::conversations::ReplyEventLog;
 use waiter_ports::health::Probe;
 use waiter_ports::rate_limit::{Quota, RateLimiter};
-use waiter_redis::{RedisCache, RedisRateLimiter};
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -76,6 +77,19 @@ mod rate_limiter {
     waiter_contracts::rate_limiter_contract_tests!(super::with_rate_limiter);
 }
 
+/// Runs `check` on a reply event log under a fresh prefix, whose keys are cleared afterwards.
+async fn with_reply_event_log(check: impl AsyncFnOnce(&dyn ReplyEventLog)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let log = RedisReplyEventLog::sharing(&cache);
+    cleaning_up(&[&cache], check(&log)).await;
+}
+
+mod reply_event_log {
+    waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
+}
+
 #[tokio::test]
 async fn instances_with_the_same_prefix_share_each_limit() {
     let prefix = unique_prefix();
@@ -93,6 +107,43 @@ async fn instances_with_the_same_prefix_share_each_limit() {
         assert!(!first.acquire("key", quota).await.unwrap().allowed);
         second.reset("key").await.unwrap();
         assert!(first.acquire("key", quota).await.unwrap().allowed);
+    })
+    .await;
+}
+
+/// A reply written through one instance is followed live through another.
+#[tokio::test]
+async fn instances_with_the_same_prefix_share_reply_event_logs() {
+    use futures::StreamExt;
+    use waiter_domain::{ConversationId, MessageId};
+    use waiter_ports::conversations::ReplyKey;
+
+    let prefix = unique_prefix();
+    let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
+        return;
+    };
+    cleaning_up(&[&first], async {
+        let (writer, reader) = (
+            RedisReplyEventLog::sharing(&first),
+            RedisReplyEventLog::sharing(&second),
+        );
+        let key = ReplyKey {
+            conversation: ConversationId::from_ulid(Ulid::generate()),
+            reply: MessageId::generated(Ulid::generate()),
+        };
+        writer.append(&key, 1, b"one").await.unwrap();
+        let mut follower = reader.follow(&key, 0);
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(5), follower.next())
+                .await
+                .expect("an event or the end in time")
+                .map(|event| event.expect("an event").payload)
+        };
+        assert_eq!(next().await.as_deref(), Some(&b"one"[..]));
+        writer.append(&key, 2, b"two").await.unwrap();
+        assert_eq!(next().await.as_deref(), Some(&b"two"[..]));
+        writer.close(&key, TTL).await.unwrap();
+        assert_eq!(next().await, None);
     })
     .await;
 }

@@ -99,3 +99,56 @@ async fn a_refusing_redis_fails_calls_as_unavailable() {
     }
     cache.clear_prefix().await.unwrap();
 }
+
+/// A follower waiting on a reply learns promptly that Redis is gone: one
+/// `Unavailable` item, then the end, never a hang.
+#[tokio::test]
+async fn a_follower_ends_with_an_error_when_redis_goes_down() {
+    use futures::StreamExt;
+    use waiter_domain::{ConversationId, MessageId};
+    use waiter_ports::conversations::{ReplyEventLog, ReplyKey};
+    use waiter_redis::RedisReplyEventLog;
+
+    let Some((cache, proxy)) = cache_behind_proxy().await else {
+        return;
+    };
+    let log = RedisReplyEventLog::sharing(&cache);
+    let key = ReplyKey {
+        conversation: ConversationId::from_ulid(Ulid::generate()),
+        reply: MessageId::generated(Ulid::generate()),
+    };
+    log.append(&key, 1, b"one").await.unwrap();
+    let mut follower = log.follow(&key, 0);
+    assert_eq!(follower.next().await.unwrap().unwrap().payload, b"one");
+    // Caught up: the follower now waits on the hub.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), follower.next())
+            .await
+            .is_err()
+    );
+
+    proxy.set(Link::Down);
+    let started = Instant::now();
+    let item = tokio::time::timeout(Duration::from_secs(5), follower.next())
+        .await
+        .expect("the follower must learn of the outage in time");
+    assert!(
+        matches!(item, Some(Err(PortError::Unavailable(_)))),
+        "{item:?}"
+    );
+    assert!(follower.next().await.is_none(), "an error ends the stream");
+    eprintln!(
+        "the outage ended the follower after {:?}",
+        started.elapsed()
+    );
+
+    proxy.set(Link::Up);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.clear_prefix().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "Redis came back but calls still fail"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -213,7 +213,12 @@ pub struct Config {
     /// An OpenAI-compatible API (`https://api.openai.com/v1`, a local
     /// llama.cpp or Ollama `…/v1`) that writes the assistant's replies;
     /// default: the built-in deterministic stand-in.
-    #[arg(long, global = true, env = "WAITER_ASSISTANT_URL", value_name = "WAITER_ASSISTANT_URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "WAITER_ASSISTANT_URL",
+        value_name = "WAITER_ASSISTANT_URL"
+    )]
     pub assistant_url: Option<Url>,
 
     /// The bearer key of WAITER_ASSISTANT_URL; never logged or shown.
@@ -481,7 +486,11 @@ mod tests {
         for (flag, value, variable) in [
             ("--assistant-url", "not a url", "WAITER_ASSISTANT_URL"),
             ("--assistant-delay", "slow", "WAITER_ASSISTANT_DELAY"),
-            ("--conversation-max-messages", "1", "WAITER_CONVERSATION_MAX_MESSAGES"),
+            (
+                "--conversation-max-messages",
+                "1",
+                "WAITER_CONVERSATION_MAX_MESSAGES",
+            ),
             ("--message-max-bytes", "0", "WAITER_MESSAGE_MAX_BYTES"),
         ] {
             let err = parse(&[flag, value]).unwrap_err().to_string();

@@ -4,31 +4,33 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+use waiter_assistant::{ApiKey, BuiltInGenerator, OpenAiCompatibleGenerator, OpenAiConfig};
 use waiter_http::HttpState;
-use waiter_memory::{MemoryCache, MemoryRateLimiter};
+use waiter_memory::{MemoryCache, MemoryRateLimiter, MemoryReplyEventLog};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
+use waiter_ports::conversations::{
+    ConversationStore, ConversationUseCases, ReplyEventLog, ReplyGenerator,
+};
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
 use waiter_ports::rate_limit::{RateLimitUseCases, RateLimiter};
 use waiter_postgres::PostgresDatabase;
-use waiter_redis::{RedisCache, RedisRateLimiter};
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
 use waiter_services::{
-    AccountEventsFanOut, CatalogService, FailoverRateLimiter, HealthService, IdempotencyService,
-    IdempotencySettings, IdentityPorts, IdentityService, IdentitySettings, RateLimitService,
+    AccountEventsFanOut, CatalogService, ConversationService, ConversationSettings,
+    FailoverRateLimiter, HealthService, IdempotencyService, IdempotencySettings, IdentityPorts,
+    IdentityService, IdentitySettings, JwtSecret, RateLimitService,
 };
 use waiter_sqlite::SqliteDatabase;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::secret;
 
-/// Entries the in-process revocation set holds. Revocations are tiny (a key
-/// and one byte), and an evicted revocation would resurrect a token, so this
-/// is generous and the set gets a cache of its own, which cached books can
-/// never crowd out.
 /// Entries the in-process cache for reads holds.
 const READ_CACHE_ENTRIES: u64 = 100_000;
 
@@ -40,6 +42,7 @@ pub struct Stores {
     /// Idempotency keys live in the database, so no restart or cache flush
     /// lets a keyed retry run twice.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub conversations: Arc<dyn ConversationStore>,
     pub probe: Arc<dyn Probe>,
 }
 
@@ -54,6 +57,9 @@ struct CacheAdapters {
     /// Counts requests for the rate limits: shared through Redis (falling
     /// back to in-process counts while it is down), or in-process.
     rate_limiter: Arc<dyn RateLimiter>,
+    /// The events of replies in flight: a Redis Stream each, which any
+    /// instance can follow, or in-process.
+    reply_events: Arc<dyn ReplyEventLog>,
 }
 
 /// `WAITER_DATA_DIR`, created if missing.
@@ -130,6 +136,7 @@ impl Database {
                 sessions: Arc::new(db.sessions()),
                 books: Arc::new(db.books()),
                 idempotency: Arc::new(db.idempotency()),
+                conversations: Arc::new(db.conversations()),
                 probe: Arc::new(db.clone()),
             },
             Database::Sqlite(db) => Stores {
@@ -137,6 +144,7 @@ impl Database {
                 sessions: Arc::new(db.sessions()),
                 books: Arc::new(db.books()),
                 idempotency: Arc::new(db.idempotency()),
+                conversations: Arc::new(db.conversations()),
                 probe: Arc::new(db.clone()),
             },
         }
@@ -159,6 +167,7 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
             Ok(CacheAdapters {
                 shared: Some(Arc::new(redis.clone())),
                 reads: Arc::new(redis.clone()),
+                reply_events: Arc::new(RedisReplyEventLog::sharing(&redis)),
                 probe: Arc::new(redis),
                 rate_limiter: Arc::new(rate_limiter),
             })
@@ -170,9 +179,34 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 reads: Arc::new(reads.clone()),
                 probe: Arc::new(reads),
                 rate_limiter: Arc::new(MemoryRateLimiter::new()),
+                reply_events: Arc::new(MemoryReplyEventLog::new()),
             })
         }
     }
+}
+
+/// The configured assistant: an OpenAI-compatible API when
+/// `WAITER_ASSISTANT_URL` is set, else the built-in stand-in.
+fn reply_generator(config: &Config) -> anyhow::Result<Arc<dyn ReplyGenerator>> {
+    let Some(url) = &config.assistant_url else {
+        return Ok(Arc::new(BuiltInGenerator::new(config.assistant_delay)));
+    };
+    let api_key = config.assistant_api_key.clone().map(ApiKey::new);
+    let settings = OpenAiConfig::new(url.clone(), config.assistant_model.clone(), api_key);
+    let generator =
+        OpenAiCompatibleGenerator::new(settings).context("cannot use WAITER_ASSISTANT_URL")?;
+    Ok(Arc::new(generator))
+}
+
+/// The key resume tokens are signed with: derived from the access tokens'
+/// key (so there is one secret to configure and share between instances),
+/// yet distinct from it, so neither kind of token can pass for the other.
+fn resume_secret(jwt_secret: &JwtSecret) -> JwtSecret {
+    let digest = Sha256::new()
+        .chain_update(b"waiter resume tokens\0")
+        .chain_update(jwt_secret.expose())
+        .finalize();
+    JwtSecret::new(digest.to_vec()).expect("a SHA-256 digest is 32 bytes")
 }
 
 /// The services, built from the configured adapters.
@@ -180,10 +214,12 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
 pub struct Wiring {
     database: Database,
     /// The services' upkeep: keeping the revocation set in step with the
-    /// database, deleting expired idempotency keys.
+    /// database, deleting expired idempotency keys, interrupting replies
+    /// whose instance died.
     upkeep: Arc<[tokio::task::JoinHandle<()>]>,
     identity: Arc<dyn IdentityUseCases>,
     catalog: Arc<dyn CatalogUseCases>,
+    conversations: Arc<dyn ConversationUseCases>,
     idempotency: Arc<dyn IdempotencyUseCases>,
     health: Arc<dyn HealthUseCases>,
     /// `None` when every policy is off.
@@ -216,8 +252,20 @@ impl Wiring {
         let stores = database.stores();
         let catalog = Arc::new(CatalogService::new(
             stores.books,
+            caches.reads.clone(),
+            clock.clone(),
+        ));
+        let conversations = Arc::new(ConversationService::new(
+            stores.conversations,
+            caches.reply_events,
+            reply_generator(config)?,
             caches.reads,
             clock.clone(),
+            ConversationSettings {
+                max_messages: config.conversation_max_messages,
+                max_message_bytes: usize::try_from(config.message_max_bytes)?,
+                ..ConversationSettings::new(resume_secret(&jwt_secret))
+            },
         ));
         let identity = IdentityService::new(
             IdentityPorts {
@@ -225,7 +273,10 @@ impl Wiring {
                 sessions: stores.sessions,
                 shared_cache: caches.shared,
                 clock: clock.clone(),
-                events: Arc::new(AccountEventsFanOut::new(vec![catalog.clone()])),
+                events: Arc::new(AccountEventsFanOut::new(vec![
+                    catalog.clone(),
+                    conversations.clone(),
+                ])),
             },
             IdentitySettings {
                 jwt_secret,
@@ -255,12 +306,14 @@ impl Wiring {
                 let idempotency = idempotency.clone();
                 async move { idempotency.keep_pruned().await }
             }),
+            tokio::spawn(conversations.clone().keep_interrupting_abandoned()),
         ];
         Ok(Self {
             database: database.clone(),
             upkeep: Arc::new(upkeep),
             identity,
             catalog,
+            conversations,
             idempotency,
             health: Arc::new(HealthService::new(vec![stores.probe], vec![caches.probe])),
             rate_limits,
@@ -296,6 +349,7 @@ impl Wiring {
         HttpState {
             identity: self.identity.clone(),
             catalog: self.catalog.clone(),
+            conversations: self.conversations.clone(),
             idempotency: self.idempotency.clone(),
             health: self.health.clone(),
         }

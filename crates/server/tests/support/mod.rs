@@ -69,7 +69,8 @@ enum Scratch {
     Dir(PathBuf),
     Services {
         database: TestDatabase,
-        redis: RedisCache,
+        /// Boxed: a Redis client is large, a directory is not.
+        redis: Box<RedisCache>,
     },
 }
 
@@ -170,6 +171,16 @@ impl Call {
             *current = content_type;
         }
         self
+    }
+
+    /// Asks for a Server-Sent Events stream rather than JSON.
+    pub fn event_stream(self) -> Self {
+        self.header(header::ACCEPT, "text/event-stream")
+    }
+
+    /// Resumes a stream after the event with this id.
+    pub fn last_event_id(self, id: u64) -> Self {
+        self.header(HeaderName::from_static("last-event-id"), &id.to_string())
     }
 
     /// As if it came through a proxy from `address` (`X-Forwarded-For`).
@@ -292,7 +303,10 @@ impl TestApp {
                     "--jwt-secret".into(),
                     "a shared test secret of at least 32 bytes".into(),
                 ]);
-                Scratch::Services { database, redis }
+                Scratch::Services {
+                    database,
+                    redis: Box::new(redis),
+                }
             }
         };
         let mut app = Self::start(args).await;
@@ -466,6 +480,72 @@ impl TestApp {
         self.authenticated(Method::DELETE, &format!("/api/v1/books/{id}"), who)
     }
 
+    pub fn create_conversation(&self, who: impl Credential, body: impl Into<Body>) -> Call {
+        self.authenticated(Method::POST, "/api/v1/conversations", who)
+            .body(JSON, body)
+    }
+
+    pub fn list_conversations(&self, who: impl Credential, query: &str) -> Call {
+        self.authenticated(Method::GET, &format!("/api/v1/conversations{query}"), who)
+    }
+
+    pub fn get_conversation(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::GET, &format!("/api/v1/conversations/{id}"), who)
+    }
+
+    pub fn update_conversation(
+        &self,
+        who: impl Credential,
+        id: &str,
+        body: impl Into<Body>,
+    ) -> Call {
+        self.authenticated(Method::PATCH, &format!("/api/v1/conversations/{id}"), who)
+            .body("application/merge-patch+json", body)
+    }
+
+    pub fn delete_conversation(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::DELETE, &format!("/api/v1/conversations/{id}"), who)
+    }
+
+    pub fn send_message(&self, who: impl Credential, id: &str, body: impl Into<Body>) -> Call {
+        let path = format!("/api/v1/conversations/{id}/messages");
+        self.authenticated(Method::POST, &path, who)
+            .body(JSON, body)
+    }
+
+    pub fn stop_generation(&self, who: impl Credential, id: &str) -> Call {
+        let path = format!("/api/v1/conversations/{id}/generation");
+        self.authenticated(Method::DELETE, &path, who)
+    }
+
+    /// `GET …/stream`, with a bearer token (`who`) or a resume token (`token`).
+    pub fn resume_stream(&self, who: impl Credential, id: &str, token: Option<&str>) -> Call {
+        let query = token.map_or(String::new(), |token| format!("?token={token}"));
+        let path = format!("/api/v1/conversations/{id}/stream{query}");
+        self.authenticated(Method::GET, &path, who)
+    }
+
+    /// The seed's `POST /backend-api/f/conversation`.
+    pub fn seed_send(&self, who: impl Credential, body: impl Into<Body>) -> Call {
+        self.authenticated(Method::POST, "/backend-api/f/conversation", who)
+            .body(JSON, body)
+            .event_stream()
+    }
+
+    /// The seed's `GET /backend-api/conversations`.
+    pub fn seed_list(&self, who: impl Credential, query: &str) -> Call {
+        self.authenticated(
+            Method::GET,
+            &format!("/backend-api/conversations{query}"),
+            who,
+        )
+    }
+
+    /// The seed's `GET /backend-api/conversation/{id}`.
+    pub fn seed_detail(&self, who: impl Credential, id: &str) -> Call {
+        self.authenticated(Method::GET, &format!("/backend-api/conversation/{id}"), who)
+    }
+
     pub fn liveness(&self) -> Call {
         self.call(Method::GET, "/healthz")
     }
@@ -571,6 +651,59 @@ pub fn header_of(response: &Response, name: impl header::AsHeaderName) -> &str {
         .expect("the header is present")
         .to_str()
         .expect("the header is text")
+}
+
+/// One Server-Sent Event as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON (`[DONE]` is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|err| panic!("{err}: {}", self.data))
+    }
+}
+
+/// Parses the events of an SSE body; comments (`: ping`) are skipped.
+pub fn parse_events(body: &str) -> Vec<SseEvent> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = SseEvent {
+                id: None,
+                event: None,
+                data: String::new(),
+            };
+            let mut has_data = false;
+            for line in block.lines() {
+                if let Some(id) = line.strip_prefix("id: ") {
+                    event.id = Some(id.parse().expect("numeric event ids"));
+                } else if let Some(name) = line.strip_prefix("event: ") {
+                    event.event = Some(name.to_owned());
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(data);
+                    has_data = true;
+                }
+            }
+            has_data.then_some(event)
+        })
+        .collect()
+}
+
+/// Reads a whole SSE response and parses its events.
+pub async fn events_of(response: Response) -> Vec<SseEvent> {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header_of(&response, header::CONTENT_TYPE),
+        "text/event-stream"
+    );
+    parse_events(&response.text().await.expect("the stream ends"))
 }
 
 /// The `id` of a resource's JSON.

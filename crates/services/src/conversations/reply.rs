@@ -294,10 +294,12 @@ impl ReplyTask {
         }
     }
 
-    /// Appends the next event to the log. A failure is logged and the
-    /// reply goes on: it is stored whatever its followers miss.
+    /// Appends the next event to the log, trying a few times. The log
+    /// takes events only in unbroken order, so the position advances only
+    /// when one is in; an event the log still refuses is logged and
+    /// skipped, and the reply goes on: it is stored whatever its followers
+    /// miss.
     async fn emit(&mut self, event: ReplyEvent) {
-        self.seq += 1;
         let payload = match encode_event(&event) {
             Ok(payload) => payload,
             Err(err) => {
@@ -305,11 +307,26 @@ impl ReplyTask {
                 return;
             }
         };
-        if let Err(err) = self.shared.log.append(&self.key, self.seq, &payload).await {
-            tracing::warn!(%err, reply = %self.key, seq = self.seq, "cannot append to a reply's event log");
+        let seq = self.seq + 1;
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.shared.log.append(&self.key, seq, &payload).await {
+                Ok(()) => {
+                    self.seq = seq;
+                    return;
+                }
+                Err(err) if attempt == APPEND_ATTEMPTS => {
+                    tracing::warn!(%err, reply = %self.key, seq, "cannot append to a reply's event log");
+                }
+                Err(_) => tokio::time::sleep(APPEND_RETRY_PAUSE).await,
+            }
         }
     }
 }
+
+/// How often an event is offered to a failing log before it is skipped.
+const APPEND_ATTEMPTS: u32 = 3;
+/// The pause between those attempts.
+const APPEND_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a reply failed, in words fit for its reader: never the model's own
 /// message, which may name internals.

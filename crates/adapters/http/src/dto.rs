@@ -523,3 +523,19 @@ pub struct HealthBody {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<&'static str, &'static str>,
 }
+
+/// One Server-Sent Event of a reply's stream, as a client parses it: what
+/// the `text/event-stream` responses document per event (OpenAPI 3.1 has no
+/// `itemSchema`; tools such as Schemathesis read `schema` as the per-event
+/// schema). Never serialized: the stream is written as SSE text.
+#[derive(Debug, ToSchema)]
+#[expect(dead_code, reason = "a schema only: the stream is written as SSE text")]
+pub struct ServerSentEvent {
+    /// The event's position in the reply, from 1: what `Last-Event-ID` resumes after.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+    /// `delta_encoding`, `delta`, or `message` (the default, for data-only events).
+    pub event: String,
+    /// A JSON value (the seed's event objects, or `"v1"`), or `[DONE]` for the last event.
+    pub data: String,
+}

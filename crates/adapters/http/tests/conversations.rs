@@ -1092,7 +1092,7 @@ fn seed_body(conversation_id: Option<&str>) -> Value {
     let mut body = json!({
         "user_id": "user_123",
         "messages": [
-            {"role": "assistant", "content": {"content_type": "text", "parts": ["Earlier answer"]}},
+            {"role": "user", "content": {"content_type": "text", "parts": ["An earlier question"]}},
             {"id": "msg_001", "role": "user", "content": {"content_type": "text", "parts": ["Can you explain Redis caching?"]}},
         ],
         "metadata": {"temperature": 0.5},

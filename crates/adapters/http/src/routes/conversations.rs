@@ -32,7 +32,7 @@ use waiter_ports::identity::Caller;
 
 use crate::dto::{
     ContentType, ConversationBody, ConversationDetailBody, ConversationPageBody,
-    ConversationSummaryBody, CreatedConversationBody, ExchangeBody, MessageBody,
+    ConversationSummaryBody, CreatedConversationBody, ExchangeBody, MessageBody, ServerSentEvent,
     StartedConversationBody,
 };
 use crate::error::ApiError;
@@ -304,9 +304,9 @@ pub struct SeedConversationInput {
     /// conversations is a 404.
     #[schema(example = "conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC")]
     conversation_id: Option<String>,
-    /// The last is the message sent, and must be the user's; those before it
-    /// are checked like it and otherwise ignored (the server keeps the
-    /// history).
+    /// The last is the message sent; those before it are checked like it
+    /// and otherwise ignored (the server keeps the history, so only the
+    /// user's own messages are taken).
     #[schema(min_items = 1)]
     messages: Vec<SeedMessageInput>,
     #[schema(nullable = false)]
@@ -321,17 +321,9 @@ pub struct SeedMessageInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = fields::message_id_schema)]
     id: Option<String>,
-    role: SeedRole,
+    #[expect(dead_code, reason = "always `user`, which deserializing checks")]
+    role: UserRole,
     content: ContentInput,
-}
-
-/// The authors the seed names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SeedRole {
-    User,
-    Assistant,
-    System,
 }
 
 impl SeedConversationInput {
@@ -350,12 +342,6 @@ impl SeedConversationInput {
                 &message.content,
                 temperature,
             );
-            if at + 1 == self.messages.len() && message.role != SeedRole::User {
-                errors.add(
-                    format!("{prefix}role"),
-                    "the message sent must be the user's",
-                );
-            }
         }
         if self.messages.is_empty() {
             errors.add("messages", "must hold at least the message to send");
@@ -475,7 +461,7 @@ async fn answer_send(
             headers(("Location" = String, description = "The new conversation's URL"),
                 ("ETag" = String, description = "Without a message: the conversation's version"),
                 ("Idempotent-Replayed" = String, description = "`true` when this was a retry"))),
-        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = String),
+        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = ServerSentEvent),
         JsonBody, Bearer, Idempotent, Conflict, Unavailable,
     )
 )]
@@ -709,7 +695,7 @@ pub async fn delete_conversation(
     responses(
         (status = 201, description = "Sent, and the reply ended", body = ExchangeBody,
             headers(("Idempotent-Replayed" = String, description = "`true` when this was a retry"))),
-        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = String,
+        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = ServerSentEvent,
             headers(("Idempotent-Replayed" = String, description = "`true` when this was a retry"))),
         JsonBody, Bearer, NotFound, Conflict, Unavailable,
     )
@@ -790,7 +776,7 @@ pub async fn stop_generation(
     security(("bearer" = []), ()),
     params(("id" = String, Path, description = "A conversation id, `conv_…`"), StreamQuery, LastEventId),
     responses(
-        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = String),
+        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = ServerSentEvent),
         (status = 204, description = "No reply to follow"),
         Malformed, Bearer, NotFound, Unavailable,
     )
@@ -836,7 +822,7 @@ pub async fn follow_reply(
     request_body = SeedConversationInput,
     params(RetryKey),
     responses(
-        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = String,
+        (status = 200, description = STREAM_DESCRIPTION, content_type = "text/event-stream", body = ServerSentEvent,
             headers(("Idempotent-Replayed" = String, description = "`true` when this was a retry"))),
         (status = 201, description = "A retry whose events are gone: the message and its reply",
             body = ExchangeBody),

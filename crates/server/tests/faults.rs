@@ -1,6 +1,7 @@
 //! Faults caused for real against the real `waiter` binary: restarts
 //! (graceful and `kill -9`), a Redis that loses its keys or stops answering,
-//! and a PostgreSQL cut off by a proxy. What must hold is ARCHITECTURE.md's
+//! a PostgreSQL cut off by a proxy, and a SQLite file whose write lock
+//! another process holds. What must hold is ARCHITECTURE.md's
 //! "Failure modes": nothing revoked comes back, nothing acknowledged is done
 //! twice or lost, and dependencies failing turn into prompt 503s that end by
 //! themselves.

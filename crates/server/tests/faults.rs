@@ -1,6 +1,7 @@
 //! Faults caused for real against the real `waiter` binary: restarts
 //! (graceful and `kill -9`), a Redis that loses its keys or stops answering,
-//! and a PostgreSQL cut off by a proxy. What must hold is ARCHITECTURE.md's
+//! a PostgreSQL cut off by a proxy, and a SQLite file whose write lock
+//! another process holds. What must hold is ARCHITECTURE.md's
 //! "Failure modes": nothing revoked comes back, nothing acknowledged is done
 //! twice or lost, and dependencies failing turn into prompt 503s that end by
 //! themselves.
@@ -10,13 +11,15 @@
 //! stopped (outages happen in a proxy in front of them).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ETAG, LOCATION};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
 use waiter_contracts::external::redis_url;
 use waiter_contracts::fault::{FaultyProxy, Link};
 use waiter_postgres::TestDatabase;
@@ -333,6 +336,36 @@ fn isbn(n: u64) -> String {
     format!("{stem}{}", (10 - sum % 10) % 10)
 }
 
+/// Asserts `response` is the answer to a dependency being down: 503
+/// problem+json with `Retry-After`.
+fn assert_unavailable(response: &Response, what: &str) {
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "{what}: no Retry-After"
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+}
+
+/// Takes the embedded database's write lock from outside the server and
+/// keeps it until the connection is dropped or rolls back: what the
+/// `sqlite3` shell does during an operator's `BEGIN EXCLUSIVE`, a `VACUUM`,
+/// or a second process pointed at the same data directory. In WAL mode
+/// `EXCLUSIVE` is only the write lock: readers go on, writers wait.
+async fn hold_write_lock(data_dir: &Path) -> SqliteConnection {
+    let options = SqliteConnectOptions::new().filename(data_dir.join("waiter.db"));
+    let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
 /// Ends sessions in every way the API offers and returns their (now dead)
 /// access tokens, plus a token that must stay alive.
 async fn revoke_in_every_way(server: &Server, tag: &str) -> (Vec<(&'static str, String)>, String) {
@@ -598,6 +631,136 @@ mod sqlite {
     async fn keyed_writes_cut_short_by_kill_happen_once() {
         let setup = Setup::sqlite();
         keyed_writes_cut_short_by_kill(&setup).await;
+        setup.cleanup().await;
+    }
+
+    /// A local file does not drop off the network, but another process can
+    /// hold its write lock (see [`hold_write_lock`]). Writes then wait for
+    /// SQLite's busy timeout and fail as 503; reads, which WAL lets past the
+    /// lock, are served; once the lock is released writes succeed again at
+    /// once, and a key whose write failed leaves no trace.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_write_lock_held_elsewhere_is_a_503_and_ends_by_itself() {
+        /// `waiter-sqlite`'s busy timeout: how long a writer waits for the lock.
+        const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+        /// Concurrent writes while the lock is held: more than the pool's
+        /// eight connections, so some wait for a connection instead.
+        const WRITES: u64 = 12;
+        let setup = Setup::sqlite();
+        let server = setup.start().await;
+        let email = format!("locked-{}@example.com", ulid::Ulid::generate());
+        server.sign_up(&email).await;
+        let token = server.sign_in(&email).await.token;
+        let (book, _) = seen(server.create_book(&token, "before", &isbn(7)).await).await;
+        let book_path = book.location.clone().unwrap().replace("/api/v1", "");
+        let get_book = || server.request(Method::GET, &book_path);
+        assert_eq!(server.send(get_book()).await.status(), StatusCode::OK);
+
+        let mut holder = hold_write_lock(&setup.data_dir).await;
+        let started = Instant::now();
+        let response = server.create_book(&token, "during", &isbn(8)).await;
+        let waited = started.elapsed();
+        assert_unavailable(&response, "a write while another process holds the lock");
+        assert!(
+            waited < BUSY_TIMEOUT + Duration::from_secs(2),
+            "503 after {waited:?}"
+        );
+        eprintln!("SQLite write lock held elsewhere: a write's 503 after {waited:?}");
+
+        let started = Instant::now();
+        assert_eq!(
+            server.me(&token).await,
+            StatusCode::OK,
+            "reads pass the lock"
+        );
+        let read = started.elapsed();
+        assert!(read < Duration::from_secs(1), "a read took {read:?}");
+        assert_eq!(
+            server.send(get_book()).await.status(),
+            StatusCode::OK,
+            "cached reads are served"
+        );
+        let probe = |path: &'static str| server.client.get(format!("{}{path}", server.base)).send();
+        // Ready: reads are served. (The probe could not tell anyway: it pings
+        // a connection, which on SQLite never touches the file.)
+        assert_eq!(probe("/readyz").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(probe("/healthz").await.unwrap().status(), StatusCode::OK);
+
+        // More waiting writers than connections: the rest wait for one, and
+        // so does a read that comes after them.
+        let started = Instant::now();
+        let writes: Vec<_> = (0..WRITES)
+            .map(|n| {
+                let request = server
+                    .book_request(&token, &format!("crowd-{n}"), &isbn(20 + n))
+                    // Waiting for a connection, then for the lock, is two waits.
+                    .timeout(4 * BUSY_TIMEOUT);
+                tokio::spawn(async move {
+                    let response = request.send().await.unwrap();
+                    (response, started.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let read_started = Instant::now();
+        let read = server
+            .send(
+                server
+                    .request(Method::GET, "/accounts/me")
+                    .bearer_auth(&token),
+            )
+            .await;
+        let read_waited = read_started.elapsed();
+        if read.status() != StatusCode::OK {
+            assert_unavailable(&read, "a read behind waiting writers");
+        }
+        assert!(
+            read_waited < BUSY_TIMEOUT + Duration::from_secs(2),
+            "a read behind waiting writers: {} after {read_waited:?}",
+            read.status()
+        );
+        eprintln!(
+            "  a read behind {WRITES} waiting writes: {} after {read_waited:?}",
+            read.status()
+        );
+        let mut slowest = Duration::ZERO;
+        for write in writes {
+            let (response, after) = write.await.unwrap();
+            assert_unavailable(&response, "one of many writes while the lock is held");
+            slowest = slowest.max(after);
+        }
+        assert!(
+            slowest < 2 * BUSY_TIMEOUT + Duration::from_secs(2),
+            "the last of {WRITES} writes: 503 after {slowest:?}"
+        );
+        eprintln!("  {WRITES} writes at once: the last 503 after {slowest:?}");
+
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        let released = Instant::now();
+        loop {
+            let (retry, _) = seen(server.create_book(&token, "during", &isbn(8)).await).await;
+            if retry.status == StatusCode::CREATED {
+                break;
+            }
+            assert!(
+                released.elapsed() < Duration::from_secs(2),
+                "still {:?} {:?} after the lock was released",
+                retry.status,
+                released.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "lock released: writes succeed after {:?}",
+            released.elapsed()
+        );
+        for n in 0..WRITES {
+            let response = server
+                .create_book(&token, &format!("crowd-{n}"), &isbn(20 + n))
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED, "crowd-{n}");
+        }
+        drop(server);
         setup.cleanup().await;
     }
 }

@@ -736,11 +736,12 @@ mod sqlite {
         eprintln!("  {WRITES} writes at once: the last 503 after {slowest:?}");
 
         sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        holder.close().await.unwrap();
         let released = Instant::now();
-        loop {
+        let created = loop {
             let (retry, _) = seen(server.create_book(&token, "during", &isbn(8)).await).await;
             if retry.status == StatusCode::CREATED {
-                break;
+                break retry;
             }
             assert!(
                 released.elapsed() < Duration::from_secs(2),
@@ -749,11 +750,14 @@ mod sqlite {
                 released.elapsed()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
         eprintln!(
             "lock released: writes succeed after {:?}",
             released.elapsed()
         );
+        let (again, replayed) = seen(server.create_book(&token, "during", &isbn(8)).await).await;
+        assert_eq!(again, created, "the key's next retry replays its creation");
+        assert!(replayed);
         for n in 0..WRITES {
             let response = server
                 .create_book(&token, &format!("crowd-{n}"), &isbn(20 + n))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::database::HasStatementCache;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::pool::PoolOptions;
-use sqlx::{Database, Decode, Encode, IntoArguments, Pool, Type};
+use sqlx::{Connection as _, Database, Decode, Encode, IntoArguments, Pool, Type};
 use waiter_domain::Timestamp;
 use waiter_ports::PortError;
 
@@ -48,6 +48,15 @@ pub trait Dialect: Send + Sync + 'static {
     /// True when `error` is a violation of the unique constraint `key`.
     fn violates(error: &sqlx::Error, key: UniqueKey) -> bool;
 
+    /// True when the database's storage failed under it (a full disk, an
+    /// I/O error, a file it can no longer open or write): not a bug, and
+    /// over once an operator frees space or fixes the file. A network
+    /// database reports these as lost connections, which are already
+    /// `Unavailable`.
+    fn is_storage_failure(_error: &sqlx::Error) -> bool {
+        false
+    }
+
     /// Classifies a failure: the database being out of reach, or aborting
     /// over a transient conflict, is `Unavailable` (503, worth retrying);
     /// anything else is a bug or corrupt data.
@@ -57,7 +66,9 @@ pub trait Dialect: Send + Sync + 'static {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => PortError::Unavailable(error.into()),
-            error if Self::is_transient(&error) => PortError::Unavailable(error.into()),
+            error if Self::is_transient(&error) || Self::is_storage_failure(&error) => {
+                PortError::Unavailable(error.into())
+            }
             error => PortError::Unexpected(error.into()),
         }
     }
@@ -66,6 +77,14 @@ pub trait Dialect: Send + Sync + 'static {
 /// The settings every pool starts from: at most `max_connections`, and a
 /// wait for one bounded by `acquire_timeout` (then the request fails as
 /// unavailable, 503, rather than hanging).
+///
+/// A connection handed back inside a transaction (one dropped without a
+/// commit, whose `ROLLBACK` sqlx sends lazily) is pinged, which runs that
+/// rollback, and closed rather than reused if it is still inside one. That
+/// happens when the database already rolled a failed transaction back
+/// (SQLite does, on a full disk), so sqlx's own `ROLLBACK` fails and its
+/// count of open transactions stays up: reused, the connection would
+/// refuse every later `BEGIN` until the server restarted.
 pub fn pool_options<DB: Database>(
     max_connections: u32,
     acquire_timeout: Duration,
@@ -73,6 +92,14 @@ pub fn pool_options<DB: Database>(
     PoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        .after_release(|connection: &mut DB::Connection, _| {
+            Box::pin(async move {
+                if connection.is_in_transaction() {
+                    connection.ping().await?;
+                }
+                Ok(!connection.is_in_transaction())
+            })
+        })
 }
 
 /// A unique constraint whose violation a store turns into a typed error

@@ -8,13 +8,36 @@ const SQLITE_BUSY: i32 = 5;
 /// shared cache" (or an unlock-notify deadlock).
 const SQLITE_LOCKED: i32 = 6;
 
+/// SQLite's primary result codes for storage that failed under it: the
+/// file is read-only (`SQLITE_READONLY`), a disk I/O error
+/// (`SQLITE_IOERR`), the disk is full (`SQLITE_FULL`), the file cannot be
+/// opened (`SQLITE_CANTOPEN`).
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// The primary result code of a database error (the low byte of the
+/// extended code SQLite reports).
+fn primary_code(error: &sqlx::Error) -> Option<i32> {
+    let code = error.as_database_error().and_then(|db| db.code())?;
+    code.parse::<i32>().ok().map(|code| code & 0xff)
+}
+
+/// True when the file's storage failed: read-only, I/O error, full, or
+/// impossible to open.
+pub(crate) fn is_storage_failure(error: &sqlx::Error) -> bool {
+    matches!(
+        primary_code(error),
+        Some(SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN)
+    )
+}
+
 /// True for `SQLITE_BUSY` (including `SQLITE_BUSY_SNAPSHOT`), `SQLITE_LOCKED`
 /// and their extended codes: SQLite's counterparts of PostgreSQL's
 /// serialization failures and deadlocks, still there after the busy timeout.
 pub(crate) fn is_busy_or_locked(error: &sqlx::Error) -> bool {
-    let code = error.as_database_error().and_then(|db| db.code());
-    code.and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+    matches!(primary_code(error), Some(SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 /// True when `error` is a unique violation of `key`.

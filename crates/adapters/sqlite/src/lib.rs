@@ -91,6 +91,10 @@ impl Dialect for SqliteDialect {
     fn violates(error: &sqlx::Error, key: UniqueKey) -> bool {
         error::violates_unique(error, key)
     }
+
+    fn is_storage_failure(error: &sqlx::Error) -> bool {
+        error::is_storage_failure(error)
+    }
 }
 
 /// A private database in memory: one connection that is never closed, since

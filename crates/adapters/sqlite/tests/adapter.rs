@@ -1,12 +1,12 @@
 //! SQLite-specific behaviour beyond the store contracts.
 
 use sqlx::{Connection, SqliteConnection};
-use waiter_contracts::accounts::insert_account;
+use waiter_contracts::accounts::{insert_account, new_account};
 use waiter_contracts::{conversations, sessions};
 use waiter_ports::PortError;
 use waiter_ports::conversations::ConversationStore as _;
 use waiter_ports::health::Probe;
-use waiter_ports::identity::AccountStore;
+use waiter_ports::identity::{AccountStore, InsertAccountError};
 use waiter_sqlite::SqliteDatabase;
 
 /// A directory of its own under the temp directory (not yet created).
@@ -145,4 +145,32 @@ async fn corrupt_message_metadata_is_an_unexpected_error_not_a_panic() {
     );
     database.close().await;
     std::fs::remove_dir_all(directory).expect("clean up");
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_written_is_unavailable_not_a_bug() {
+    let directory = scratch_directory();
+    let file = directory.join("waiter.db");
+    let database = SqliteDatabase::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("connect");
+    database.migrate().await.expect("migrate");
+    database.close().await;
+
+    // Read-only, as a file on a disk remounted read-only or full behaves:
+    // SQLite answers every write with a storage error.
+    let read_only = SqliteDatabase::connect(&format!("sqlite://{}?mode=ro", file.display()))
+        .await
+        .expect("connect read-only");
+    let err = read_only
+        .accounts()
+        .insert(new_account(), None)
+        .await
+        .expect_err("a read-only file takes no writes");
+    assert!(
+        matches!(err, InsertAccountError::Port(PortError::Unavailable(_))),
+        "a storage failure is worth retrying later, not a 500: {err:?}"
+    );
+    read_only.close().await;
+    std::fs::remove_dir_all(directory).expect("remove the test database");
 }

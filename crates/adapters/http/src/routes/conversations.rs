@@ -466,7 +466,7 @@ async fn count_message(throttle: &Throttle, caller: Caller) -> Result<(), ApiErr
 /// `Accept: text/event-stream` the reply streams back (200), else the answer
 /// waits for it to end (201 with the conversation and both messages); an
 /// `Idempotency-Key` then works as for sending a message, and the message
-/// counts against the account's limit of messages per minute.
+/// counts against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -707,8 +707,8 @@ pub async fn delete_conversation(
 ///
 /// With `Accept: text/event-stream` the reply streams back as it is
 /// generated (200); otherwise the answer waits for it to end (201). One
-/// reply at a time: while one is in progress, 409. Messages are limited per
-/// account and minute.
+/// reply at a time: while one is in progress, 409. Each message counts
+/// against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -840,7 +840,7 @@ pub async fn follow_reply(
 /// The seed's `POST /backend-api/f/conversation`: the last of `messages` is
 /// sent, to `conversation_id` or to a new conversation. A retry of a send
 /// whose events are no longer kept answers 201 with both messages instead.
-/// Messages are limited per account and minute.
+/// Each message counts against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "compatibility",
     security(("bearer" = [])),

@@ -518,7 +518,8 @@ async fn a_scrape_after_some_traffic_is_valid_prometheus_text() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let locked_out = app.create_book(&token, &json!({"title": "Ulysses", "author": "James Joyce", "isbn": "978-0-679-72276-2", "published_date": "1922-02-02", "price": 12})).await;
+    let ulysses = json!({"title": "Ulysses", "author": "James Joyce", "isbn": "978-0-679-72276-2", "published_date": "1922-02-02", "price": 12});
+    let locked_out = app.create_book(&token, ulysses).await;
     assert_eq!(locked_out.status(), StatusCode::SERVICE_UNAVAILABLE);
     holder.close().await.unwrap();
 

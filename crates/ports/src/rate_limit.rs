@@ -79,8 +79,8 @@ pub trait RateLimiter: Send + Sync {
 
 /// Each thing the API limits, with its own quota and its own subject.
 ///
-/// New policies (the conversations' messages per account, say) are new
-/// variants with a name and a setting; nothing else changes.
+/// A new policy is a new variant with a name and a setting, counted by the
+/// edge or by the handlers that know its subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Policy {
@@ -96,16 +96,20 @@ pub enum Policy {
     SignUp,
     /// Token refreshes per session.
     Refresh,
+    /// User messages sent to the assistant per account: each one starts a
+    /// reply, the costliest thing a client can ask for.
+    Messages,
 }
 
 impl Policy {
     /// Every policy, for configuration and documentation.
-    pub const ALL: [Policy; 5] = [
+    pub const ALL: [Policy; 6] = [
         Policy::Client,
         Policy::SignIn,
         Policy::SignInAddress,
         Policy::SignUp,
         Policy::Refresh,
+        Policy::Messages,
     ];
 
     /// The policy's name in `RateLimit` headers, metrics and keys.
@@ -116,6 +120,7 @@ impl Policy {
             Policy::SignInAddress => "sign-in-address",
             Policy::SignUp => "sign-up",
             Policy::Refresh => "refresh",
+            Policy::Messages => "messages",
         }
     }
 }

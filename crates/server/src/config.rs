@@ -206,6 +206,10 @@ pub struct Config {
     #[arg(long, global = true, env = "WAITER_RATE_LIMIT_REFRESH", value_name = "WAITER_RATE_LIMIT_REFRESH", default_value = "10/1m", value_parser = parse_rate_limit)]
     pub rate_limit_refresh: RateLimit,
 
+    /// Messages sent to the assistant per account (each starts a reply).
+    #[arg(long, global = true, env = "WAITER_RATE_LIMIT_MESSAGES", value_name = "WAITER_RATE_LIMIT_MESSAGES", default_value = "20/1m", value_parser = parse_rate_limit)]
+    pub rate_limit_messages: RateLimit,
+
     /// Where `/metrics` (Prometheus) is served, apart from the API; `off` disables it.
     #[arg(long, global = true, env = "WAITER_METRICS_ADDR", value_name = "WAITER_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
@@ -284,6 +288,7 @@ impl Config {
             (Policy::SignInAddress, self.rate_limit_sign_in_address),
             (Policy::SignUp, self.rate_limit_sign_up),
             (Policy::Refresh, self.rate_limit_refresh),
+            (Policy::Messages, self.rate_limit_messages),
         ]
         .into_iter()
         .fold(RateLimitSettings::off(), |settings, (policy, limit)| {
@@ -434,9 +439,20 @@ mod tests {
             settings.quota(Policy::SignIn),
             Quota::new(5, Duration::from_secs(300))
         );
+        assert_eq!(
+            settings.quota(Policy::Messages),
+            Quota::new(20, Duration::from_secs(60))
+        );
         let cli = parse(&["--rate-limit-sign-up", "off", "--rate-limit-client", "2/1s"]).unwrap();
         let settings = cli.config.rate_limits();
         assert_eq!(settings.quota(Policy::SignUp), None);
+        let cli = parse(&["--rate-limit-messages", "off"]).unwrap();
+        assert_eq!(cli.config.rate_limits().quota(Policy::Messages), None);
+        let cli = parse(&["--rate-limit-messages", "3/10s"]).unwrap();
+        assert_eq!(
+            cli.config.rate_limits().quota(Policy::Messages),
+            Quota::new(3, Duration::from_secs(10))
+        );
         assert_eq!(
             settings.quota(Policy::Client),
             Quota::new(2, Duration::from_secs(1))
@@ -447,6 +463,10 @@ mod tests {
                 .to_string();
             assert!(err.contains("WAITER_RATE_LIMIT_CLIENT"), "{bad}: {err}");
         }
+        let err = parse(&["--rate-limit-messages", "20"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WAITER_RATE_LIMIT_MESSAGES"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Database query buckets in seconds: finer at the bottom, where a SQLite
+/// read by primary key (tens of microseconds) and a PostgreSQL round trip
+/// (a fraction of a millisecond) fall, up to the five seconds a SQLite
+/// writer waits for the write lock before it gives up.
+const DB_QUERY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
 /// How often the recorder's upkeep runs (draining histogram buffers).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -36,6 +44,12 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
+        .context("invalid histogram buckets")?
+        // A full name takes precedence over a suffix.
+        .set_buckets_for_metric(
+            Matcher::Full("waiter_db_query_duration_seconds".to_owned()),
+            &DB_QUERY_BUCKETS,
+        )
         .context("invalid histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;

@@ -1,5 +1,5 @@
 //! The production edge end to end, over real HTTP: rate limits (a burst, the
-//! sign-in lockout case, sign-ups, refreshes, whom a limit counts), the
+//! sign-in lockout case, sign-ups, refreshes, messages, whom a limit counts), the
 //! client address behind trusted proxies, `/metrics` on its own listener,
 //! and HTTPS with a certificate made by the test.
 //!
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use support::{Backend, PASSWORD, TestApp, access, header_of, json_of, refresh};
 
 /// Runs each scenario once per configuration, on an app with the flags it names.
@@ -58,6 +59,8 @@ on_both_backends_with! {
         &[crate::BEHIND_A_PROXY, ("--rate-limit-sign-up", "2/1h")];
     refreshes_are_limited_per_session:
         &[crate::BEHIND_A_PROXY, ("--rate-limit-refresh", "2/1m")];
+    messages_are_limited_per_account_on_every_route_that_sends_one:
+        &[("--rate-limit-messages", "2/1m")];
 }
 
 /// The items of a structured-field list (`"a";q=1;w=2, "b";…`), by name,
@@ -307,6 +310,59 @@ async fn refreshes_are_limited_per_session(app: &TestApp) {
     assert_eq!(me.status(), StatusCode::OK, "the limited session lives on");
 }
 
+fn user_message(text: &str) -> Value {
+    json!({"role": "user", "content": {"content_type": "text", "parts": [text]}})
+}
+
+async fn messages_are_limited_per_account_on_every_route_that_sends_one(app: &TestApp) {
+    let ann = app.member("ann@example.com").await;
+    let started = app
+        .create_conversation(&ann, json!({"message": user_message("Hello")}))
+        .await;
+    assert_eq!(started.status(), StatusCode::CREATED);
+    assert_eq!(ratelimit_policy(&started, "messages"), (2, 60));
+    assert_eq!(ratelimit(&started, "messages").0, 1);
+    let id = json_of(started).await["conversation"]["id"]
+        .as_str()
+        .expect("a conversation id")
+        .to_owned();
+    let sent = app.send_message(&ann, &id, user_message("And?")).await;
+    assert_eq!(sent.status(), StatusCode::CREATED);
+    assert_eq!(ratelimit(&sent, "messages").0, 0);
+
+    // Every route that sends a message is now refused, with the fields.
+    let refused = app.send_message(&ann, &id, user_message("More?")).await;
+    assert_eq!(ratelimit_policy(&refused, "messages"), (2, 60));
+    assert!(items(header_of(&refused, "ratelimit")).contains_key("client"));
+    let retry_after = assert_limited(refused, "messages").await;
+    assert!(
+        retry_after <= 30,
+        "one message fits every 30 s: {retry_after}"
+    );
+    let seed = json!({"conversation_id": id, "messages": [user_message("Still there?")]});
+    assert_limited(app.seed_send(&ann, seed).await, "messages").await;
+    let another = json!({"title": "Again", "message": user_message("Hi")});
+    assert_limited(app.create_conversation(&ann, another).await, "messages").await;
+
+    // Starting a conversation without a message sends none, and reads go on.
+    let empty = app
+        .create_conversation(&ann, json!({"title": "Later"}))
+        .await;
+    assert_eq!(empty.status(), StatusCode::CREATED);
+    assert!(!items(header_of(&empty, "ratelimit")).contains_key("messages"));
+    assert_eq!(
+        app.get_conversation(&ann, &id).await.status(),
+        StatusCode::OK
+    );
+
+    // Another account has its own quota.
+    let bob = app.member("bob@example.com").await;
+    let seed = json!({"messages": [user_message("Hello from Bob")]});
+    let bobs = app.seed_send(&bob, seed).await;
+    assert_eq!(bobs.status(), StatusCode::OK);
+    assert_eq!(ratelimit(&bobs, "messages").0, 1);
+}
+
 /// Parses the Prometheus text format line by line: comments are `# HELP` or
 /// `# TYPE` lines, samples are `name{labels} value`. Returns each sample's
 /// name with its labels, and its value; panics on any other line.
@@ -451,6 +507,22 @@ async fn a_scrape_after_some_traffic_is_valid_prometheus_text() {
         StatusCode::TOO_MANY_REQUESTS
     );
 
+    // A write that waits out SQLite's busy timeout behind another process's
+    // write lock: the database failed, and says so by operation and kind.
+    let file = app.sqlite_file().expect("the app runs on SQLite");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file);
+    let mut holder = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let ulysses = json!({"title": "Ulysses", "author": "James Joyce", "isbn": "978-0-679-72276-2", "published_date": "1922-02-02", "price": 12});
+    let locked_out = app.create_book(&token, ulysses).await;
+    assert_eq!(locked_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+    holder.close().await.unwrap();
+
     let port = app.metrics_port.expect("metrics are served");
     let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -515,6 +587,37 @@ async fn a_scrape_after_some_traffic_is_valid_prometheus_text() {
     );
     assert!(sum(&samples, "waiter_idempotency_replays_total", &[]) >= 1.0);
     assert!(sum(&samples, "waiter_cache_reads_total", &[("outcome", "hit")]) >= 1.0);
+    for operation in ["accounts.insert", "books.insert", "books.find"] {
+        assert!(
+            sum(
+                &samples,
+                "waiter_db_query_duration_seconds_count",
+                &[("operation", operation)]
+            ) >= 1.0,
+            "{operation}"
+        );
+    }
+    assert!(
+        sum(
+            &samples,
+            "waiter_db_query_duration_seconds_bucket",
+            &[("operation", "books.insert"), ("le", "+Inf")]
+        ) >= 2.0
+    );
+    assert!(
+        samples.iter().any(|(name, labels, _)| {
+            name == "waiter_db_query_duration_seconds_bucket"
+                && labels.get("le").map(String::as_str) == Some("0.0001")
+        }),
+        "database queries have buckets of their own"
+    );
+    assert!(
+        sum(
+            &samples,
+            "waiter_db_errors_total",
+            &[("operation", "books.insert"), ("kind", "unavailable")]
+        ) >= 1.0
+    );
     assert!(sum(&samples, "process_cpu_seconds_total", &[]) > 0.0);
     assert!(sum(&samples, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(sum(&samples, "process_open_fds", &[]) > 0.0);

@@ -601,6 +601,106 @@ mod rate_limits {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
+    /// A user message, as the API's own routes take it.
+    fn message() -> Value {
+        serde_json::json!({"role": "user", "content": {"content_type": "text", "parts": ["Hi"]}})
+    }
+
+    /// Limits under which Ann's messages are over their quota, and every
+    /// other policy has room.
+    fn messages_exhausted() -> MockRateLimitUseCases {
+        let mut limits = MockRateLimitUseCases::new();
+        limits.expect_check().returning(|policy, subject| {
+            Ok(Some(match policy {
+                Policy::Client => limited(policy, 300, 60, 299),
+                Policy::Messages => {
+                    assert_eq!(subject, account().id.to_string());
+                    let mut refused = limited(policy, 20, 60, 0);
+                    refused.decision.allowed = false;
+                    refused.decision.retry_after = Duration::from_millis(2_100);
+                    refused
+                }
+                other => panic!("{other} counted a message"),
+            }))
+        });
+        limits
+    }
+
+    #[actix_web::test]
+    async fn every_route_that_sends_a_message_counts_it_against_the_accounts_messages() {
+        let sends = [
+            (
+                "/api/v1/conversations",
+                serde_json::json!({"title": "Redis", "message": message()}),
+            ),
+            (
+                "/api/v1/conversations/conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC/messages",
+                message(),
+            ),
+            (
+                "/backend-api/f/conversation",
+                serde_json::json!({"messages": [message()]}),
+            ),
+        ];
+        for (path, body) in sends {
+            let mut state = state();
+            let mut conversations = MockConversationUseCases::new();
+            conversations.expect_send_message().never();
+            state.conversations = Arc::new(conversations);
+            let service = test::init_service(app(state, edge(messages_exhausted()))).await;
+            let request = TestRequest::post()
+                .uri(path)
+                .insert_header((header::AUTHORIZATION, "Bearer good"))
+                .set_json(body)
+                .to_request();
+            let response = test::call_service(&service, request).await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+            let headers = response.headers();
+            assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "3", "{path}");
+            assert_eq!(
+                headers.get("ratelimit-policy").unwrap(),
+                r#""client";q=300;w=60, "messages";q=20;w=60"#,
+                "{path}"
+            );
+            assert_eq!(
+                headers.get("ratelimit").unwrap(),
+                r#""client";r=299;t=3, "messages";r=0;t=3"#,
+                "{path}"
+            );
+            let problem: Value = test::read_body_json(response).await;
+            assert_eq!(problem["type"], "urn:waiter:problem:rate-limited", "{path}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn starting_a_conversation_without_a_message_is_not_counted_as_one() {
+        let mut limits = MockRateLimitUseCases::new();
+        limits
+            .expect_check()
+            .withf(|policy, _| *policy == Policy::Client)
+            .times(1)
+            .returning(|policy, _| Ok(Some(limited(policy, 300, 60, 299))));
+        let mut state = state();
+        let mut conversations = MockConversationUseCases::new();
+        conversations
+            .expect_create_conversation()
+            .times(1)
+            .returning(|_, _, _| Err(PortError::Unavailable(anyhow::anyhow!("down")).into()));
+        state.conversations = Arc::new(conversations);
+        let service = test::init_service(app(state, edge(limits))).await;
+        let request = TestRequest::post()
+            .uri("/api/v1/conversations")
+            .insert_header((header::AUTHORIZATION, "Bearer good"))
+            .set_json(serde_json::json!({"title": "Redis"}))
+            .to_request();
+        let response = test::call_service(&service, request).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get("ratelimit-policy").unwrap(),
+            r#""client";q=300;w=60"#
+        );
+    }
+
     #[actix_web::test]
     async fn the_probes_and_the_docs_are_never_limited() {
         for path in ["/healthz", "/readyz", "/openapi.json", "/docs", "/docs/"] {

@@ -24,6 +24,7 @@ use waiter_ports::catalog::{
 use waiter_ports::idempotency::IdempotencyRecord;
 
 use crate::idempotency::begin_creating;
+use crate::timed::timed;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps ISBNs unique.
@@ -221,137 +222,152 @@ where
         record: NewBookRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Book, InsertBookError> {
-        let row = NewBookRow::from(record);
-        let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
-        let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
-            .bind(row.id)
-            .bind(row.title)
-            .bind(row.title_folded)
-            .bind(row.author)
-            .bind(row.author_folded)
-            .bind(row.isbn)
-            .bind(row.published_date)
-            .bind(row.price_cents)
-            .bind(row.owner_id)
-            .bind(D::Timestamp::from(row.created_at))
-            .bind(Version::INITIAL.get())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|error| match error {
-                error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
-                error => D::port_error(error).into(),
-            })?;
-        tx.commit().await.map_err(D::port_error)?;
-        Ok(stored.try_into()?)
+        timed("books.insert", async {
+            let row = NewBookRow::from(record);
+            let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+            let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
+                .bind(row.id)
+                .bind(row.title)
+                .bind(row.title_folded)
+                .bind(row.author)
+                .bind(row.author_folded)
+                .bind(row.isbn)
+                .bind(row.published_date)
+                .bind(row.price_cents)
+                .bind(row.owner_id)
+                .bind(D::Timestamp::from(row.created_at))
+                .bind(Version::INITIAL.get())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|error| match error {
+                    error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
+                    error => D::port_error(error).into(),
+                })?;
+            tx.commit().await.map_err(D::port_error)?;
+            Ok(stored.try_into()?)
+        })
+        .await
     }
 
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {
-        let mut rows = records.map(NewBookRow::from).peekable();
-        if rows.peek().is_none() {
-            return Ok(0);
-        }
-        D::bulk_insert(&self.pool, rows).await
+        timed("books.bulk_insert", async {
+            let mut rows = records.map(NewBookRow::from).peekable();
+            if rows.peek().is_none() {
+                return Ok(0);
+            }
+            D::bulk_insert(&self.pool, rows).await
+        })
+        .await
     }
 
     async fn find(&self, id: BookId) -> Result<Option<Book>, PortError> {
-        sqlx::query_as::<_, BookRow<D::Timestamp>>(FIND)
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .map(Book::try_from)
-            .transpose()
+        timed("books.find", async {
+            sqlx::query_as::<_, BookRow<D::Timestamp>>(FIND)
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .map(Book::try_from)
+                .transpose()
+        })
+        .await
     }
 
     async fn list(&self, query: BookQuery) -> Result<Vec<Book>, PortError> {
-        let BookQuery {
-            filter,
-            sort,
-            after,
-            limit,
-        } = query;
-        let column = sort_column(sort.key);
-        // `push_bind` panics if a value fails to encode; none of these can
-        // (a cursor's instant is UTC, whose encodings are total).
-        let mut statement = QueryBuilder::<Db<D>>::new(LIST);
-        if let Some(author) = filter.author {
-            statement
-                .push(" AND author_folded = ")
-                .push_bind(folded(&author));
-        }
-        if let Some(q) = filter.q {
-            let pattern = contains_pattern(&q);
-            statement
-                .push(" AND (title_folded LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR author_folded LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\')");
-        }
-        if let Some(date) = filter.published_after {
-            statement.push(" AND published_date > ").push_bind(date);
-        }
-        if let Some(date) = filter.published_before {
-            statement.push(" AND published_date < ").push_bind(date);
-        }
-        if let Some(after) = after {
-            if !after.fits(sort) {
-                return Err(D::port_error(sqlx::Error::InvalidArgument(format!(
-                    "a cursor of {:?} cannot continue a list sorted by {}",
-                    after.value,
-                    sort.key.as_str()
-                ))));
+        timed("books.list", async {
+            let BookQuery {
+                filter,
+                sort,
+                after,
+                limit,
+            } = query;
+            let column = sort_column(sort.key);
+            // `push_bind` panics if a value fails to encode; none of these can
+            // (a cursor's instant is UTC, whose encodings are total).
+            let mut statement = QueryBuilder::<Db<D>>::new(LIST);
+            if let Some(author) = filter.author {
+                statement
+                    .push(" AND author_folded = ")
+                    .push_bind(folded(&author));
             }
+            if let Some(q) = filter.q {
+                let pattern = contains_pattern(&q);
+                statement
+                    .push(" AND (title_folded LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR author_folded LIKE ")
+                    .push_bind(pattern)
+                    .push(" ESCAPE '\\')");
+            }
+            if let Some(date) = filter.published_after {
+                statement.push(" AND published_date > ").push_bind(date);
+            }
+            if let Some(date) = filter.published_before {
+                statement.push(" AND published_date < ").push_bind(date);
+            }
+            if let Some(after) = after {
+                if !after.fits(sort) {
+                    return Err(D::port_error(sqlx::Error::InvalidArgument(format!(
+                        "a cursor of {:?} cannot continue a list sorted by {}",
+                        after.value,
+                        sort.key.as_str()
+                    ))));
+                }
+                statement
+                    .push(" AND (")
+                    .push(column)
+                    .push(", id) ")
+                    .push(if sort.descending { "<" } else { ">" })
+                    .push(" (");
+                match after.value {
+                    SortValue::Date(date) => statement.push_bind(date),
+                    SortValue::Text(text) => statement.push_bind(text),
+                    SortValue::Cents(cents) => statement.push_bind(cents),
+                    SortValue::Instant(instant) => statement.push_bind(D::Timestamp::from(instant)),
+                };
+                statement.push(", ").push_bind(after.id.as_uuid()).push(")");
+            }
+            let direction = if sort.descending { " DESC" } else { " ASC" };
             statement
-                .push(" AND (")
+                .push(" ORDER BY ")
                 .push(column)
-                .push(", id) ")
-                .push(if sort.descending { "<" } else { ">" })
-                .push(" (");
-            match after.value {
-                SortValue::Date(date) => statement.push_bind(date),
-                SortValue::Text(text) => statement.push_bind(text),
-                SortValue::Cents(cents) => statement.push_bind(cents),
-                SortValue::Instant(instant) => statement.push_bind(D::Timestamp::from(instant)),
-            };
-            statement.push(", ").push_bind(after.id.as_uuid()).push(")");
-        }
-        let direction = if sort.descending { " DESC" } else { " ASC" };
-        statement
-            .push(" ORDER BY ")
-            .push(column)
-            .push(direction)
-            .push(", id")
-            .push(direction)
-            .push(" LIMIT ")
-            .push_bind(i64::from(limit));
-        // A one-off statement, so PostgreSQL plans it with the actual values
-        // every time. A cached statement may switch to a generic plan after
-        // five runs, and a generic plan cannot tell a rare `q` (best found
-        // through the trigram indexes) from a common one (best found by
-        // walking the sort index): at 1 000 000 books the generic plan took
-        // 430 ms for a rare word, the planned-per-value one 1 ms. (SQLite
-        // merely prepares it again, which costs microseconds.)
-        statement
-            .build_query_as::<BookRow<D::Timestamp>>()
-            .persistent(false)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .into_iter()
-            .map(Book::try_from)
-            .collect()
+                .push(direction)
+                .push(", id")
+                .push(direction)
+                .push(" LIMIT ")
+                .push_bind(i64::from(limit));
+            // A one-off statement, so PostgreSQL plans it with the actual values
+            // every time. A cached statement may switch to a generic plan after
+            // five runs, and a generic plan cannot tell a rare `q` (best found
+            // through the trigram indexes) from a common one (best found by
+            // walking the sort index): at 1 000 000 books the generic plan took
+            // 430 ms for a rare word, the planned-per-value one 1 ms. (SQLite
+            // merely prepares it again, which costs microseconds.)
+            statement
+                .build_query_as::<BookRow<D::Timestamp>>()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .into_iter()
+                .map(Book::try_from)
+                .collect()
+        })
+        .await
     }
 
     async fn recent(&self, limit: u32) -> Result<Vec<Book>, PortError> {
-        self.list(BookQuery {
-            filter: Default::default(),
-            sort: BookSort {
-                key: BookSortKey::PublishedDate,
-                descending: true,
-            },
-            after: None,
-            limit,
+        timed("books.recent", async {
+            self.list(BookQuery {
+                filter: Default::default(),
+                sort: BookSort {
+                    key: BookSortKey::PublishedDate,
+                    descending: true,
+                },
+                after: None,
+                limit,
+            })
+            .await
         })
         .await
     }
@@ -363,27 +379,30 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Book, WriteBookError> {
-        let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
-            .bind(id.as_uuid())
-            .bind(expected_version.map(Version::get))
-            .bind(draft.title.as_str())
-            .bind(folded(draft.title.as_str()))
-            .bind(draft.author.as_str())
-            .bind(folded(draft.author.as_str()))
-            .bind(draft.isbn.as_str())
-            .bind(draft.published_date)
-            .bind(draft.price.cents())
-            .bind(D::Timestamp::from(updated_at))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|error| match error {
-                error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
-                error => D::port_error(error).into(),
-            })?;
-        match updated {
-            Some(row) => Ok(row.try_into()?),
-            None => Err(self.refusal(id, expected_version).await),
-        }
+        timed("books.update", async {
+            let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
+                .bind(id.as_uuid())
+                .bind(expected_version.map(Version::get))
+                .bind(draft.title.as_str())
+                .bind(folded(draft.title.as_str()))
+                .bind(draft.author.as_str())
+                .bind(folded(draft.author.as_str()))
+                .bind(draft.isbn.as_str())
+                .bind(draft.published_date)
+                .bind(draft.price.cents())
+                .bind(D::Timestamp::from(updated_at))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|error| match error {
+                    error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
+                    error => D::port_error(error).into(),
+                })?;
+            match updated {
+                Some(row) => Ok(row.try_into()?),
+                None => Err(self.refusal(id, expected_version).await),
+            }
+        })
+        .await
     }
 
     async fn delete(
@@ -391,16 +410,19 @@ where
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteBookError> {
-        let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-            .bind(id.as_uuid())
-            .bind(expected_version.map(Version::get))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        match deleted {
-            Some(_) => Ok(()),
-            None => Err(self.refusal(id, expected_version).await),
-        }
+        timed("books.delete", async {
+            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                .bind(id.as_uuid())
+                .bind(expected_version.map(Version::get))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            match deleted {
+                Some(_) => Ok(()),
+                None => Err(self.refusal(id, expected_version).await),
+            }
+        })
+        .await
     }
 }
 

@@ -35,6 +35,7 @@ use waiter_ports::conversations::{
 use waiter_ports::idempotency::IdempotencyRecord;
 
 use crate::idempotency::begin_creating;
+use crate::timed::timed;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The key that makes a message id usable once per conversation.
@@ -431,55 +432,64 @@ where
         record: NewConversationRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Conversation, InsertConversationError> {
-        let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
-        let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
-            .bind(record.id.as_uuid())
-            .bind(record.owner.as_uuid())
-            .bind(record.title.as_str())
-            .bind(Version::INITIAL.get())
-            .bind(D::Timestamp::from(record.created_at))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
-        tx.commit().await.map_err(D::port_error)?;
-        Ok(stored.try_into()?)
+        timed("conversations.insert", async {
+            let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+            let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
+                .bind(record.id.as_uuid())
+                .bind(record.owner.as_uuid())
+                .bind(record.title.as_str())
+                .bind(Version::INITIAL.get())
+                .bind(D::Timestamp::from(record.created_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            tx.commit().await.map_err(D::port_error)?;
+            Ok(stored.try_into()?)
+        })
+        .await
     }
 
     async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
-        sqlx::query_as::<_, ConversationRow<D::Timestamp>>(FIND)
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .map(Conversation::try_from)
-            .transpose()
+        timed("conversations.find", async {
+            sqlx::query_as::<_, ConversationRow<D::Timestamp>>(FIND)
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .map(Conversation::try_from)
+                .transpose()
+        })
+        .await
     }
 
     async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError> {
-        let statement = match query.order {
-            ConversationOrder::Updated => LIST_BY_UPDATED,
-            ConversationOrder::Created => LIST_BY_CREATED,
-        };
-        let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
-            .bind(query.owner.as_uuid())
-            .bind(i64::from(query.limit))
-            .bind(i64::from(query.offset))
-            .bind(last_message_chars())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .into_iter()
-            .map(ConversationSummary::try_from)
-            .collect::<Result<_, _>>()?;
-        let total = sqlx::query_scalar::<_, i64>(COUNT)
-            .bind(query.owner.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        Ok(ConversationPage {
-            items,
-            total: u64::try_from(total).map_err(PortError::unexpected)?,
+        timed("conversations.list", async {
+            let statement = match query.order {
+                ConversationOrder::Updated => LIST_BY_UPDATED,
+                ConversationOrder::Created => LIST_BY_CREATED,
+            };
+            let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
+                .bind(query.owner.as_uuid())
+                .bind(i64::from(query.limit))
+                .bind(i64::from(query.offset))
+                .bind(last_message_chars())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .into_iter()
+                .map(ConversationSummary::try_from)
+                .collect::<Result<_, _>>()?;
+            let total = sqlx::query_scalar::<_, i64>(COUNT)
+                .bind(query.owner.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            Ok(ConversationPage {
+                items,
+                total: u64::try_from(total).map_err(PortError::unexpected)?,
+            })
         })
+        .await
     }
 
     async fn rename(
@@ -489,18 +499,21 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Conversation, WriteConversationError> {
-        let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
-            .bind(id.as_uuid())
-            .bind(expected_version.map(Version::get))
-            .bind(title.as_str())
-            .bind(D::Timestamp::from(updated_at))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        match renamed {
-            Some(row) => Ok(row.try_into()?),
-            None => Err(self.refusal(id, expected_version).await),
-        }
+        timed("conversations.rename", async {
+            let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
+                .bind(id.as_uuid())
+                .bind(expected_version.map(Version::get))
+                .bind(title.as_str())
+                .bind(D::Timestamp::from(updated_at))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            match renamed {
+                Some(row) => Ok(row.try_into()?),
+                None => Err(self.refusal(id, expected_version).await),
+            }
+        })
+        .await
     }
 
     async fn delete(
@@ -508,79 +521,88 @@ where
         id: ConversationId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteConversationError> {
-        let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-            .bind(id.as_uuid())
-            .bind(expected_version.map(Version::get))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        match deleted {
-            Some(_) => Ok(()),
-            None => Err(self.refusal(id, expected_version).await),
-        }
+        timed("conversations.delete", async {
+            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                .bind(id.as_uuid())
+                .bind(expected_version.map(Version::get))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            match deleted {
+                Some(_) => Ok(()),
+                None => Err(self.refusal(id, expected_version).await),
+            }
+        })
+        .await
     }
 
     async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
-        sqlx::query_as::<_, MessageRow<D::Timestamp>>(MESSAGES)
-            .bind(id.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .into_iter()
-            .map(Message::try_from)
-            .collect()
+        timed("conversations.messages", async {
+            sqlx::query_as::<_, MessageRow<D::Timestamp>>(MESSAGES)
+                .bind(id.as_uuid())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .into_iter()
+                .map(Message::try_from)
+                .collect()
+        })
+        .await
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
-        let NewExchange {
-            message,
-            reply,
-            retry_key,
-            max_messages,
-        } = exchange;
-        let mut tx = self
-            .pool
-            .begin_with(D::BEGIN_WRITE)
-            .await
-            .map_err(D::port_error)?;
-        // Locks the conversation first: concurrent appends to it wait here,
-        // then see what the one before them stored.
-        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-            .bind(message.conversation_id.as_uuid())
-            .bind(D::Timestamp::from(message.created_at))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
-        let Some(conversation) = touched else {
-            return Err(AppendError::NotFound);
-        };
-        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
-            .bind(message.conversation_id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
+        timed("conversations.append_exchange", async {
+            let NewExchange {
+                message,
+                reply,
+                retry_key,
+                max_messages,
+            } = exchange;
+            let mut tx = self
+                .pool
+                .begin_with(D::BEGIN_WRITE)
+                .await
+                .map_err(D::port_error)?;
+            // Locks the conversation first: concurrent appends to it wait here,
+            // then see what the one before them stored.
+            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                .bind(message.conversation_id.as_uuid())
+                .bind(D::Timestamp::from(message.created_at))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            let Some(conversation) = touched else {
+                return Err(AppendError::NotFound);
+            };
+            let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
+                .bind(message.conversation_id.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
 
-        // The message goes first, so a retry is `AlreadySent` even while
-        // its own reply is still in progress, or the conversation is full.
-        let mut inserted =
-            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
-        if inserted.is_ok() {
-            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
-        }
-        if let Err(error) = inserted {
-            drop(tx);
-            return Err(self
-                .append_refusal(error, &message, retry_key.as_deref())
-                .await);
-        }
-        if count + 2 > i64::from(max_messages) {
-            // Dropping `tx` rolls the inserts back.
-            return Err(AppendError::TooManyMessages {
-                limit: max_messages,
-            });
-        }
-        tx.commit().await.map_err(D::port_error)?;
-        Ok(conversation.try_into()?)
+            // The message goes first, so a retry is `AlreadySent` even while
+            // its own reply is still in progress, or the conversation is full.
+            let mut inserted =
+                insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
+            if inserted.is_ok() {
+                inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+            }
+            if let Err(error) = inserted {
+                drop(tx);
+                return Err(self
+                    .append_refusal(error, &message, retry_key.as_deref())
+                    .await);
+            }
+            if count + 2 > i64::from(max_messages) {
+                // Dropping `tx` rolls the inserts back.
+                return Err(AppendError::TooManyMessages {
+                    limit: max_messages,
+                });
+            }
+            tx.commit().await.map_err(D::port_error)?;
+            Ok(conversation.try_into()?)
+        })
+        .await
     }
 
     async fn save_reply(
@@ -589,44 +611,47 @@ where
         reply: MessageId,
         update: ReplyUpdate,
     ) -> Result<bool, PortError> {
-        let metadata = encode_metadata(&update.metadata)?;
-        let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
-            .bind(conversation.as_uuid())
-            .bind(reply.as_str())
-            .bind(update.text.as_str())
-            .bind(update.status.as_str())
-            .bind(metadata)
-            .bind(D::Timestamp::from(update.updated_at));
-        if !update.status.is_final() {
-            // Progress touches the reply alone: one statement, no lock on
-            // the conversation, as often as chunks arrive.
-            let saved = save
-                .fetch_optional(&self.pool)
+        timed("conversations.save_reply", async {
+            let metadata = encode_metadata(&update.metadata)?;
+            let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
+                .bind(conversation.as_uuid())
+                .bind(reply.as_str())
+                .bind(update.text.as_str())
+                .bind(update.status.as_str())
+                .bind(metadata)
+                .bind(D::Timestamp::from(update.updated_at));
+            if !update.status.is_final() {
+                // Progress touches the reply alone: one statement, no lock on
+                // the conversation, as often as chunks arrive.
+                let saved = save
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                return Ok(saved.is_some());
+            }
+            let mut tx = self
+                .pool
+                .begin_with(D::BEGIN_WRITE)
                 .await
                 .map_err(D::port_error)?;
-            return Ok(saved.is_some());
-        }
-        let mut tx = self
-            .pool
-            .begin_with(D::BEGIN_WRITE)
-            .await
-            .map_err(D::port_error)?;
-        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-            .bind(conversation.as_uuid())
-            .bind(D::Timestamp::from(update.updated_at))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
-        if touched.is_none() {
-            return Ok(false);
-        }
-        let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
-        if saved.is_none() {
-            // Already final: dropping `tx` undoes the version bump.
-            return Ok(false);
-        }
-        tx.commit().await.map_err(D::port_error)?;
-        Ok(true)
+            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                .bind(conversation.as_uuid())
+                .bind(D::Timestamp::from(update.updated_at))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            if touched.is_none() {
+                return Ok(false);
+            }
+            let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
+            if saved.is_none() {
+                // Already final: dropping `tx` undoes the version bump.
+                return Ok(false);
+            }
+            tx.commit().await.map_err(D::port_error)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn interrupt_abandoned(
@@ -634,45 +659,48 @@ where
         written_before: Timestamp,
         now: Timestamp,
     ) -> Result<u64, PortError> {
-        let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
-            .bind(D::Timestamp::from(written_before))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        let mut interrupted = 0;
-        // One transaction per reply, locking its conversation first like
-        // every other write of its messages; interrupting a reply is a
-        // final status, so it bumps the conversation's version too.
-        for (conversation, reply) in abandoned {
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-                .bind(conversation)
-                .bind(D::Timestamp::from(now))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            if touched.is_none() {
-                continue;
-            }
-            // Written again, or ended, since it was found: left alone.
-            let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
-                .bind(conversation)
-                .bind(reply.as_str())
-                .bind(D::Timestamp::from(now))
+        timed("conversations.interrupt_abandoned", async {
+            let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                 .bind(D::Timestamp::from(written_before))
-                .fetch_optional(&mut *tx)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(D::port_error)?;
-            if changed.is_some() {
-                tx.commit().await.map_err(D::port_error)?;
-                interrupted += 1;
+            let mut interrupted = 0;
+            // One transaction per reply, locking its conversation first like
+            // every other write of its messages; interrupting a reply is a
+            // final status, so it bumps the conversation's version too.
+            for (conversation, reply) in abandoned {
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
+                let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                    .bind(conversation)
+                    .bind(D::Timestamp::from(now))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                if touched.is_none() {
+                    continue;
+                }
+                // Written again, or ended, since it was found: left alone.
+                let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
+                    .bind(conversation)
+                    .bind(reply.as_str())
+                    .bind(D::Timestamp::from(now))
+                    .bind(D::Timestamp::from(written_before))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                if changed.is_some() {
+                    tx.commit().await.map_err(D::port_error)?;
+                    interrupted += 1;
+                }
             }
-        }
-        Ok(interrupted)
+            Ok(interrupted)
+        })
+        .await
     }
 }
 

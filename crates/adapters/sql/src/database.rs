@@ -8,6 +8,7 @@ use sqlx::{Connection, Pool};
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
+use crate::timed::timed;
 use crate::{
     Dialect, SqlAccountStore, SqlBookStore, SqlConversationStore, SqlIdempotencyStore,
     SqlSessionStore,
@@ -121,7 +122,10 @@ impl<D: Dialect> Probe for SqlDatabase<D> {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
-        connection.ping().await.map_err(D::port_error)
+        timed("database.ping", async {
+            let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
+            connection.ping().await.map_err(D::port_error)
+        })
+        .await
     }
 }

@@ -11,6 +11,7 @@ use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, IdempotencyStore, KeyTaken, Remembered, StoredResponse,
 };
 
+use crate::timed::timed;
 use crate::{Column, Connection, Db, Dialect, Param, Row};
 
 const FIND: &str = "SELECT fingerprint, status, headers, body FROM idempotency_keys
@@ -150,22 +151,28 @@ where
     for<'q> &'q str: Param<'q, Db<D>>,
 {
     async fn find(&self, key: &str, now: Timestamp) -> Result<Option<Remembered>, PortError> {
-        sqlx::query_as::<_, RememberedRow>(FIND)
-            .bind(key)
-            .bind(D::Timestamp::from(now))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::port_error)?
-            .map(Remembered::try_from)
-            .transpose()
+        timed("idempotency.find", async {
+            sqlx::query_as::<_, RememberedRow>(FIND)
+                .bind(key)
+                .bind(D::Timestamp::from(now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::port_error)?
+                .map(Remembered::try_from)
+                .transpose()
+        })
+        .await
     }
 
     async fn prune(&self, now: Timestamp) -> Result<(), PortError> {
-        sqlx::query(PRUNE)
-            .bind(D::Timestamp::from(now))
-            .execute(&self.pool)
-            .await
-            .map_err(D::port_error)?;
-        Ok(())
+        timed("idempotency.prune", async {
+            sqlx::query(PRUNE)
+                .bind(D::Timestamp::from(now))
+                .execute(&self.pool)
+                .await
+                .map_err(D::port_error)?;
+            Ok(())
+        })
+        .await
     }
 }

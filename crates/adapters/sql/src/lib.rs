@@ -27,6 +27,7 @@ mod database;
 mod dialect;
 mod idempotency;
 mod sessions;
+mod timed;
 
 use sqlx::{ColumnIndex, Executor, Pool};
 use uuid::Uuid;

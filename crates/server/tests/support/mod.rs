@@ -242,12 +242,13 @@ pub struct TestApp {
 /// they count, and their headers show, without refusing anything), and no
 /// metrics listener. A test of the edge itself overrides them; clap takes
 /// the last occurrence of a flag.
-const EDGE_FOR_TESTS: [(&str, &str); 6] = [
+const EDGE_FOR_TESTS: [(&str, &str); 7] = [
     ("--rate-limit-client", "100000/1m"),
     ("--rate-limit-sign-in", "100000/1m"),
     ("--rate-limit-sign-in-address", "100000/1m"),
     ("--rate-limit-sign-up", "100000/1m"),
     ("--rate-limit-refresh", "100000/1m"),
+    ("--rate-limit-messages", "100000/1m"),
     ("--metrics-addr", "off"),
 ];
 
@@ -346,6 +347,14 @@ impl TestApp {
             wiring,
             args,
             scratch: None,
+        }
+    }
+
+    /// The database file of an app on SQLite, `None` on PostgreSQL.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        match &self.scratch {
+            Some(Scratch::Dir(dir)) => Some(dir.join("waiter.db")),
+            _ => None,
         }
     }
 

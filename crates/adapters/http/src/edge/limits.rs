@@ -1,7 +1,8 @@
 //! Rate limits at the edge: every request is counted against the client
 //! policy (the account when the bearer token is valid, else the client
 //! address), and some routes against their own policies as well; handlers
-//! that count by what is in the body (sign-in by email, refresh by session)
+//! that count by what is in the body or by who asks (sign-in by email,
+//! refresh by session, messages by account)
 //! do so with the [`Throttle`] extractor, into the same record.
 //!
 //! Every response of a limited request carries the IETF `RateLimit-Policy`

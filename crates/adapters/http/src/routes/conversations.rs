@@ -8,6 +8,12 @@
 //! for the reply to end and answers 201 with both messages. A client that
 //! lost its stream resumes it with `GET …/stream` and `Last-Event-ID`.
 //!
+//! Every body that carries a message counts against the caller's
+//! [`Policy::Messages`] rate limit, once its JSON is read and before anything
+//! else is checked: a message sent is counted whether it is then accepted,
+//! refused or a retry, as a sign-in attempt is whatever its outcome. Starting
+//! a conversation without a message sends nothing, and is not counted.
+//!
 //! A message's content is text, as exactly one part: the seed's `parts` is
 //! a list, but Waiter stores one text per message, and joining several parts
 //! would change what the client sent. A body with no part, or several, is a
@@ -29,12 +35,14 @@ use waiter_ports::conversations::{
 };
 use waiter_ports::idempotency::IdempotencyUseCases;
 use waiter_ports::identity::Caller;
+use waiter_ports::rate_limit::Policy;
 
 use crate::dto::{
     ContentType, ConversationBody, ConversationDetailBody, ConversationPageBody,
     ConversationSummaryBody, CreatedConversationBody, ExchangeBody, MessageBody, ServerSentEvent,
     StartedConversationBody,
 };
+use crate::edge::limits::Throttle;
 use crate::error::ApiError;
 use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, LastEventId, RetryKey, etag};
 use crate::fields::{self, present};
@@ -443,13 +451,22 @@ async fn answer_send(
     Ok(response)
 }
 
+/// Counts one message `caller` sends under [`Policy::Messages`]; a 429 when
+/// the account is over its limit.
+async fn count_message(throttle: &Throttle, caller: Caller) -> Result<(), ApiError> {
+    throttle
+        .check(Policy::Messages, &caller.account_id.to_string())
+        .await
+}
+
 /// Start a conversation, empty or with a first message.
 ///
 /// Without a message: 201 with the conversation (`Idempotency-Key` makes
 /// retries safe). With one: the message is sent and its reply generated; with
 /// `Accept: text/event-stream` the reply streams back (200), else the answer
 /// waits for it to end (201 with the conversation and both messages); an
-/// `Idempotency-Key` then works as for sending a message.
+/// `Idempotency-Key` then works as for sending a message, and the message
+/// counts against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -471,9 +488,13 @@ pub async fn create_conversation(
     conversations: Conversations,
     idempotency: Idempotency,
     Authenticated(caller): Authenticated,
+    throttle: Throttle,
     key: IdempotencyKey,
     Body(body): Body<NewConversationInput>,
 ) -> Result<HttpResponse, ApiError> {
+    if body.message.is_some() {
+        count_message(&throttle, caller).await?;
+    }
     let (title, message) = body.parse()?;
     let Some(message) = message else {
         let title = match title {
@@ -686,7 +707,8 @@ pub async fn delete_conversation(
 ///
 /// With `Accept: text/event-stream` the reply streams back as it is
 /// generated (200); otherwise the answer waits for it to end (201). One
-/// reply at a time: while one is in progress, 409.
+/// reply at a time: while one is in progress, 409. Each message counts
+/// against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -705,10 +727,12 @@ pub async fn send_message(
     req: HttpRequest,
     conversations: Conversations,
     Authenticated(caller): Authenticated,
+    throttle: Throttle,
     id: web::Path<String>,
     RetryKey(retry_key): RetryKey,
     Body(body): Body<MessageInput>,
 ) -> Result<HttpResponse, ApiError> {
+    count_message(&throttle, caller).await?;
     let id = conversation_id(&id)?;
     let mut errors = ValidationErrors::new();
     let message = body.parse(&mut errors, "");
@@ -816,6 +840,7 @@ pub async fn follow_reply(
 /// The seed's `POST /backend-api/f/conversation`: the last of `messages` is
 /// sent, to `conversation_id` or to a new conversation. A retry of a send
 /// whose events are no longer kept answers 201 with both messages instead.
+/// Each message counts against the account's limit on messages (over it, 429).
 #[utoipa::path(
     tag = "compatibility",
     security(("bearer" = [])),
@@ -833,9 +858,11 @@ pub async fn follow_reply(
 pub async fn seed_send_message(
     conversations: Conversations,
     Authenticated(caller): Authenticated,
+    throttle: Throttle,
     RetryKey(retry_key): RetryKey,
     Body(body): Body<SeedConversationInput>,
 ) -> Result<HttpResponse, ApiError> {
+    count_message(&throttle, caller).await?;
     let (conversation, message) = body.parse()?;
     let sent = conversations
         .send_message(

@@ -16,8 +16,8 @@ use waiter_domain::{
 };
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
-    InsertConversationError, LAST_MESSAGE_CHARS, NewConversationRecord, NewExchange, ReplyUpdate,
-    WriteConversationError,
+    InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS, NewConversationRecord,
+    NewExchange, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, KeyTaken, Remembered, StoredResponse,
@@ -1093,11 +1093,21 @@ pub async fn interrupt_abandoned_interrupts_only_replies_left_in_progress(
         ));
     }
 
-    let interrupted = store
+    let mut interrupted = store
         .interrupt_abandoned(cutoff, at_now)
         .await
         .expect("interrupt");
-    assert_eq!(interrupted, 2);
+    interrupted.sort_by_key(|reply| reply.conversation);
+    let mut expected: Vec<InterruptedReply> = [&sent[0], &sent[4]]
+        .into_iter()
+        .map(|exchange| InterruptedReply {
+            conversation: exchange.reply.conversation_id,
+            owner: owner.id,
+            reply: exchange.reply.id.clone(),
+        })
+        .collect();
+    expected.sort_by_key(|reply| reply.conversation);
+    assert_eq!(interrupted, expected, "the replies it changed, and whose");
 
     for (index, exchange) in sent.iter().enumerate() {
         let id = exchange.reply.conversation_id;
@@ -1128,7 +1138,7 @@ pub async fn interrupt_abandoned_interrupts_only_replies_left_in_progress(
             .interrupt_abandoned(cutoff, at_now)
             .await
             .expect("interrupt again"),
-        0
+        []
     );
     append(store, exchange(sent[0].reply.conversation_id, at_now)).await;
 }

@@ -439,12 +439,24 @@ pub trait ConversationStore: Send + Sync {
 
     /// Marks `Interrupted` every reply still `InProgress` that was last
     /// written before `written_before` (its writer died), keeping its text;
-    /// returns how many.
+    /// returns those it changed, so the caller can make whatever it cached
+    /// of their conversations stale.
     async fn interrupt_abandoned(
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError>;
+    ) -> Result<Vec<InterruptedReply>, PortError>;
+}
+
+/// A reply [`ConversationStore::interrupt_abandoned`] marked `Interrupted`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterruptedReply {
+    /// Its conversation.
+    pub conversation: ConversationId,
+    /// The conversation's owner, whose cached lists show it.
+    pub owner: AccountId,
+    /// The reply.
+    pub reply: MessageId,
 }
 
 /// A reply's state, as [`ConversationStore::save_reply`] writes it.

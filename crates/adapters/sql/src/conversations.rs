@@ -29,8 +29,8 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
-    ConversationSummary, InsertConversationError, LAST_MESSAGE_CHARS, NewConversationRecord,
-    NewExchange, ReplyUpdate, WriteConversationError,
+    ConversationSummary, InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS,
+    NewConversationRecord, NewExchange, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
@@ -633,13 +633,13 @@ where
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError> {
+    ) -> Result<Vec<InterruptedReply>, PortError> {
         let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
             .bind(D::Timestamp::from(written_before))
             .fetch_all(&self.pool)
             .await
             .map_err(D::port_error)?;
-        let mut interrupted = 0;
+        let mut interrupted = Vec::new();
         // One transaction per reply, locking its conversation first like
         // every other write of its messages; interrupting a reply is a
         // final status, so it bumps the conversation's version too.
@@ -655,9 +655,9 @@ where
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(D::port_error)?;
-            if touched.is_none() {
+            let Some(touched) = touched else {
                 continue;
-            }
+            };
             // Written again, or ended, since it was found: left alone.
             let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
                 .bind(conversation)
@@ -667,9 +667,13 @@ where
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(D::port_error)?;
-            if changed.is_some() {
+            if let Some(reply) = changed {
                 tx.commit().await.map_err(D::port_error)?;
-                interrupted += 1;
+                interrupted.push(InterruptedReply {
+                    conversation: ConversationId::from_uuid(conversation),
+                    owner: AccountId::from_uuid(touched.owner_id),
+                    reply: MessageId::parse(&reply).map_err(PortError::unexpected)?,
+                });
             }
         }
         Ok(interrupted)

@@ -177,22 +177,35 @@ impl ConversationService {
     }
 
     /// Marks `Interrupted` every reply whose writer died: still
-    /// `InProgress`, not written for [`ABANDONED_AFTER`]. A failure is
-    /// logged; the next round tries again.
-    ///
-    /// Which conversations it touched is not known, so their cached
-    /// histories may show them in progress until the cache's TTL.
+    /// `InProgress`, not written for [`ABANDONED_AFTER`], and makes the
+    /// cached views of their conversations stale, so no history or list
+    /// goes on showing them in progress. A failure is logged; the next
+    /// round tries again.
     pub async fn interrupt_abandoned(&self) {
         let now = self.shared.clock.now();
-        match self
+        let interrupted = match self
             .shared
             .store
             .interrupt_abandoned(now - ABANDONED_AFTER, now)
             .await
         {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(count, "interrupted replies whose writer died"),
-            Err(err) => tracing::warn!(%err, "cannot interrupt abandoned replies"),
+            Ok(interrupted) => interrupted,
+            Err(err) => {
+                tracing::warn!(%err, "cannot interrupt abandoned replies");
+                return;
+            }
+        };
+        if interrupted.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = interrupted.len(),
+            "interrupted replies whose writer died"
+        );
+        for reply in &interrupted {
+            self.shared
+                .invalidate(reply.owner, reply.conversation)
+                .await;
         }
     }
 

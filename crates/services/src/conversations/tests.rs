@@ -11,7 +11,8 @@ use time::macros::datetime;
 use tokio::sync::watch;
 use waiter_domain::{Role, SessionId, Usage};
 use waiter_ports::conversations::{
-    ConversationSummary, Finish, FinishReason, GenerateError, ReplyChunk, ReplyRequest, ReplyStream,
+    ConversationSummary, Finish, FinishReason, GenerateError, InterruptedReply, ReplyChunk,
+    ReplyRequest, ReplyStream,
 };
 
 use super::*;
@@ -247,16 +248,26 @@ impl ConversationStore for FakeStore {
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError> {
-        let mut count = 0;
-        for message in self.state().messages.values_mut().flatten() {
+    ) -> Result<Vec<InterruptedReply>, PortError> {
+        let mut state = self.state();
+        let owners: HashMap<ConversationId, AccountId> = state
+            .conversations
+            .values()
+            .map(|conversation| (conversation.id, conversation.owner))
+            .collect();
+        let mut interrupted = Vec::new();
+        for message in state.messages.values_mut().flatten() {
             if message.status == MessageStatus::InProgress && message.updated_at < written_before {
                 message.status = MessageStatus::Interrupted;
                 message.updated_at = now;
-                count += 1;
+                interrupted.push(InterruptedReply {
+                    conversation: message.conversation_id,
+                    owner: owners[&message.conversation_id],
+                    reply: message.id.clone(),
+                });
             }
         }
-        Ok(count)
+        Ok(interrupted)
     }
 }
 
@@ -876,10 +887,30 @@ async fn abandoned_replies_are_interrupted_and_live_ones_are_not() {
         reply.status = MessageStatus::InProgress;
         reply.id.clone()
     };
+    // Read (and cached) while it still shows in progress.
+    let cached = app
+        .service
+        .get_conversation(caller(OWNER), live.conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        cached.messages.last().unwrap().status,
+        MessageStatus::InProgress
+    );
     app.clock.advance(ABANDONED_AFTER + Duration::from_secs(1));
     app.service.interrupt_abandoned().await;
     assert_eq!(
         app.store.message(live.conversation.id, &dead).status,
+        MessageStatus::Interrupted
+    );
+    // The cached history went stale with it.
+    let read = app
+        .service
+        .get_conversation(caller(OWNER), live.conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.messages.last().unwrap().status,
         MessageStatus::Interrupted
     );
 }

@@ -50,6 +50,8 @@ macro_rules! conversation_store_contract_tests {
             a_reused_retry_key_is_already_sent,
             a_second_reply_while_one_is_in_progress_is_refused,
             of_concurrent_appends_exactly_one_starts_a_reply,
+            an_owner_has_at_most_the_limit_of_replies_in_progress,
+            of_concurrent_appends_across_an_owners_conversations_at_most_the_limit_start,
             a_full_conversation_refuses_more_messages,
             save_reply_writes_progress_then_the_final_state,
             save_reply_after_the_final_state_changes_nothing,
@@ -148,6 +150,7 @@ pub fn exchange_with_id(
         reply,
         retry_key: None,
         max_messages: ROOMY,
+        max_replies_in_flight: ROOMY,
     }
 }
 
@@ -846,6 +849,101 @@ pub async fn of_concurrent_appends_exactly_one_starts_a_reply(
             .pop()
             .expect("the reply");
     }
+}
+
+/// An exchange that would give the owner more replies in progress, across
+/// their conversations, than its limit is `TooManyReplies` and stores
+/// nothing; other owners are not counted, a retry is still `AlreadySent`,
+/// and once a reply ends the next exchange is appended.
+pub async fn an_owner_has_at_most_the_limit_of_replies_in_progress(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let other = insert_account(accounts).await;
+    let limited = |conversation: ConversationId| NewExchange {
+        max_replies_in_flight: 2,
+        ..exchange(conversation, now())
+    };
+    let mut conversations = Vec::new();
+    for _ in 0..3 {
+        conversations.push(insert_conversation(store, new_conversation(owner.id)).await);
+    }
+    let first = limited(conversations[0].id);
+    append(store, first.clone()).await;
+    append(store, limited(conversations[1].id)).await;
+    let theirs = insert_conversation(store, new_conversation(other.id)).await;
+    append(store, limited(theirs.id)).await;
+
+    let current = find(store, conversations[2].id).await;
+    let result = store.append_exchange(limited(conversations[2].id)).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 2 })),
+        "{result:?}"
+    );
+    assert!(messages(store, conversations[2].id).await.is_empty());
+    assert_eq!(find(store, conversations[2].id).await, current);
+
+    let retry = NewExchange {
+        message: first.message.clone(),
+        ..limited(conversations[0].id)
+    };
+    let result = store.append_exchange(retry).await;
+    assert!(
+        matches!(&result, Err(AppendError::AlreadySent(id)) if *id == first.message.id),
+        "{result:?}"
+    );
+
+    finish(store, &first, now()).await;
+    append(store, limited(conversations[2].id)).await;
+    let result = store.append_exchange(limited(conversations[0].id)).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 2 })),
+        "{result:?}"
+    );
+}
+
+/// Exchanges sent at once to as many conversations of one owner: exactly
+/// the limit of them are appended, every other is `TooManyReplies`.
+pub async fn of_concurrent_appends_across_an_owners_conversations_at_most_the_limit_start(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let mut attempts = Vec::new();
+    for _ in 0..8 {
+        let conversation = insert_conversation(store, new_conversation(owner.id)).await;
+        attempts.push(NewExchange {
+            max_replies_in_flight: 3,
+            ..exchange(conversation.id, now())
+        });
+    }
+    let results = join_all(
+        attempts
+            .iter()
+            .map(|attempt| store.append_exchange(attempt.clone())),
+    )
+    .await;
+    let appended = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(appended, 3, "{results:?}");
+    for result in &results {
+        assert!(
+            matches!(
+                result,
+                Ok(_) | Err(AppendError::TooManyReplies { limit: 3 })
+            ),
+            "{result:?}"
+        );
+    }
+    let mut in_progress = 0;
+    for attempt in &attempts {
+        in_progress += messages(store, attempt.message.conversation_id)
+            .await
+            .iter()
+            .filter(|message| message.status == MessageStatus::InProgress)
+            .count();
+    }
+    assert_eq!(in_progress, 3);
 }
 
 /// An exchange that would take the conversation past its limit is

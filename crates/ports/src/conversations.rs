@@ -261,6 +261,9 @@ pub struct NewExchange {
     pub retry_key: Option<String>,
     /// The most messages the conversation may hold, these two included.
     pub max_messages: u32,
+    /// The most replies of the conversation's owner, across all their
+    /// conversations, that may be `InProgress` at once, this one included.
+    pub max_replies_in_flight: u32,
 }
 
 /// Why an exchange could not be appended. Nothing was stored.
@@ -276,6 +279,13 @@ pub enum AppendError {
     /// The conversation would hold more than `limit` messages.
     #[error("the conversation is full")]
     TooManyMessages {
+        /// The limit it was appended under.
+        limit: u32,
+    },
+    /// The owner already has `limit` replies in progress, across their
+    /// conversations; the store enforces it whatever the race.
+    #[error("too many replies in progress")]
+    TooManyReplies {
         /// The limit it was appended under.
         limit: u32,
     },
@@ -422,7 +432,9 @@ pub trait ConversationStore: Send + Sync {
     /// `AlreadySent` when the message id or the retry key is taken in the
     /// conversation; `ReplyInFlight` when a reply of the conversation is
     /// `InProgress` (at most one can be, whatever the race);
-    /// `TooManyMessages`.
+    /// `TooManyMessages`; `TooManyReplies` when the owner would have more
+    /// than [`NewExchange::max_replies_in_flight`] replies in progress
+    /// (whatever the race, too). A retry is `AlreadySent` before any limit.
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError>;
 
     /// Writes a reply's text, status and metadata, and its `updated_at`, if
@@ -655,6 +667,13 @@ pub enum ConversationError {
         /// The configured limit.
         limit: u32,
     },
+    /// The caller has as many replies in progress as they may, across
+    /// their conversations: one must end first.
+    #[error("{limit} replies are already in progress; wait for one to end")]
+    TooManyReplies {
+        /// The configured limit.
+        limit: u32,
+    },
     /// The message is longer than allowed.
     #[error("the message is longer than {limit} bytes")]
     MessageTooLong {
@@ -733,7 +752,7 @@ pub trait ConversationUseCases: Send + Sync {
     /// of its own: it goes on whether or not anyone follows it, until it
     /// ends or is stopped. A retry (same message id or retry key) returns
     /// what the first send stored and starts nothing. `NotFound`;
-    /// `ReplyInProgress`; `TooManyMessages`; `MessageTooLong`;
+    /// `ReplyInProgress`; `TooManyMessages`; `TooManyReplies`; `MessageTooLong`;
     /// `InvalidTemperature`.
     async fn send_message(
         &self,

@@ -509,6 +509,66 @@ async fn a_full_conversation_refuses_more() {
     app.cleanup().await;
 }
 
+/// An account has at most `WAITER_REPLIES_IN_FLIGHT` replies in progress
+/// across its conversations: one more is 429 with `Retry-After: 1`, and
+/// stores nothing; once one ends, the next send passes.
+#[actix_web::test]
+async fn an_account_has_at_most_its_replies_in_flight() {
+    let Some(app) = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("--replies-in-flight", "1"), ("--assistant-delay", "100ms")],
+    )
+    .await
+    else {
+        return;
+    };
+    let ann = app.member("ann@example.com").await;
+    let bob = app.member("bob@example.com").await;
+    let first = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let second = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let streaming = app
+        .send_message(&ann, &first, user_message("Take your time"))
+        .event_stream()
+        .await;
+    assert_eq!(streaming.status(), StatusCode::OK);
+
+    let refused = app
+        .send_message(&ann, &second, user_message("Me too"))
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_of(&refused, header::RETRY_AFTER), "1");
+    assert_eq!(
+        header_of(&refused, header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    let started = app
+        .create_conversation(&ann, json!({"message": user_message("A new one")}))
+        .await;
+    assert_eq!(started.status(), StatusCode::TOO_MANY_REQUESTS);
+    let detail = json_of(app.get_conversation(&ann, &second).await).await;
+    assert_eq!(detail["messages"], json!([]));
+    let theirs = conversation_id(&conversation(&app, &bob).await).to_owned();
+    let others = app
+        .send_message(&bob, &theirs, user_message("Mine"))
+        .event_stream()
+        .await;
+    assert_eq!(others.status(), StatusCode::OK, "another account's limit");
+    drop(others);
+
+    drop(streaming);
+    assert_eq!(
+        app.stop_generation(&ann, &first).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let passes = app
+        .send_message(&ann, &second, user_message("Now?"))
+        .event_stream()
+        .await;
+    assert_eq!(passes.status(), StatusCode::OK);
+    drop(passes);
+    app.cleanup().await;
+}
+
 /// A reply streamed by one instance can be followed from another sharing
 /// PostgreSQL and Redis.
 #[actix_web::test]

@@ -12,6 +12,13 @@
 //! serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]), so the
 //! same statements need no dialect of their own, unlike session rotation.
 //!
+//! A send also counts the replies its owner has in progress, across their
+//! conversations, against a limit; so that two sends to two conversations
+//! cannot both count below it, it first locks the owner's account row
+//! (PostgreSQL's `FOR NO KEY UPDATE`, which inserts referencing the account
+//! do not wait for), before the conversation: the order in which deleting
+//! the account cascades.
+//!
 //! What concurrent sends race on is kept by the database itself: the
 //! primary key and the retry-key index make a message id or a retry key
 //! usable once per conversation, and a partial unique index allows one reply
@@ -20,7 +27,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::{ColumnIndex, Executor, FromRow, Pool, Transaction};
+use sqlx::{AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, Transaction};
 use uuid::Uuid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -127,6 +134,12 @@ const TOUCH: &str = concat!(
      RETURNING ",
     conversation_columns!()
 );
+/// The owner of conversation `$1`: never changed, so read without a lock.
+const OWNER: &str = "SELECT owner_id FROM conversations WHERE id = $1";
+/// How many replies of owner `$1` are in progress, across their conversations.
+const REPLIES_IN_FLIGHT: &str = "SELECT COUNT(*) FROM messages
+     WHERE status = 'in_progress'
+       AND conversation_id IN (SELECT id FROM conversations WHERE owner_id = $1)";
 /// How many messages conversation `$1` holds, and the last `seq` given.
 const MESSAGE_COUNT: &str =
     "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1";
@@ -322,6 +335,7 @@ fn last_message_chars() -> i32 {
 impl<D: Dialect> SqlConversationStore<D>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    for<'n> &'n str: ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
     Uuid: Column<Db<D>>,
     String: Column<Db<D>>,
@@ -340,6 +354,71 @@ where
             Ok(None) => WriteConversationError::NotFound,
             Err(error) => error.into(),
         }
+    }
+
+    /// Appends `exchange` in `tx`, which holds the lock on the conversation's
+    /// owner, and commits; see [`ConversationStore::append_exchange`].
+    async fn append_locked(
+        &self,
+        mut tx: Transaction<'static, Db<D>>,
+        owner: Uuid,
+        exchange: NewExchange,
+    ) -> Result<Conversation, AppendError> {
+        let NewExchange {
+            message,
+            reply,
+            retry_key,
+            max_messages,
+            max_replies_in_flight,
+        } = exchange;
+        // Locks the conversation next: concurrent appends to it wait here,
+        // then see what the one before them stored.
+        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+            .bind(message.conversation_id.as_uuid())
+            .bind(D::Timestamp::from(message.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        let Some(conversation) = touched else {
+            return Err(AppendError::NotFound);
+        };
+        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
+            .bind(message.conversation_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+
+        // The message goes first, so a retry is `AlreadySent` even while
+        // its own reply is still in progress, or a limit is reached.
+        let mut inserted =
+            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
+        if inserted.is_ok() {
+            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+        }
+        if let Err(error) = inserted {
+            drop(tx);
+            return Err(self
+                .append_refusal(error, &message, retry_key.as_deref())
+                .await);
+        }
+        // Dropping `tx` on a refusal rolls the inserts back.
+        if count + 2 > i64::from(max_messages) {
+            return Err(AppendError::TooManyMessages {
+                limit: max_messages,
+            });
+        }
+        let in_flight = sqlx::query_scalar::<_, i64>(REPLIES_IN_FLIGHT)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        if in_flight > i64::from(max_replies_in_flight) {
+            return Err(AppendError::TooManyReplies {
+                limit: max_replies_in_flight,
+            });
+        }
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(conversation.try_into()?)
     }
 
     /// Why the messages of an exchange could not be inserted, `error` being
@@ -376,6 +455,30 @@ where
             Err(error) => D::port_error(error).into(),
         }
     }
+}
+
+/// Locks account `owner` until `tx` ends (PostgreSQL; SQLite's write
+/// transactions run one at a time anyway): the sends of one owner queue one
+/// behind the other, so each counts the replies in progress of those
+/// before it. An account is locked before its conversations and their
+/// messages, the order in which deleting it cascades. False when the
+/// account does not exist.
+async fn lock_owner<D: Dialect>(
+    tx: &mut Transaction<'static, Db<D>>,
+    owner: Uuid,
+) -> Result<bool, PortError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+{
+    let lock = format!("SELECT id FROM accounts WHERE id = $1{}", D::LOCK_ROWS);
+    let locked = sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(lock))
+        .bind(owner)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(D::port_error)?;
+    Ok(locked.is_some())
 }
 
 /// Inserts `message` as message `seq` of its conversation, in `tx`.
@@ -532,55 +635,24 @@ where
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
-        let NewExchange {
-            message,
-            reply,
-            retry_key,
-            max_messages,
-        } = exchange;
         let mut tx = self
             .pool
             .begin_with(D::BEGIN_WRITE)
             .await
             .map_err(D::port_error)?;
-        // Locks the conversation first: concurrent appends to it wait here,
-        // then see what the one before them stored.
-        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-            .bind(message.conversation_id.as_uuid())
-            .bind(D::Timestamp::from(message.created_at))
+        let owner = sqlx::query_scalar::<_, Uuid>(OWNER)
+            .bind(exchange.message.conversation_id.as_uuid())
             .fetch_optional(&mut *tx)
             .await
             .map_err(D::port_error)?;
-        let Some(conversation) = touched else {
+        let Some(owner) = owner else {
             return Err(AppendError::NotFound);
         };
-        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
-            .bind(message.conversation_id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
-
-        // The message goes first, so a retry is `AlreadySent` even while
-        // its own reply is still in progress, or the conversation is full.
-        let mut inserted =
-            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
-        if inserted.is_ok() {
-            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+        if !lock_owner::<D>(&mut tx, owner).await? {
+            // The account is gone, and its conversations with it.
+            return Err(AppendError::NotFound);
         }
-        if let Err(error) = inserted {
-            drop(tx);
-            return Err(self
-                .append_refusal(error, &message, retry_key.as_deref())
-                .await);
-        }
-        if count + 2 > i64::from(max_messages) {
-            // Dropping `tx` rolls the inserts back.
-            return Err(AppendError::TooManyMessages {
-                limit: max_messages,
-            });
-        }
-        tx.commit().await.map_err(D::port_error)?;
-        Ok(conversation.try_into()?)
+        self.append_locked(tx, owner, exchange).await
     }
 
     async fn save_reply(

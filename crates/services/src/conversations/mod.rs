@@ -67,6 +67,9 @@ pub struct ConversationSettings {
     pub max_messages: u32,
     /// The longest message a user may send, in bytes (default 32 KiB).
     pub max_message_bytes: usize,
+    /// The most replies one account may have in progress at once, across
+    /// its conversations (default 3).
+    pub max_replies_in_flight: u32,
     /// The key resume tokens are signed with. It must be shared by every
     /// instance sharing the event log, and should differ from the access
     /// tokens' key (their audiences differ anyway).
@@ -87,6 +90,7 @@ impl ConversationSettings {
         Self {
             max_messages: 1000,
             max_message_bytes: 32 * 1024,
+            max_replies_in_flight: 3,
             resume_secret,
             resume_token_ttl: Duration::from_secs(3600),
             log_keep: Duration::from_secs(600),
@@ -358,6 +362,7 @@ fn append_error(err: AppendError) -> ConversationError {
         AppendError::NotFound => ConversationError::NotFound,
         AppendError::ReplyInFlight => ConversationError::ReplyInProgress,
         AppendError::TooManyMessages { limit } => ConversationError::TooManyMessages { limit },
+        AppendError::TooManyReplies { limit } => ConversationError::TooManyReplies { limit },
         // Handled by the caller, which replays the first send.
         AppendError::AlreadySent(id) => PortError::unexpected(anyhow::anyhow!(
             "message {id} reported as already sent where no replay was expected"
@@ -632,6 +637,7 @@ impl ConversationUseCases for ConversationService {
             reply: reply.clone(),
             retry_key: message.retry_key.clone(),
             max_messages: settings.max_messages,
+            max_replies_in_flight: settings.max_replies_in_flight,
         };
         let conversation = match self.shared.store.append_exchange(exchange).await {
             Ok(conversation) => conversation,

@@ -195,6 +195,19 @@ impl ConversationStore for FakeStore {
                 limit: exchange.max_messages,
             });
         }
+        let owner = state.conversations[&id].owner;
+        let in_flight = state
+            .messages
+            .iter()
+            .filter(|(conversation, _)| state.conversations[conversation].owner == owner)
+            .flat_map(|(_, messages)| messages)
+            .filter(|stored| stored.status == MessageStatus::InProgress)
+            .count();
+        if in_flight >= exchange.max_replies_in_flight as usize {
+            return Err(AppendError::TooManyReplies {
+                limit: exchange.max_replies_in_flight,
+            });
+        }
         if let Some(key) = exchange.retry_key {
             state
                 .retry_keys
@@ -821,6 +834,7 @@ async fn a_reply_stopped_from_another_instance_is_marked_interrupted() {
             reply: reply.clone(),
             retry_key: None,
             max_messages: 10,
+            max_replies_in_flight: 10,
         })
         .await
         .unwrap();
@@ -985,6 +999,50 @@ async fn a_retry_by_key_returns_the_first_send() {
     assert!(retry.replayed);
     assert_eq!(retry.message.id, first.message.id);
     assert_eq!(app.generations(), 1);
+}
+
+#[tokio::test]
+async fn an_account_has_at_most_its_limit_of_replies_in_progress() {
+    let app = harness_with(
+        &[Step::Hang],
+        ConversationSettings {
+            max_replies_in_flight: 2,
+            ..settings()
+        },
+    );
+    let first = app.send(None, "One").await;
+    app.send(None, "Two").await;
+    let third = app
+        .service
+        .send_message(caller(OWNER), message(None, "Three"))
+        .await;
+    assert!(
+        matches!(third, Err(ConversationError::TooManyReplies { limit: 2 })),
+        "{third:?}"
+    );
+    let to_a_conversation = app
+        .service
+        .send_message(caller(OWNER), message(Some(first.conversation.id), "Three"))
+        .await;
+    assert!(
+        matches!(
+            to_a_conversation,
+            // The conversation's own reply is checked first.
+            Err(ConversationError::ReplyInProgress)
+        ),
+        "{to_a_conversation:?}"
+    );
+    app.service
+        .send_message(caller(STRANGER), message(None, "Mine"))
+        .await
+        .expect("another account has its own limit");
+
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
+    app.send(Some(first.conversation.id), "Three").await;
+    assert_eq!(app.generations(), 4);
 }
 
 #[tokio::test]

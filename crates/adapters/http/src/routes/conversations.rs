@@ -449,7 +449,8 @@ async fn answer_send(
 /// retries safe). With one: the message is sent and its reply generated; with
 /// `Accept: text/event-stream` the reply streams back (200), else the answer
 /// waits for it to end (201 with the conversation and both messages); an
-/// `Idempotency-Key` then works as for sending a message.
+/// `Idempotency-Key` then works as for sending a message, as do its limits
+/// (429 with `Retry-After: 1` over the account's replies in progress).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -686,7 +687,9 @@ pub async fn delete_conversation(
 ///
 /// With `Accept: text/event-stream` the reply streams back as it is
 /// generated (200); otherwise the answer waits for it to end (201). One
-/// reply at a time: while one is in progress, 409.
+/// reply at a time: while one is in progress, 409. At most a configured
+/// number of replies in progress per account, across its conversations
+/// (3 by default): over it, 429 with `Retry-After: 1`.
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -816,6 +819,7 @@ pub async fn follow_reply(
 /// The seed's `POST /backend-api/f/conversation`: the last of `messages` is
 /// sent, to `conversation_id` or to a new conversation. A retry of a send
 /// whose events are no longer kept answers 201 with both messages instead.
+/// Over the account's replies in progress, 429 with `Retry-After: 1`.
 #[utoipa::path(
     tag = "compatibility",
     security(("bearer" = [])),

@@ -17,7 +17,7 @@ use waiter_domain::{
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
     InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS, NewConversationRecord,
-    NewExchange, ReplyUpdate, WriteConversationError,
+    NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, KeyTaken, Remembered, StoredResponse,
@@ -57,6 +57,10 @@ macro_rules! conversation_store_contract_tests {
             save_reply_after_the_final_state_changes_nothing,
             save_reply_of_a_deleted_conversation_changes_nothing,
             interrupt_abandoned_interrupts_only_replies_left_in_progress,
+            start_stores_the_conversation_with_its_first_exchange,
+            a_start_with_an_opening_key_already_held_is_already_started,
+            of_concurrent_starts_with_one_opening_key_exactly_one_starts,
+            a_refused_start_stores_no_conversation,
             deleting_an_account_deletes_its_conversations,
         );
     };
@@ -1239,6 +1243,183 @@ pub async fn interrupt_abandoned_interrupts_only_replies_left_in_progress(
         []
     );
     append(store, exchange(sent[0].reply.conversation_id, at_now)).await;
+}
+
+/// A new conversation of `owner` and its first exchange, both at `at`,
+/// opened with `key`, whose retry window starts an hour before `at`.
+pub fn opening(owner: AccountId, key: Option<&str>, at: Timestamp) -> NewOpening {
+    let conversation = conversation_at(owner, at);
+    NewOpening {
+        exchange: exchange(conversation.id, at),
+        conversation,
+        opening_key: key.map(str::to_owned),
+        opening_key_since: at - Duration::hours(1),
+    }
+}
+
+/// Starts `opening`, failing the test if the store refuses it.
+async fn start(store: &dyn ConversationStore, opening: NewOpening) -> Conversation {
+    store
+        .start(opening)
+        .await
+        .expect("starting a conversation succeeds")
+}
+
+/// A started conversation is stored as an insert then an append would
+/// store it: at the version after one append, with both messages.
+pub async fn start_stores_the_conversation_with_its_first_exchange(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    for key in [None, Some("key:retry-1")] {
+        let opened = opening(owner.id, key, now());
+        let started = start(store, opened.clone()).await;
+        assert_eq!(
+            started,
+            Conversation {
+                version: Version::INITIAL.next(),
+                ..opened.conversation.conversation()
+            }
+        );
+        assert_eq!(find(store, started.id).await, Some(started.clone()));
+        assert_eq!(
+            messages(store, started.id).await,
+            [opened.exchange.message, opened.exchange.reply]
+        );
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 2);
+}
+
+/// A start whose opening key a conversation of the owner holds is
+/// `AlreadyStarted`, naming it and its first message, and stores nothing;
+/// the key is the owner's alone, starts without a key never conflict, and
+/// a conversation started before the retry window gives its key up.
+pub async fn a_start_with_an_opening_key_already_held_is_already_started(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let other = insert_account(accounts).await;
+    let at = now();
+    let first = opening(owner.id, Some("id:msg_001:digest"), at);
+    let started = start(store, first.clone()).await;
+
+    let retry = opening(
+        owner.id,
+        Some("id:msg_001:digest"),
+        at + Duration::seconds(5),
+    );
+    let result = store.start(retry.clone()).await;
+    match result {
+        Err(AppendError::AlreadyStarted {
+            conversation,
+            message,
+        }) => {
+            assert_eq!(conversation, started.id);
+            assert_eq!(message, first.exchange.message.id);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(find(store, retry.conversation.id).await, None);
+    assert_eq!(find(store, started.id).await, Some(started.clone()));
+    assert_eq!(messages(store, started.id).await.len(), 2);
+
+    start(store, opening(other.id, Some("id:msg_001:digest"), at)).await;
+    start(store, opening(owner.id, None, at)).await;
+    start(store, opening(owner.id, None, at)).await;
+
+    // Past the window (an hour in `opening`), the key starts a new one,
+    // which then holds it.
+    let later = opening(owner.id, Some("id:msg_001:digest"), at + Duration::hours(2));
+    let restarted = start(store, later.clone()).await;
+    assert_ne!(restarted.id, started.id);
+    let result = store
+        .start(opening(
+            owner.id,
+            Some("id:msg_001:digest"),
+            at + Duration::hours(2),
+        ))
+        .await;
+    assert!(
+        matches!(&result, Err(AppendError::AlreadyStarted { conversation, .. }) if *conversation == restarted.id),
+        "{result:?}"
+    );
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 4);
+}
+
+/// Starts with one opening key sent at once: exactly one conversation is
+/// stored, and every other start is `AlreadyStarted` naming it.
+pub async fn of_concurrent_starts_with_one_opening_key_exactly_one_starts(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let attempts: Vec<NewOpening> = (0..8)
+        .map(|_| opening(owner.id, Some("key:same"), now()))
+        .collect();
+    let results = join_all(attempts.iter().map(|attempt| store.start(attempt.clone()))).await;
+    let winners: Vec<&Conversation> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0].id;
+    let first_message = attempts
+        .iter()
+        .find(|attempt| attempt.conversation.id == winner)
+        .map(|attempt| attempt.exchange.message.id.clone())
+        .expect("the winner was attempted");
+    for result in &results {
+        match result {
+            Ok(_) => {}
+            Err(AppendError::AlreadyStarted {
+                conversation,
+                message,
+            }) => {
+                assert_eq!(*conversation, winner);
+                assert_eq!(*message, first_message);
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 1);
+}
+
+/// A start refused over a limit, or for an account that does not exist,
+/// stores no conversation.
+pub async fn a_refused_start_stores_no_conversation(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    start(store, opening(owner.id, None, now())).await;
+    let mut limited = opening(owner.id, Some("key:limited"), now());
+    limited.exchange.max_replies_in_flight = 1;
+    let result = store.start(limited.clone()).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 1 })),
+        "{result:?}"
+    );
+    let mut full = opening(owner.id, Some("key:full"), now());
+    full.exchange.max_messages = 1;
+    let result = store.start(full.clone()).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyMessages { limit: 1 })),
+        "{result:?}"
+    );
+    for refused in [&limited, &full] {
+        assert_eq!(find(store, refused.conversation.id).await, None);
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 1);
+    // The key of a refused start is free.
+    limited.exchange.max_replies_in_flight = 2;
+    start(store, limited).await;
+
+    let nobody = AccountId::from_ulid(Ulid::generate());
+    let result = store.start(opening(nobody, None, now())).await;
+    assert!(matches!(result, Err(AppendError::NotFound)), "{result:?}");
 }
 
 /// Deleting an account deletes its conversations and their messages, and

@@ -266,6 +266,25 @@ pub struct NewExchange {
     pub max_replies_in_flight: u32,
 }
 
+/// A conversation and its first exchange, stored together
+/// ([`ConversationStore::start`]), so that a retried first send finds the
+/// conversation the first one started rather than starting another.
+#[derive(Debug, Clone)]
+pub struct NewOpening {
+    /// The conversation.
+    pub conversation: NewConversationRecord,
+    /// Its first exchange, in that conversation.
+    pub exchange: NewExchange,
+    /// What tells a retry of this send among the owner's conversations,
+    /// chosen by the caller (from the send's retry key, or its message id
+    /// and text); at most one conversation of an owner holds a key. `None`:
+    /// this send cannot be retried.
+    pub opening_key: Option<String>,
+    /// A conversation started with the key before this instant no longer
+    /// answers for it: the key passes to the new conversation.
+    pub opening_key_since: Timestamp,
+}
+
 /// Why an exchange could not be appended. Nothing was stored.
 #[derive(Debug, Error)]
 pub enum AppendError {
@@ -293,6 +312,16 @@ pub enum AppendError {
     /// is a retry of the user message with the id given here.
     #[error("this message was already sent")]
     AlreadySent(MessageId),
+    /// A conversation of the owner already holds the opening key
+    /// ([`ConversationStore::start`] only): this is a retry of the send
+    /// that started it, whose user message has the id given here.
+    #[error("this conversation was already started")]
+    AlreadyStarted {
+        /// The conversation the first send started.
+        conversation: ConversationId,
+        /// Its first user message.
+        message: MessageId,
+    },
     /// Infrastructure failed (see [`PortError`]).
     #[error(transparent)]
     Port(#[from] PortError),
@@ -436,6 +465,17 @@ pub trait ConversationStore: Send + Sync {
     /// than [`NewExchange::max_replies_in_flight`] replies in progress
     /// (whatever the race, too). A retry is `AlreadySent` before any limit.
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError>;
+
+    /// Stores a new conversation and its first exchange in one
+    /// transaction: the conversation as [`insert`](Self::insert) would,
+    /// then the exchange as [`append_exchange`](Self::append_exchange)
+    /// would (so it is returned at the version after one append), with its
+    /// opening key. `AlreadyStarted`, storing nothing, when a conversation
+    /// of the owner started since [`NewOpening::opening_key_since`] holds
+    /// the key, whatever the race (an older one gives its key up);
+    /// `TooManyReplies` and `TooManyMessages`, storing nothing, as for an
+    /// append; `NotFound` when the owner's account does not exist.
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError>;
 
     /// Writes a reply's text, status and metadata, and its `updated_at`, if
     /// it is still `InProgress`; returns whether it was. A final status also

@@ -367,6 +367,52 @@ async fn a_retried_send_starts_no_second_reply(app: &TestApp) {
     assert_eq!(detail["messages"].as_array().unwrap().len(), 4);
 }
 
+/// A send that starts a conversation, retried (the seed's first request,
+/// with its `"id": "msg_001"`, or a start with an `Idempotency-Key`), finds
+/// the conversation the first one started: no second conversation, no
+/// second reply.
+async fn a_retried_first_send_starts_no_second_conversation(app: &TestApp) {
+    let ann = app.member("ann@example.com").await;
+    let seed_body = json!({
+        "messages": [{"id": "msg_001", "role": "user", "content": {"content_type": "text", "parts": ["Start once"]}}],
+    });
+    let first = events_of(app.seed_send(&ann, seed_body.clone()).await).await;
+    let id = first[1].json()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = app.seed_send(&ann, seed_body).await;
+    assert_eq!(header_of(&again, "idempotent-replayed"), "true");
+    let again = events_of(again).await;
+    assert_eq!(again[1].json()["conversation_id"], id.as_str());
+    assert_eq!(appended_text(&again), appended_text(&first));
+
+    let body = json!({"message": user_message("Start once, keyed")});
+    let started = app
+        .create_conversation(&ann, &body)
+        .idempotency_key("start-1")
+        .await;
+    assert_eq!(started.status(), StatusCode::CREATED);
+    let started = json_of(started).await;
+    let retried = app
+        .create_conversation(&ann, &body)
+        .idempotency_key("start-1")
+        .await;
+    assert!(retried.status().is_success(), "{}", retried.status());
+    assert_eq!(header_of(&retried, "idempotent-replayed"), "true");
+    let retried = json_of(retried).await;
+    assert_eq!(retried["conversation"]["id"], started["conversation"]["id"]);
+    assert_eq!(retried["message"]["id"], started["message"]["id"]);
+
+    let list = json_of(app.list_conversations(&ann, "").await).await;
+    assert_eq!(list["total"], 2);
+    for item in list["items"].as_array().unwrap() {
+        let id = item["id"].as_str().unwrap();
+        let detail = json_of(app.get_conversation(&ann, id).await).await;
+        assert_eq!(detail["messages"].as_array().unwrap().len(), 2, "{detail}");
+    }
+}
+
 async fn another_accounts_conversation_does_not_exist(app: &TestApp) {
     let ann = app.member("ann@example.com").await;
     let bob = app.member("bob@example.com").await;
@@ -483,6 +529,7 @@ on_both_backends!(
     a_stopped_reply_keeps_its_text,
     a_resumed_stream_loses_and_repeats_nothing,
     a_retried_send_starts_no_second_reply,
+    a_retried_first_send_starts_no_second_conversation,
     another_accounts_conversation_does_not_exist,
     the_seeds_own_endpoints_work,
     bad_messages_are_refused_clearly,
@@ -547,6 +594,11 @@ async fn an_account_has_at_most_its_replies_in_flight() {
     assert_eq!(started.status(), StatusCode::TOO_MANY_REQUESTS);
     let detail = json_of(app.get_conversation(&ann, &second).await).await;
     assert_eq!(detail["messages"], json!([]));
+    assert_eq!(
+        json_of(app.list_conversations(&ann, "").await).await["total"],
+        2,
+        "a refused start leaves no conversation behind"
+    );
     let theirs = conversation_id(&conversation(&app, &bob).await).to_owned();
     let others = app
         .send_message(&bob, &theirs, user_message("Mine"))

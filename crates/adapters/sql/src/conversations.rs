@@ -19,6 +19,12 @@
 //! do not wait for), before the conversation: the order in which deleting
 //! the account cascades.
 //!
+//! A send that starts a conversation stores it with its first exchange in
+//! one transaction, under the same lock on the owner, with the send's
+//! opening key: a retry of the send, however concurrent, finds the key
+//! taken (`AlreadyStarted`), and a refused send leaves no empty
+//! conversation behind.
+//!
 //! What concurrent sends race on is kept by the database itself: the
 //! primary key and the retry-key index make a message id or a retry key
 //! usable once per conversation, and a partial unique index allows one reply
@@ -37,7 +43,7 @@ use waiter_ports::PortError;
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
     ConversationSummary, InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS,
-    NewConversationRecord, NewExchange, ReplyUpdate, WriteConversationError,
+    NewConversationRecord, NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
@@ -56,6 +62,13 @@ const RETRY_KEY_KEY: UniqueKey = UniqueKey {
     name: "messages_conversation_id_retry_key_key",
     table: "messages",
     columns: &["conversation_id", "retry_key"],
+};
+
+/// The index that makes an opening key usable once per owner.
+const OPENING_KEY_KEY: UniqueKey = UniqueKey {
+    name: "conversations_owner_id_opening_key_key",
+    table: "conversations",
+    columns: &["owner_id", "opening_key"],
 };
 
 /// The partial index that allows one reply in progress per conversation.
@@ -105,6 +118,21 @@ const INSERT: &str = concat!(
      RETURNING ",
     conversation_columns!()
 );
+/// Inserts a conversation started by its first exchange, with its opening key `$6`.
+const INSERT_OPENED: &str = concat!(
+    "INSERT INTO conversations (id, owner_id, title, version, created_at, updated_at, opening_key)
+     VALUES ($1, $2, $3, $4, $5, $5, $6)
+     RETURNING ",
+    conversation_columns!()
+);
+/// Takes opening key `$2` from owner `$1`'s conversation started before
+/// `$3`: past the retry window, the key starts a new conversation.
+const GIVE_UP_OPENING_KEY: &str = "UPDATE conversations SET opening_key = NULL
+     WHERE owner_id = $1 AND opening_key = $2 AND created_at < $3";
+/// The conversation of owner `$1` holding opening key `$2`, and its first message.
+const OPENED: &str = "SELECT conversations.id, messages.id FROM conversations
+     JOIN messages ON messages.conversation_id = conversations.id AND messages.seq = 1
+     WHERE conversations.owner_id = $1 AND conversations.opening_key = $2";
 const FIND: &str = concat!(
     "SELECT ",
     conversation_columns!(),
@@ -481,6 +509,35 @@ where
     Ok(locked.is_some())
 }
 
+/// The conversation of `owner` holding opening key `key`, as the refusal of
+/// a start that retries it.
+async fn opened<'e, D: Dialect>(
+    executor: impl Executor<'e, Database = Db<D>>,
+    owner: Uuid,
+    key: &str,
+) -> Result<Option<AppendError>, PortError>
+where
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+{
+    let started = sqlx::query_as::<_, (Uuid, String)>(OPENED)
+        .bind(owner)
+        .bind(key)
+        .fetch_optional(executor)
+        .await
+        .map_err(D::port_error)?;
+    started
+        .map(|(conversation, message)| {
+            Ok(AppendError::AlreadyStarted {
+                conversation: ConversationId::from_uuid(conversation),
+                message: MessageId::parse(&message).map_err(PortError::unexpected)?,
+            })
+        })
+        .transpose()
+}
+
 /// Inserts `message` as message `seq` of its conversation, in `tx`.
 async fn insert_message<D: Dialect>(
     tx: &mut Transaction<'static, Db<D>>,
@@ -651,6 +708,60 @@ where
         if !lock_owner::<D>(&mut tx, owner).await? {
             // The account is gone, and its conversations with it.
             return Err(AppendError::NotFound);
+        }
+        self.append_locked(tx, owner, exchange).await
+    }
+
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
+        let NewOpening {
+            conversation: record,
+            exchange,
+            opening_key,
+            opening_key_since,
+        } = opening;
+        let owner = record.owner.as_uuid();
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::port_error)?;
+        // The owner's lock also queues concurrent starts with one key: each
+        // sees whether one before it took the key.
+        if !lock_owner::<D>(&mut tx, owner).await? {
+            return Err(AppendError::NotFound);
+        }
+        if let Some(key) = opening_key.as_deref() {
+            sqlx::query(GIVE_UP_OPENING_KEY)
+                .bind(owner)
+                .bind(key)
+                .bind(D::Timestamp::from(opening_key_since))
+                .execute(&mut *tx)
+                .await
+                .map_err(D::port_error)?;
+            if let Some(started) = opened::<D>(&mut *tx, owner, key).await? {
+                return Err(started);
+            }
+        }
+        let inserted = sqlx::query(INSERT_OPENED)
+            .bind(record.id.as_uuid())
+            .bind(owner)
+            .bind(record.title.as_str())
+            .bind(Version::INITIAL.get())
+            .bind(D::Timestamp::from(record.created_at))
+            .bind(opening_key.as_deref())
+            .execute(&mut *tx)
+            .await;
+        if let Err(error) = inserted {
+            drop(tx);
+            // Only if the lock did not queue the starts (it always does on
+            // the databases here): the key's holder has committed.
+            if let Some(key) = opening_key.as_deref()
+                && D::violates(&error, OPENING_KEY_KEY)
+                && let Some(started) = opened::<D>(&self.pool, owner, key).await?
+            {
+                return Err(started);
+            }
+            return Err(D::port_error(error).into());
         }
         self.append_locked(tx, owner, exchange).await
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use ulid::Ulid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -30,9 +31,9 @@ use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
     AppendError, ConversationDetail, ConversationError, ConversationOrder, ConversationPage,
     ConversationQuery, ConversationStore, ConversationUseCases, Follower, InsertConversationError,
-    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, ReplyEvent,
-    ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage, Sent,
-    SequencedEvent, Speaker, Turn, WriteConversationError,
+    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, NewOpening,
+    ReplyEvent, ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage,
+    Sent, SequencedEvent, Speaker, Turn, WriteConversationError,
 };
 use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::{AccountEvents, Caller};
@@ -260,17 +261,18 @@ impl ConversationService {
         }
     }
 
-    /// The conversation a message is sent to, started when none is named.
-    async fn conversation_for(
+    /// Where a message is sent: the caller's conversation it names, with
+    /// its messages, or a new one to start with it.
+    async fn destination(
         &self,
         caller: &Caller,
         message: &SendMessage,
         now: Timestamp,
-    ) -> Result<(Conversation, Vec<Message>), ConversationError> {
+    ) -> Result<Destination, ConversationError> {
         if let Some(id) = message.conversation {
             let conversation = self.owned(caller, id).await?;
             let messages = self.shared.store.messages(id).await?;
-            return Ok((conversation, messages));
+            return Ok(Destination::Existing(conversation, messages));
         }
         let title = match message
             .title
@@ -280,19 +282,12 @@ impl ConversationService {
             Some(title) => title,
             None => ConversationTitle::parse(FALLBACK_TITLE).map_err(PortError::unexpected)?,
         };
-        let record = NewConversationRecord {
+        Ok(Destination::New(NewConversationRecord {
             id: ConversationId::from_ulid(new_ulid(now)),
             owner: caller.account_id,
             title,
             created_at: now,
-        };
-        let conversation = self
-            .shared
-            .store
-            .insert(record, None)
-            .await
-            .map_err(insert_error)?;
-        Ok((conversation, Vec::new()))
+        }))
     }
 
     /// What a send with an id or retry key already used stored the first time.
@@ -340,6 +335,38 @@ impl ConversationService {
     }
 }
 
+/// Where a message is sent.
+enum Destination {
+    /// A conversation of the caller, and its messages so far.
+    Existing(Conversation, Vec<Message>),
+    /// A conversation to start with the message.
+    New(NewConversationRecord),
+}
+
+/// How long a send that started a conversation can be retried, as long as
+/// idempotency keys are kept: a retry later starts a new conversation.
+const OPENING_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// What tells a retry of a send that starts a conversation, among the
+/// caller's conversations: its retry key, or else its message id together
+/// with a digest of its text. Message ids are unique only within a
+/// conversation, and a client may well name the first message of every
+/// conversation alike (the seed's `msg_001`): the same id with other text
+/// is a new conversation, not a retry. `None` when the send gave neither
+/// (it cannot be told from a new one).
+fn opening_key(message: &SendMessage) -> Option<String> {
+    if let Some(key) = &message.retry_key {
+        return Some(format!("key:{key}"));
+    }
+    let id = message.id.as_ref()?;
+    let digest = Sha256::digest(message.text.as_str().as_bytes());
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Some(format!("id:{id}:{hex}"))
+}
+
 fn insert_error(err: InsertConversationError) -> ConversationError {
     match err {
         InsertConversationError::KeyTaken(taken) => ConversationError::KeyTaken(taken),
@@ -364,10 +391,12 @@ fn append_error(err: AppendError) -> ConversationError {
         AppendError::TooManyMessages { limit } => ConversationError::TooManyMessages { limit },
         AppendError::TooManyReplies { limit } => ConversationError::TooManyReplies { limit },
         // Handled by the caller, which replays the first send.
-        AppendError::AlreadySent(id) => PortError::unexpected(anyhow::anyhow!(
-            "message {id} reported as already sent where no replay was expected"
-        ))
-        .into(),
+        AppendError::AlreadySent(id) | AppendError::AlreadyStarted { message: id, .. } => {
+            PortError::unexpected(anyhow::anyhow!(
+                "message {id} reported as already sent where no replay was expected"
+            ))
+            .into()
+        }
         AppendError::Port(err) => ConversationError::Port(err),
     }
 }
@@ -600,13 +629,17 @@ impl ConversationUseCases for ConversationService {
             return Err(ConversationError::InvalidTemperature);
         }
         let now = self.shared.clock.now();
-        let (conversation, earlier) = self.conversation_for(&caller, &message, now).await?;
+        let destination = self.destination(&caller, &message, now).await?;
+        let (conversation_id, earlier) = match &destination {
+            Destination::Existing(conversation, earlier) => (conversation.id, earlier.as_slice()),
+            Destination::New(record) => (record.id, [].as_slice()),
+        };
         let user_message = Message {
             id: message
                 .id
                 .clone()
                 .unwrap_or_else(|| MessageId::generated(new_ulid(now))),
-            conversation_id: conversation.id,
+            conversation_id,
             role: MessageRole::User,
             text: message.text.as_str().to_owned(),
             status: MessageStatus::FinishedSuccessfully,
@@ -620,7 +653,7 @@ impl ConversationUseCases for ConversationService {
         };
         let reply = Message {
             id: MessageId::generated(new_ulid(now)),
-            conversation_id: conversation.id,
+            conversation_id,
             role: MessageRole::Assistant,
             text: String::new(),
             status: MessageStatus::InProgress,
@@ -639,11 +672,31 @@ impl ConversationUseCases for ConversationService {
             max_messages: settings.max_messages,
             max_replies_in_flight: settings.max_replies_in_flight,
         };
-        let conversation = match self.shared.store.append_exchange(exchange).await {
+        let history = history(earlier, &user_message);
+        // A new conversation is stored with its first exchange, so that a
+        // retry of the send finds it (by its opening key) however
+        // concurrent, and a refused send leaves no empty one behind.
+        let appended = match destination {
+            Destination::Existing(..) => self.shared.store.append_exchange(exchange).await,
+            Destination::New(record) => {
+                let opening = NewOpening {
+                    conversation: record,
+                    exchange,
+                    opening_key: opening_key(&message),
+                    opening_key_since: now - OPENING_RETENTION,
+                };
+                self.shared.store.start(opening).await
+            }
+        };
+        let conversation = match appended {
             Ok(conversation) => conversation,
             Err(AppendError::AlreadySent(first)) => {
-                return self.replay(conversation.id, first).await;
+                return self.replay(conversation_id, first).await;
             }
+            Err(AppendError::AlreadyStarted {
+                conversation,
+                message,
+            }) => return self.replay(conversation, message).await,
             Err(err) => return Err(append_error(err)),
         };
         // From here on the work is the reply task's: a request cut short
@@ -656,7 +709,7 @@ impl ConversationUseCases for ConversationService {
             conversation.owner,
             user_message.clone(),
             reply.clone(),
-            history(&earlier, &user_message),
+            history,
             message.temperature,
         );
         tokio::spawn(async move {

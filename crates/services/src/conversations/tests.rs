@@ -44,6 +44,8 @@ struct StoreState {
     conversations: HashMap<ConversationId, Conversation>,
     messages: HashMap<ConversationId, Vec<Message>>,
     retry_keys: HashMap<(ConversationId, String), MessageId>,
+    /// The conversation each opening key started, its first message and when.
+    opening_keys: HashMap<(AccountId, String), (ConversationId, MessageId, Timestamp)>,
     /// Every reply update asked for, saved or not.
     saves: Vec<ReplyUpdate>,
     /// When set, `save_reply` answers `false`, as if someone else had made the reply final.
@@ -255,6 +257,53 @@ impl ConversationStore for FakeStore {
             conversation.updated_at = update.updated_at;
         }
         Ok(true)
+    }
+
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
+        let NewOpening {
+            conversation: record,
+            exchange,
+            opening_key,
+            opening_key_since,
+        } = opening;
+        let owner = record.owner;
+        let key = opening_key.map(|key| (owner, key));
+        {
+            let mut state = self.state();
+            if let Some(key) = &key
+                && let Some((conversation, message, started)) = state.opening_keys.get(key)
+                && *started >= opening_key_since
+                && state.conversations.contains_key(conversation)
+            {
+                return Err(AppendError::AlreadyStarted {
+                    conversation: *conversation,
+                    message: message.clone(),
+                });
+            }
+            let conversation = record.conversation();
+            state
+                .conversations
+                .insert(conversation.id, conversation.clone());
+            state.messages.insert(conversation.id, Vec::new());
+        }
+        let message = exchange.message.id.clone();
+        let appended = self.append_exchange(exchange).await;
+        let mut state = self.state();
+        match appended {
+            Ok(conversation) => {
+                if let Some(key) = key {
+                    state
+                        .opening_keys
+                        .insert(key, (conversation.id, message, record.created_at));
+                }
+                Ok(conversation)
+            }
+            Err(err) => {
+                state.conversations.remove(&record.id);
+                state.messages.remove(&record.id);
+                Err(err)
+            }
+        }
     }
 
     async fn interrupt_abandoned(
@@ -1043,6 +1092,124 @@ async fn an_account_has_at_most_its_limit_of_replies_in_progress() {
         .unwrap();
     app.send(Some(first.conversation.id), "Three").await;
     assert_eq!(app.generations(), 4);
+}
+
+#[tokio::test]
+async fn a_retried_first_send_by_id_finds_the_conversation_it_started() {
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    let mut first_send = message(None, "Hello");
+    first_send.id = Some(MessageId::parse("msg_001").unwrap());
+    let first = app
+        .service
+        .send_message(caller(OWNER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let retry = app
+        .service
+        .send_message(caller(OWNER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.conversation.id, first.conversation.id);
+    assert_eq!(retry.message.id, first.message.id);
+    assert_eq!(retry.reply.id, first.reply.id);
+    assert_eq!(app.generations(), 1);
+    app.finished(&first).await;
+
+    // The same id with other text, or from another account, is no retry.
+    let mut other_text = first_send.clone();
+    other_text.text = waiter_domain::MessageText::parse("Something else").unwrap();
+    let new = app
+        .service
+        .send_message(caller(OWNER), other_text)
+        .await
+        .unwrap();
+    assert!(!new.replayed);
+    assert_ne!(new.conversation.id, first.conversation.id);
+    app.finished(&new).await;
+    let theirs = app
+        .service
+        .send_message(caller(STRANGER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(!theirs.replayed);
+
+    // Past the retry window, the same send starts a new conversation.
+    app.clock
+        .advance(OPENING_RETENTION + Duration::from_secs(1));
+    let late = app
+        .service
+        .send_message(caller(OWNER), first_send)
+        .await
+        .unwrap();
+    assert!(!late.replayed);
+    assert_ne!(late.conversation.id, first.conversation.id);
+    assert_eq!(app.generations(), 4);
+}
+
+#[tokio::test]
+async fn a_retried_first_send_by_key_finds_the_conversation_it_started() {
+    let app = harness(&[Step::Hang]);
+    let mut keyed = message(None, "Hello");
+    keyed.retry_key = Some("start-1".into());
+    let first = app
+        .service
+        .send_message(caller(OWNER), keyed.clone())
+        .await
+        .unwrap();
+    // A retry while the reply is still in progress is a retry, not a 409.
+    let mut retry = keyed.clone();
+    retry.text = waiter_domain::MessageText::parse("Hello again").unwrap();
+    let retry = app
+        .service
+        .send_message(caller(OWNER), retry)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.conversation.id, first.conversation.id);
+    assert_eq!(retry.message, first.message);
+    assert_eq!(app.generations(), 1);
+    let page = app
+        .service
+        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_first_send_leaves_no_conversation() {
+    let app = harness_with(
+        &[Step::Hang],
+        ConversationSettings {
+            max_replies_in_flight: 1,
+            ..settings()
+        },
+    );
+    let first = app.send(None, "One").await;
+    let refused = app
+        .service
+        .send_message(caller(OWNER), message(None, "Two"))
+        .await;
+    assert!(
+        matches!(refused, Err(ConversationError::TooManyReplies { limit: 1 })),
+        "{refused:?}"
+    );
+    let page = app
+        .service
+        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

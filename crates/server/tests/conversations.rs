@@ -621,6 +621,39 @@ async fn an_account_has_at_most_its_replies_in_flight() {
     app.cleanup().await;
 }
 
+/// Replies show in `/metrics`: counted by outcome, the time to their first
+/// text as a histogram with its own buckets, and the replies in progress.
+#[actix_web::test]
+async fn replies_are_measured() {
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, &[("--metrics-addr", "127.0.0.1:0")]).await
+    else {
+        return;
+    };
+    let ann = app.member("ann@example.com").await;
+    let id = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let sent = app.send_message(&ann, &id, user_message("Count me")).await;
+    assert_eq!(sent.status(), StatusCode::CREATED);
+
+    let port = app.metrics_port.expect("metrics are served");
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    // The recorder is the process's: other tests' replies count too.
+    for line in [
+        "waiter_replies_total{outcome=\"started\"}",
+        "waiter_replies_total{outcome=\"finished\"}",
+        "waiter_reply_first_text_seconds_bucket{le=\"60\"}",
+        "waiter_replies_active",
+    ] {
+        assert!(scrape.contains(line), "{line} in:\n{scrape}");
+    }
+    app.cleanup().await;
+}
+
 /// A reply streamed by one instance can be followed from another sharing
 /// PostgreSQL and Redis.
 #[actix_web::test]

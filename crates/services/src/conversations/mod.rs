@@ -208,6 +208,8 @@ impl ConversationService {
             "interrupted replies whose writer died"
         );
         for reply in &interrupted {
+            // Counted here, as no task of theirs lives to count them.
+            reply::count_reply("interrupted");
             self.shared
                 .invalidate(reply.owner, reply.conversation)
                 .await;
@@ -628,6 +630,7 @@ impl ConversationUseCases for ConversationService {
         {
             return Err(ConversationError::InvalidTemperature);
         }
+        let sent_at = tokio::time::Instant::now();
         let now = self.shared.clock.now();
         let destination = self.destination(&caller, &message, now).await?;
         let (conversation_id, earlier) = match &destination {
@@ -711,6 +714,7 @@ impl ConversationUseCases for ConversationService {
             reply.clone(),
             history,
             message.temperature,
+            sent_at,
         );
         tokio::spawn(async move {
             let task = task.await;

@@ -1748,3 +1748,179 @@ async fn store_failures_are_port_errors() {
         Err(ConversationError::Port(_))
     ));
 }
+
+/// Records metrics in memory, each under `name{label=value,…}`, for one
+/// test's thread ([`metrics::set_default_local_recorder`]): the current-thread
+/// runtime of `#[tokio::test]` runs the reply tasks there too.
+#[derive(Default)]
+struct MetricsProbe {
+    counters: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    gauges: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    histograms: Mutex<HashMap<String, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+fn rendered(key: &metrics::Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}={}", label.key(), label.value()))
+        .collect();
+    if labels.is_empty() {
+        key.name().to_owned()
+    } else {
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+}
+
+impl MetricsProbe {
+    fn counter(&self, key: &str) -> u64 {
+        self.counters
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0, |value| value.load(Ordering::SeqCst))
+    }
+
+    fn gauge(&self, key: &str) -> f64 {
+        self.gauges
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0.0, |value| f64::from_bits(value.load(Ordering::SeqCst)))
+    }
+
+    fn samples(&self, key: &str) -> Vec<f64> {
+        self.histograms
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|samples| samples.0.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+}
+
+impl metrics::Recorder for MetricsProbe {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let counter = self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Counter::from_arc(counter)
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let gauge = self
+            .gauges
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Gauge::from_arc(gauge)
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        let samples = self
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Histogram::from_arc(samples)
+    }
+}
+
+/// Waits (boundedly) until no reply task of the harness is running.
+async fn no_reply_running(app: &Harness) {
+    for _ in 0..100 {
+        if app.service.shared.running.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a reply task is still running");
+}
+
+#[tokio::test]
+async fn replies_are_counted_timed_and_their_failures_classified() {
+    let probe = MetricsProbe::default();
+    let _recording = metrics::set_default_local_recorder(&probe);
+
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
+    no_reply_running(&app).await;
+    assert_eq!(probe.counter("waiter_replies_total{outcome=started}"), 1);
+    assert_eq!(probe.counter("waiter_replies_total{outcome=finished}"), 1);
+    assert_eq!(probe.gauge("waiter_replies_active"), 0.0);
+    let first_text = probe.samples("waiter_reply_first_text_seconds");
+    assert_eq!(first_text.len(), 1);
+    assert!((0.0..5.0).contains(&first_text[0]), "{first_text:?}");
+
+    let failing = harness(&[Step::Text("Hel"), Step::Fail]);
+    let sent = failing.send(None, "Hi").await;
+    failing.finished(&sent).await;
+    assert_eq!(probe.counter("waiter_replies_total{outcome=failed}"), 1);
+    assert_eq!(
+        probe.counter("waiter_reply_generator_errors_total{kind=stalled}"),
+        1
+    );
+
+    let stopped = harness(&[Step::Hang]);
+    let sent = stopped.send(None, "Hi").await;
+    assert_eq!(probe.gauge("waiter_replies_active"), 1.0);
+    stopped
+        .service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+    no_reply_running(&stopped).await;
+    assert_eq!(
+        probe.counter("waiter_replies_total{outcome=interrupted}"),
+        1
+    );
+    assert_eq!(probe.counter("waiter_replies_total{outcome=started}"), 3);
+    assert_eq!(probe.gauge("waiter_replies_active"), 0.0);
+    // A reply that waited for no text has no time to its first.
+    assert_eq!(probe.samples("waiter_reply_first_text_seconds").len(), 2);
+}

@@ -13,6 +13,10 @@
 //!
 //! Another account's conversation is `NotFound`, never `Forbidden`, so ids
 //! cannot be probed.
+//!
+//! Replies are measured as they go: `waiter_replies_active` (generated
+//! here), `waiter_replies_total{outcome}`, `waiter_reply_first_text_seconds`
+//! and `waiter_reply_generator_errors_total{kind}` (see `reply`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -16,8 +16,8 @@ use waiter_domain::{
 };
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
-    InsertConversationError, LAST_MESSAGE_CHARS, NewConversationRecord, NewExchange, ReplyUpdate,
-    WriteConversationError,
+    InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS, NewConversationRecord,
+    NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, KeyTaken, Remembered, StoredResponse,
@@ -50,11 +50,17 @@ macro_rules! conversation_store_contract_tests {
             a_reused_retry_key_is_already_sent,
             a_second_reply_while_one_is_in_progress_is_refused,
             of_concurrent_appends_exactly_one_starts_a_reply,
+            an_owner_has_at_most_the_limit_of_replies_in_progress,
+            of_concurrent_appends_across_an_owners_conversations_at_most_the_limit_start,
             a_full_conversation_refuses_more_messages,
             save_reply_writes_progress_then_the_final_state,
             save_reply_after_the_final_state_changes_nothing,
             save_reply_of_a_deleted_conversation_changes_nothing,
             interrupt_abandoned_interrupts_only_replies_left_in_progress,
+            start_stores_the_conversation_with_its_first_exchange,
+            a_start_with_an_opening_key_already_held_is_already_started,
+            of_concurrent_starts_with_one_opening_key_exactly_one_starts,
+            a_refused_start_stores_no_conversation,
             deleting_an_account_deletes_its_conversations,
         );
     };
@@ -148,6 +154,7 @@ pub fn exchange_with_id(
         reply,
         retry_key: None,
         max_messages: ROOMY,
+        max_replies_in_flight: ROOMY,
     }
 }
 
@@ -848,6 +855,101 @@ pub async fn of_concurrent_appends_exactly_one_starts_a_reply(
     }
 }
 
+/// An exchange that would give the owner more replies in progress, across
+/// their conversations, than its limit is `TooManyReplies` and stores
+/// nothing; other owners are not counted, a retry is still `AlreadySent`,
+/// and once a reply ends the next exchange is appended.
+pub async fn an_owner_has_at_most_the_limit_of_replies_in_progress(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let other = insert_account(accounts).await;
+    let limited = |conversation: ConversationId| NewExchange {
+        max_replies_in_flight: 2,
+        ..exchange(conversation, now())
+    };
+    let mut conversations = Vec::new();
+    for _ in 0..3 {
+        conversations.push(insert_conversation(store, new_conversation(owner.id)).await);
+    }
+    let first = limited(conversations[0].id);
+    append(store, first.clone()).await;
+    append(store, limited(conversations[1].id)).await;
+    let theirs = insert_conversation(store, new_conversation(other.id)).await;
+    append(store, limited(theirs.id)).await;
+
+    let current = find(store, conversations[2].id).await;
+    let result = store.append_exchange(limited(conversations[2].id)).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 2 })),
+        "{result:?}"
+    );
+    assert!(messages(store, conversations[2].id).await.is_empty());
+    assert_eq!(find(store, conversations[2].id).await, current);
+
+    let retry = NewExchange {
+        message: first.message.clone(),
+        ..limited(conversations[0].id)
+    };
+    let result = store.append_exchange(retry).await;
+    assert!(
+        matches!(&result, Err(AppendError::AlreadySent(id)) if *id == first.message.id),
+        "{result:?}"
+    );
+
+    finish(store, &first, now()).await;
+    append(store, limited(conversations[2].id)).await;
+    let result = store.append_exchange(limited(conversations[0].id)).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 2 })),
+        "{result:?}"
+    );
+}
+
+/// Exchanges sent at once to as many conversations of one owner: exactly
+/// the limit of them are appended, every other is `TooManyReplies`.
+pub async fn of_concurrent_appends_across_an_owners_conversations_at_most_the_limit_start(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let mut attempts = Vec::new();
+    for _ in 0..8 {
+        let conversation = insert_conversation(store, new_conversation(owner.id)).await;
+        attempts.push(NewExchange {
+            max_replies_in_flight: 3,
+            ..exchange(conversation.id, now())
+        });
+    }
+    let results = join_all(
+        attempts
+            .iter()
+            .map(|attempt| store.append_exchange(attempt.clone())),
+    )
+    .await;
+    let appended = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(appended, 3, "{results:?}");
+    for result in &results {
+        assert!(
+            matches!(
+                result,
+                Ok(_) | Err(AppendError::TooManyReplies { limit: 3 })
+            ),
+            "{result:?}"
+        );
+    }
+    let mut in_progress = 0;
+    for attempt in &attempts {
+        in_progress += messages(store, attempt.message.conversation_id)
+            .await
+            .iter()
+            .filter(|message| message.status == MessageStatus::InProgress)
+            .count();
+    }
+    assert_eq!(in_progress, 3);
+}
+
 /// An exchange that would take the conversation past its limit is
 /// `TooManyMessages` and stores nothing; up to the limit is fine, and a
 /// retry of a message in a full conversation is still `AlreadySent`.
@@ -1093,11 +1195,21 @@ pub async fn interrupt_abandoned_interrupts_only_replies_left_in_progress(
         ));
     }
 
-    let interrupted = store
+    let mut interrupted = store
         .interrupt_abandoned(cutoff, at_now)
         .await
         .expect("interrupt");
-    assert_eq!(interrupted, 2);
+    interrupted.sort_by_key(|reply| reply.conversation);
+    let mut expected: Vec<InterruptedReply> = [&sent[0], &sent[4]]
+        .into_iter()
+        .map(|exchange| InterruptedReply {
+            conversation: exchange.reply.conversation_id,
+            owner: owner.id,
+            reply: exchange.reply.id.clone(),
+        })
+        .collect();
+    expected.sort_by_key(|reply| reply.conversation);
+    assert_eq!(interrupted, expected, "the replies it changed, and whose");
 
     for (index, exchange) in sent.iter().enumerate() {
         let id = exchange.reply.conversation_id;
@@ -1128,9 +1240,186 @@ pub async fn interrupt_abandoned_interrupts_only_replies_left_in_progress(
             .interrupt_abandoned(cutoff, at_now)
             .await
             .expect("interrupt again"),
-        0
+        []
     );
     append(store, exchange(sent[0].reply.conversation_id, at_now)).await;
+}
+
+/// A new conversation of `owner` and its first exchange, both at `at`,
+/// opened with `key`, whose retry window starts an hour before `at`.
+pub fn opening(owner: AccountId, key: Option<&str>, at: Timestamp) -> NewOpening {
+    let conversation = conversation_at(owner, at);
+    NewOpening {
+        exchange: exchange(conversation.id, at),
+        conversation,
+        opening_key: key.map(str::to_owned),
+        opening_key_since: at - Duration::hours(1),
+    }
+}
+
+/// Starts `opening`, failing the test if the store refuses it.
+async fn start(store: &dyn ConversationStore, opening: NewOpening) -> Conversation {
+    store
+        .start(opening)
+        .await
+        .expect("starting a conversation succeeds")
+}
+
+/// A started conversation is stored as an insert then an append would
+/// store it: at the version after one append, with both messages.
+pub async fn start_stores_the_conversation_with_its_first_exchange(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    for key in [None, Some("key:retry-1")] {
+        let opened = opening(owner.id, key, now());
+        let started = start(store, opened.clone()).await;
+        assert_eq!(
+            started,
+            Conversation {
+                version: Version::INITIAL.next(),
+                ..opened.conversation.conversation()
+            }
+        );
+        assert_eq!(find(store, started.id).await, Some(started.clone()));
+        assert_eq!(
+            messages(store, started.id).await,
+            [opened.exchange.message, opened.exchange.reply]
+        );
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 2);
+}
+
+/// A start whose opening key a conversation of the owner holds is
+/// `AlreadyStarted`, naming it and its first message, and stores nothing;
+/// the key is the owner's alone, starts without a key never conflict, and
+/// a conversation started before the retry window gives its key up.
+pub async fn a_start_with_an_opening_key_already_held_is_already_started(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let other = insert_account(accounts).await;
+    let at = now();
+    let first = opening(owner.id, Some("id:msg_001:digest"), at);
+    let started = start(store, first.clone()).await;
+
+    let retry = opening(
+        owner.id,
+        Some("id:msg_001:digest"),
+        at + Duration::seconds(5),
+    );
+    let result = store.start(retry.clone()).await;
+    match result {
+        Err(AppendError::AlreadyStarted {
+            conversation,
+            message,
+        }) => {
+            assert_eq!(conversation, started.id);
+            assert_eq!(message, first.exchange.message.id);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(find(store, retry.conversation.id).await, None);
+    assert_eq!(find(store, started.id).await, Some(started.clone()));
+    assert_eq!(messages(store, started.id).await.len(), 2);
+
+    start(store, opening(other.id, Some("id:msg_001:digest"), at)).await;
+    start(store, opening(owner.id, None, at)).await;
+    start(store, opening(owner.id, None, at)).await;
+
+    // Past the window (an hour in `opening`), the key starts a new one,
+    // which then holds it.
+    let later = opening(owner.id, Some("id:msg_001:digest"), at + Duration::hours(2));
+    let restarted = start(store, later.clone()).await;
+    assert_ne!(restarted.id, started.id);
+    let result = store
+        .start(opening(
+            owner.id,
+            Some("id:msg_001:digest"),
+            at + Duration::hours(2),
+        ))
+        .await;
+    assert!(
+        matches!(&result, Err(AppendError::AlreadyStarted { conversation, .. }) if *conversation == restarted.id),
+        "{result:?}"
+    );
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 4);
+}
+
+/// Starts with one opening key sent at once: exactly one conversation is
+/// stored, and every other start is `AlreadyStarted` naming it.
+pub async fn of_concurrent_starts_with_one_opening_key_exactly_one_starts(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let attempts: Vec<NewOpening> = (0..8)
+        .map(|_| opening(owner.id, Some("key:same"), now()))
+        .collect();
+    let results = join_all(attempts.iter().map(|attempt| store.start(attempt.clone()))).await;
+    let winners: Vec<&Conversation> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0].id;
+    let first_message = attempts
+        .iter()
+        .find(|attempt| attempt.conversation.id == winner)
+        .map(|attempt| attempt.exchange.message.id.clone())
+        .expect("the winner was attempted");
+    for result in &results {
+        match result {
+            Ok(_) => {}
+            Err(AppendError::AlreadyStarted {
+                conversation,
+                message,
+            }) => {
+                assert_eq!(*conversation, winner);
+                assert_eq!(*message, first_message);
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 1);
+}
+
+/// A start refused over a limit, or for an account that does not exist,
+/// stores no conversation.
+pub async fn a_refused_start_stores_no_conversation(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    start(store, opening(owner.id, None, now())).await;
+    let mut limited = opening(owner.id, Some("key:limited"), now());
+    limited.exchange.max_replies_in_flight = 1;
+    let result = store.start(limited.clone()).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 1 })),
+        "{result:?}"
+    );
+    let mut full = opening(owner.id, Some("key:full"), now());
+    full.exchange.max_messages = 1;
+    let result = store.start(full.clone()).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyMessages { limit: 1 })),
+        "{result:?}"
+    );
+    for refused in [&limited, &full] {
+        assert_eq!(find(store, refused.conversation.id).await, None);
+    }
+    let page = list(store, owner.id, ConversationOrder::Updated, 0, 10).await;
+    assert_eq!(page.total, 1);
+    // The key of a refused start is free.
+    limited.exchange.max_replies_in_flight = 2;
+    start(store, limited).await;
+
+    let nobody = AccountId::from_ulid(Ulid::generate());
+    let result = store.start(opening(nobody, None, now())).await;
+    assert!(matches!(result, Err(AppendError::NotFound)), "{result:?}");
 }
 
 /// Deleting an account deletes its conversations and their messages, and

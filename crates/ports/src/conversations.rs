@@ -261,6 +261,28 @@ pub struct NewExchange {
     pub retry_key: Option<String>,
     /// The most messages the conversation may hold, these two included.
     pub max_messages: u32,
+    /// The most replies of the conversation's owner, across all their
+    /// conversations, that may be `InProgress` at once, this one included.
+    pub max_replies_in_flight: u32,
+}
+
+/// A conversation and its first exchange, stored together
+/// ([`ConversationStore::start`]), so that a retried first send finds the
+/// conversation the first one started rather than starting another.
+#[derive(Debug, Clone)]
+pub struct NewOpening {
+    /// The conversation.
+    pub conversation: NewConversationRecord,
+    /// Its first exchange, in that conversation.
+    pub exchange: NewExchange,
+    /// What tells a retry of this send among the owner's conversations,
+    /// chosen by the caller (from the send's retry key, or its message id
+    /// and text); at most one conversation of an owner holds a key. `None`:
+    /// this send cannot be retried.
+    pub opening_key: Option<String>,
+    /// A conversation started with the key before this instant no longer
+    /// answers for it: the key passes to the new conversation.
+    pub opening_key_since: Timestamp,
 }
 
 /// Why an exchange could not be appended. Nothing was stored.
@@ -279,10 +301,27 @@ pub enum AppendError {
         /// The limit it was appended under.
         limit: u32,
     },
+    /// The owner already has `limit` replies in progress, across their
+    /// conversations; the store enforces it whatever the race.
+    #[error("too many replies in progress")]
+    TooManyReplies {
+        /// The limit it was appended under.
+        limit: u32,
+    },
     /// The message id, or the retry key, is already the conversation's: this
     /// is a retry of the user message with the id given here.
     #[error("this message was already sent")]
     AlreadySent(MessageId),
+    /// A conversation of the owner already holds the opening key
+    /// ([`ConversationStore::start`] only): this is a retry of the send
+    /// that started it, whose user message has the id given here.
+    #[error("this conversation was already started")]
+    AlreadyStarted {
+        /// The conversation the first send started.
+        conversation: ConversationId,
+        /// Its first user message.
+        message: MessageId,
+    },
     /// Infrastructure failed (see [`PortError`]).
     #[error(transparent)]
     Port(#[from] PortError),
@@ -422,8 +461,21 @@ pub trait ConversationStore: Send + Sync {
     /// `AlreadySent` when the message id or the retry key is taken in the
     /// conversation; `ReplyInFlight` when a reply of the conversation is
     /// `InProgress` (at most one can be, whatever the race);
-    /// `TooManyMessages`.
+    /// `TooManyMessages`; `TooManyReplies` when the owner would have more
+    /// than [`NewExchange::max_replies_in_flight`] replies in progress
+    /// (whatever the race, too). A retry is `AlreadySent` before any limit.
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError>;
+
+    /// Stores a new conversation and its first exchange in one
+    /// transaction: the conversation as [`insert`](Self::insert) would,
+    /// then the exchange as [`append_exchange`](Self::append_exchange)
+    /// would (so it is returned at the version after one append), with its
+    /// opening key. `AlreadyStarted`, storing nothing, when a conversation
+    /// of the owner started since [`NewOpening::opening_key_since`] holds
+    /// the key, whatever the race (an older one gives its key up);
+    /// `TooManyReplies` and `TooManyMessages`, storing nothing, as for an
+    /// append; `NotFound` when the owner's account does not exist.
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError>;
 
     /// Writes a reply's text, status and metadata, and its `updated_at`, if
     /// it is still `InProgress`; returns whether it was. A final status also
@@ -439,12 +491,24 @@ pub trait ConversationStore: Send + Sync {
 
     /// Marks `Interrupted` every reply still `InProgress` that was last
     /// written before `written_before` (its writer died), keeping its text;
-    /// returns how many.
+    /// returns those it changed, so the caller can make whatever it cached
+    /// of their conversations stale.
     async fn interrupt_abandoned(
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError>;
+    ) -> Result<Vec<InterruptedReply>, PortError>;
+}
+
+/// A reply [`ConversationStore::interrupt_abandoned`] marked `Interrupted`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterruptedReply {
+    /// Its conversation.
+    pub conversation: ConversationId,
+    /// The conversation's owner, whose cached lists show it.
+    pub owner: AccountId,
+    /// The reply.
+    pub reply: MessageId,
 }
 
 /// A reply's state, as [`ConversationStore::save_reply`] writes it.
@@ -643,6 +707,13 @@ pub enum ConversationError {
         /// The configured limit.
         limit: u32,
     },
+    /// The caller has as many replies in progress as they may, across
+    /// their conversations: one must end first.
+    #[error("{limit} replies are already in progress; wait for one to end")]
+    TooManyReplies {
+        /// The configured limit.
+        limit: u32,
+    },
     /// The message is longer than allowed.
     #[error("the message is longer than {limit} bytes")]
     MessageTooLong {
@@ -721,7 +792,7 @@ pub trait ConversationUseCases: Send + Sync {
     /// of its own: it goes on whether or not anyone follows it, until it
     /// ends or is stopped. A retry (same message id or retry key) returns
     /// what the first send stored and starts nothing. `NotFound`;
-    /// `ReplyInProgress`; `TooManyMessages`; `MessageTooLong`;
+    /// `ReplyInProgress`; `TooManyMessages`; `TooManyReplies`; `MessageTooLong`;
     /// `InvalidTemperature`.
     async fn send_message(
         &self,

@@ -254,6 +254,11 @@ pub struct Config {
     #[arg(long, global = true, env = "WAITER_CONVERSATION_MAX_MESSAGES", value_name = "WAITER_CONVERSATION_MAX_MESSAGES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..))]
     pub conversation_max_messages: u32,
 
+    /// The most replies one account may have in progress at once, across
+    /// its conversations; a send over it is 429.
+    #[arg(long, global = true, env = "WAITER_REPLIES_IN_FLIGHT", value_name = "WAITER_REPLIES_IN_FLIGHT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replies_in_flight: u32,
+
     /// The longest message a user may send, in bytes of UTF-8.
     #[arg(long, global = true, env = "WAITER_MESSAGE_MAX_BYTES", value_name = "WAITER_MESSAGE_MAX_BYTES", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub message_max_bytes: u32,
@@ -498,6 +503,7 @@ mod tests {
         assert_eq!(cli.config.assistant_delay, Duration::from_millis(20));
         assert_eq!(cli.config.conversation_max_messages, 1000);
         assert_eq!(cli.config.message_max_bytes, 32 * 1024);
+        assert_eq!(cli.config.replies_in_flight, 3);
         let err = parse(&["--assistant-api-key", "sk-secret"])
             .unwrap_err()
             .to_string();
@@ -512,6 +518,7 @@ mod tests {
                 "WAITER_CONVERSATION_MAX_MESSAGES",
             ),
             ("--message-max-bytes", "0", "WAITER_MESSAGE_MAX_BYTES"),
+            ("--replies-in-flight", "0", "WAITER_REPLIES_IN_FLIGHT"),
         ] {
             let err = parse(&[flag, value]).unwrap_err().to_string();
             assert!(err.contains(variable), "{err}");

@@ -31,6 +31,13 @@ const DB_QUERY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Buckets in seconds for the wait from a send to its reply's first text:
+/// a model may think for tens of seconds before it writes anything (up to
+/// its first-token timeout).
+const FIRST_TEXT_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// How often the recorder's upkeep runs (draining histogram buffers).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -42,6 +49,7 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = RECORDER.get() {
         return Ok(handle.clone());
     }
+    // A full name takes precedence over a suffix, whatever the order here.
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
         .context("invalid histogram buckets")?
@@ -49,6 +57,11 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("waiter_db_query_duration_seconds".to_owned()),
             &DB_QUERY_BUCKETS,
+        )
+        .context("invalid histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("waiter_reply_first_text_seconds".to_owned()),
+            &FIRST_TEXT_BUCKETS,
         )
         .context("invalid histogram buckets")?
         .install_recorder()

@@ -264,6 +264,7 @@ impl Wiring {
             ConversationSettings {
                 max_messages: config.conversation_max_messages,
                 max_message_bytes: usize::try_from(config.message_max_bytes)?,
+                max_replies_in_flight: config.replies_in_flight,
                 ..ConversationSettings::new(resume_secret(&jwt_secret))
             },
         ));

@@ -367,6 +367,52 @@ async fn a_retried_send_starts_no_second_reply(app: &TestApp) {
     assert_eq!(detail["messages"].as_array().unwrap().len(), 4);
 }
 
+/// A send that starts a conversation, retried (the seed's first request,
+/// with its `"id": "msg_001"`, or a start with an `Idempotency-Key`), finds
+/// the conversation the first one started: no second conversation, no
+/// second reply.
+async fn a_retried_first_send_starts_no_second_conversation(app: &TestApp) {
+    let ann = app.member("ann@example.com").await;
+    let seed_body = json!({
+        "messages": [{"id": "msg_001", "role": "user", "content": {"content_type": "text", "parts": ["Start once"]}}],
+    });
+    let first = events_of(app.seed_send(&ann, seed_body.clone()).await).await;
+    let id = first[1].json()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = app.seed_send(&ann, seed_body).await;
+    assert_eq!(header_of(&again, "idempotent-replayed"), "true");
+    let again = events_of(again).await;
+    assert_eq!(again[1].json()["conversation_id"], id.as_str());
+    assert_eq!(appended_text(&again), appended_text(&first));
+
+    let body = json!({"message": user_message("Start once, keyed")});
+    let started = app
+        .create_conversation(&ann, &body)
+        .idempotency_key("start-1")
+        .await;
+    assert_eq!(started.status(), StatusCode::CREATED);
+    let started = json_of(started).await;
+    let retried = app
+        .create_conversation(&ann, &body)
+        .idempotency_key("start-1")
+        .await;
+    assert!(retried.status().is_success(), "{}", retried.status());
+    assert_eq!(header_of(&retried, "idempotent-replayed"), "true");
+    let retried = json_of(retried).await;
+    assert_eq!(retried["conversation"]["id"], started["conversation"]["id"]);
+    assert_eq!(retried["message"]["id"], started["message"]["id"]);
+
+    let list = json_of(app.list_conversations(&ann, "").await).await;
+    assert_eq!(list["total"], 2);
+    for item in list["items"].as_array().unwrap() {
+        let id = item["id"].as_str().unwrap();
+        let detail = json_of(app.get_conversation(&ann, id).await).await;
+        assert_eq!(detail["messages"].as_array().unwrap().len(), 2, "{detail}");
+    }
+}
+
 async fn another_accounts_conversation_does_not_exist(app: &TestApp) {
     let ann = app.member("ann@example.com").await;
     let bob = app.member("bob@example.com").await;
@@ -483,6 +529,7 @@ on_both_backends!(
     a_stopped_reply_keeps_its_text,
     a_resumed_stream_loses_and_repeats_nothing,
     a_retried_send_starts_no_second_reply,
+    a_retried_first_send_starts_no_second_conversation,
     another_accounts_conversation_does_not_exist,
     the_seeds_own_endpoints_work,
     bad_messages_are_refused_clearly,
@@ -506,6 +553,104 @@ async fn a_full_conversation_refuses_more() {
         header_of(&full, header::CONTENT_TYPE),
         "application/problem+json"
     );
+    app.cleanup().await;
+}
+
+/// An account has at most `WAITER_REPLIES_IN_FLIGHT` replies in progress
+/// across its conversations: one more is 429 with `Retry-After: 1`, and
+/// stores nothing; once one ends, the next send passes.
+#[actix_web::test]
+async fn an_account_has_at_most_its_replies_in_flight() {
+    let Some(app) = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("--replies-in-flight", "1"), ("--assistant-delay", "100ms")],
+    )
+    .await
+    else {
+        return;
+    };
+    let ann = app.member("ann@example.com").await;
+    let bob = app.member("bob@example.com").await;
+    let first = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let second = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let streaming = app
+        .send_message(&ann, &first, user_message("Take your time"))
+        .event_stream()
+        .await;
+    assert_eq!(streaming.status(), StatusCode::OK);
+
+    let refused = app
+        .send_message(&ann, &second, user_message("Me too"))
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_of(&refused, header::RETRY_AFTER), "1");
+    assert_eq!(
+        header_of(&refused, header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    let started = app
+        .create_conversation(&ann, json!({"message": user_message("A new one")}))
+        .await;
+    assert_eq!(started.status(), StatusCode::TOO_MANY_REQUESTS);
+    let detail = json_of(app.get_conversation(&ann, &second).await).await;
+    assert_eq!(detail["messages"], json!([]));
+    assert_eq!(
+        json_of(app.list_conversations(&ann, "").await).await["total"],
+        2,
+        "a refused start leaves no conversation behind"
+    );
+    let theirs = conversation_id(&conversation(&app, &bob).await).to_owned();
+    let others = app
+        .send_message(&bob, &theirs, user_message("Mine"))
+        .event_stream()
+        .await;
+    assert_eq!(others.status(), StatusCode::OK, "another account's limit");
+    drop(others);
+
+    drop(streaming);
+    assert_eq!(
+        app.stop_generation(&ann, &first).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let passes = app
+        .send_message(&ann, &second, user_message("Now?"))
+        .event_stream()
+        .await;
+    assert_eq!(passes.status(), StatusCode::OK);
+    drop(passes);
+    app.cleanup().await;
+}
+
+/// Replies show in `/metrics`: counted by outcome, the time to their first
+/// text as a histogram with its own buckets, and the replies in progress.
+#[actix_web::test]
+async fn replies_are_measured() {
+    let Some(app) =
+        TestApp::spawn_with(Backend::Sqlite, &[("--metrics-addr", "127.0.0.1:0")]).await
+    else {
+        return;
+    };
+    let ann = app.member("ann@example.com").await;
+    let id = conversation_id(&conversation(&app, &ann).await).to_owned();
+    let sent = app.send_message(&ann, &id, user_message("Count me")).await;
+    assert_eq!(sent.status(), StatusCode::CREATED);
+
+    let port = app.metrics_port.expect("metrics are served");
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    // The recorder is the process's: other tests' replies count too.
+    for line in [
+        "waiter_replies_total{outcome=\"started\"}",
+        "waiter_replies_total{outcome=\"finished\"}",
+        "waiter_reply_first_text_seconds_bucket{le=\"60\"}",
+        "waiter_replies_active",
+    ] {
+        assert!(scrape.contains(line), "{line} in:\n{scrape}");
+    }
     app.cleanup().await;
 }
 

@@ -351,6 +351,12 @@ impl From<ConversationError> for ApiError {
             ConversationError::TooManyMessages { .. } => ApiError::Conflict(
                 "the conversation has reached its limit of messages; start a new one",
             ),
+            // Too many at once, not a state of this conversation: one of
+            // the caller's replies ends soon, so a retry shortly may pass.
+            ConversationError::TooManyReplies { .. } => ApiError::TooManyRequests {
+                policy: "replies-in-flight",
+                retry_after: 1,
+            },
             ConversationError::MessageTooLong { limit } => ApiError::Validation(
                 ValidationErrors::single("content.parts", format!("must be at most {limit} bytes")),
             ),

@@ -111,7 +111,8 @@ const TOO_MANY_REQUESTS: ProblemResponse = ProblemResponse {
     description: "Over a rate limit. `RateLimit-Policy` and `RateLimit` \
                   (draft-ietf-httpapi-ratelimit-headers-11) name the limits and what is left \
                   of each, as on every response of a limited operation; retry after \
-                  `Retry-After`.",
+                  `Retry-After`. A send is also refused so while its account has as many \
+                  replies in progress as it may (`replies-in-flight`).",
     header: Some((
         "Retry-After",
         "Whole seconds to wait before retrying, at least 1",

@@ -873,8 +873,13 @@ async fn a_message_of_the_wrong_shape_names_the_field() {
 async fn send_failures_map_to_their_statuses() {
     /// A failure, the status it maps to, and the field a 422 names.
     type Case = (fn() -> ConversationError, StatusCode, Option<&'static str>);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         (|| ConversationError::NotFound, StatusCode::NOT_FOUND, None),
+        (
+            || ConversationError::TooManyReplies { limit: 3 },
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+        ),
         (
             || ConversationError::ReplyInProgress,
             StatusCode::CONFLICT,
@@ -927,6 +932,10 @@ async fn send_failures_map_to_their_statuses() {
         let answer = send(mocks, request).await;
         assert_eq!(answer.status, expected);
         assert!(answer.is_problem(), "{expected}");
+        if expected == StatusCode::TOO_MANY_REQUESTS {
+            // One of the account's replies ends soon: try again shortly.
+            assert_eq!(answer.header("retry-after"), "1");
+        }
         assert!(!answer.text().contains("10.0.0.9"));
         if let Some(field) = field {
             assert_eq!(answer.field(), field);

@@ -51,6 +51,7 @@ impl Dialect for PostgresDialect {
     type Timestamp = Timestamp;
 
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
     async fn connect(url: &str) -> Result<PgPool, PortError> {

@@ -12,6 +12,19 @@
 //! serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]), so the
 //! same statements need no dialect of their own, unlike session rotation.
 //!
+//! A send also counts the replies its owner has in progress, across their
+//! conversations, against a limit; so that two sends to two conversations
+//! cannot both count below it, it first locks the owner's account row
+//! (PostgreSQL's `FOR NO KEY UPDATE`, which inserts referencing the account
+//! do not wait for), before the conversation: the order in which deleting
+//! the account cascades.
+//!
+//! A send that starts a conversation stores it with its first exchange in
+//! one transaction, under the same lock on the owner, with the send's
+//! opening key: a retry of the send, however concurrent, finds the key
+//! taken (`AlreadyStarted`), and a refused send leaves no empty
+//! conversation behind.
+//!
 //! What concurrent sends race on is kept by the database itself: the
 //! primary key and the retry-key index make a message id or a retry key
 //! usable once per conversation, and a partial unique index allows one reply
@@ -20,7 +33,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::{ColumnIndex, Executor, FromRow, Pool, Transaction};
+use sqlx::{AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, Transaction};
 use uuid::Uuid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -29,8 +42,8 @@ use waiter_domain::{
 use waiter_ports::PortError;
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
-    ConversationSummary, InsertConversationError, LAST_MESSAGE_CHARS, NewConversationRecord,
-    NewExchange, ReplyUpdate, WriteConversationError,
+    ConversationSummary, InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS,
+    NewConversationRecord, NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
@@ -50,6 +63,13 @@ const RETRY_KEY_KEY: UniqueKey = UniqueKey {
     name: "messages_conversation_id_retry_key_key",
     table: "messages",
     columns: &["conversation_id", "retry_key"],
+};
+
+/// The index that makes an opening key usable once per owner.
+const OPENING_KEY_KEY: UniqueKey = UniqueKey {
+    name: "conversations_owner_id_opening_key_key",
+    table: "conversations",
+    columns: &["owner_id", "opening_key"],
 };
 
 /// The partial index that allows one reply in progress per conversation.
@@ -99,6 +119,21 @@ const INSERT: &str = concat!(
      RETURNING ",
     conversation_columns!()
 );
+/// Inserts a conversation started by its first exchange, with its opening key `$6`.
+const INSERT_OPENED: &str = concat!(
+    "INSERT INTO conversations (id, owner_id, title, version, created_at, updated_at, opening_key)
+     VALUES ($1, $2, $3, $4, $5, $5, $6)
+     RETURNING ",
+    conversation_columns!()
+);
+/// Takes opening key `$2` from owner `$1`'s conversation started before
+/// `$3`: past the retry window, the key starts a new conversation.
+const GIVE_UP_OPENING_KEY: &str = "UPDATE conversations SET opening_key = NULL
+     WHERE owner_id = $1 AND opening_key = $2 AND created_at < $3";
+/// The conversation of owner `$1` holding opening key `$2`, and its first message.
+const OPENED: &str = "SELECT conversations.id, messages.id FROM conversations
+     JOIN messages ON messages.conversation_id = conversations.id AND messages.seq = 1
+     WHERE conversations.owner_id = $1 AND conversations.opening_key = $2";
 const FIND: &str = concat!(
     "SELECT ",
     conversation_columns!(),
@@ -128,6 +163,12 @@ const TOUCH: &str = concat!(
      RETURNING ",
     conversation_columns!()
 );
+/// The owner of conversation `$1`: never changed, so read without a lock.
+const OWNER: &str = "SELECT owner_id FROM conversations WHERE id = $1";
+/// How many replies of owner `$1` are in progress, across their conversations.
+const REPLIES_IN_FLIGHT: &str = "SELECT COUNT(*) FROM messages
+     WHERE status = 'in_progress'
+       AND conversation_id IN (SELECT id FROM conversations WHERE owner_id = $1)";
 /// How many messages conversation `$1` holds, and the last `seq` given.
 const MESSAGE_COUNT: &str =
     "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1";
@@ -323,6 +364,7 @@ fn last_message_chars() -> i32 {
 impl<D: Dialect> SqlConversationStore<D>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    for<'n> &'n str: ColumnIndex<Row<D>>,
     usize: ColumnIndex<Row<D>>,
     Uuid: Column<Db<D>>,
     String: Column<Db<D>>,
@@ -341,6 +383,71 @@ where
             Ok(None) => WriteConversationError::NotFound,
             Err(error) => error.into(),
         }
+    }
+
+    /// Appends `exchange` in `tx`, which holds the lock on the conversation's
+    /// owner, and commits; see [`ConversationStore::append_exchange`].
+    async fn append_locked(
+        &self,
+        mut tx: Transaction<'static, Db<D>>,
+        owner: Uuid,
+        exchange: NewExchange,
+    ) -> Result<Conversation, AppendError> {
+        let NewExchange {
+            message,
+            reply,
+            retry_key,
+            max_messages,
+            max_replies_in_flight,
+        } = exchange;
+        // Locks the conversation next: concurrent appends to it wait here,
+        // then see what the one before them stored.
+        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+            .bind(message.conversation_id.as_uuid())
+            .bind(D::Timestamp::from(message.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        let Some(conversation) = touched else {
+            return Err(AppendError::NotFound);
+        };
+        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
+            .bind(message.conversation_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+
+        // The message goes first, so a retry is `AlreadySent` even while
+        // its own reply is still in progress, or a limit is reached.
+        let mut inserted =
+            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
+        if inserted.is_ok() {
+            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+        }
+        if let Err(error) = inserted {
+            drop(tx);
+            return Err(self
+                .append_refusal(error, &message, retry_key.as_deref())
+                .await);
+        }
+        // Dropping `tx` on a refusal rolls the inserts back.
+        if count + 2 > i64::from(max_messages) {
+            return Err(AppendError::TooManyMessages {
+                limit: max_messages,
+            });
+        }
+        let in_flight = sqlx::query_scalar::<_, i64>(REPLIES_IN_FLIGHT)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(D::port_error)?;
+        if in_flight > i64::from(max_replies_in_flight) {
+            return Err(AppendError::TooManyReplies {
+                limit: max_replies_in_flight,
+            });
+        }
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(conversation.try_into()?)
     }
 
     /// Why the messages of an exchange could not be inserted, `error` being
@@ -377,6 +484,59 @@ where
             Err(error) => D::port_error(error).into(),
         }
     }
+}
+
+/// Locks account `owner` until `tx` ends (PostgreSQL; SQLite's write
+/// transactions run one at a time anyway): the sends of one owner queue one
+/// behind the other, so each counts the replies in progress of those
+/// before it. An account is locked before its conversations and their
+/// messages, the order in which deleting it cascades. False when the
+/// account does not exist.
+async fn lock_owner<D: Dialect>(
+    tx: &mut Transaction<'static, Db<D>>,
+    owner: Uuid,
+) -> Result<bool, PortError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+{
+    let lock = format!("SELECT id FROM accounts WHERE id = $1{}", D::LOCK_ROWS);
+    let locked = sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(lock))
+        .bind(owner)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(D::port_error)?;
+    Ok(locked.is_some())
+}
+
+/// The conversation of `owner` holding opening key `key`, as the refusal of
+/// a start that retries it.
+async fn opened<'e, D: Dialect>(
+    executor: impl Executor<'e, Database = Db<D>>,
+    owner: Uuid,
+    key: &str,
+) -> Result<Option<AppendError>, PortError>
+where
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+{
+    let started = sqlx::query_as::<_, (Uuid, String)>(OPENED)
+        .bind(owner)
+        .bind(key)
+        .fetch_optional(executor)
+        .await
+        .map_err(D::port_error)?;
+    started
+        .map(|(conversation, message)| {
+            Ok(AppendError::AlreadyStarted {
+                conversation: ConversationId::from_uuid(conversation),
+                message: MessageId::parse(&message).map_err(PortError::unexpected)?,
+            })
+        })
+        .transpose()
 }
 
 /// Inserts `message` as message `seq` of its conversation, in `tx`.
@@ -552,55 +712,81 @@ where
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
         timed("conversations.append_exchange", async {
-            let NewExchange {
-                message,
-                reply,
-                retry_key,
-                max_messages,
-            } = exchange;
             let mut tx = self
                 .pool
                 .begin_with(D::BEGIN_WRITE)
                 .await
                 .map_err(D::port_error)?;
-            // Locks the conversation first: concurrent appends to it wait here,
-            // then see what the one before them stored.
-            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-                .bind(message.conversation_id.as_uuid())
-                .bind(D::Timestamp::from(message.created_at))
+            let owner = sqlx::query_scalar::<_, Uuid>(OWNER)
+                .bind(exchange.message.conversation_id.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(D::port_error)?;
-            let Some(conversation) = touched else {
+            let Some(owner) = owner else {
                 return Err(AppendError::NotFound);
             };
-            let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
-                .bind(message.conversation_id.as_uuid())
-                .fetch_one(&mut *tx)
+            if !lock_owner::<D>(&mut tx, owner).await? {
+                // The account is gone, and its conversations with it.
+                return Err(AppendError::NotFound);
+            }
+            self.append_locked(tx, owner, exchange).await
+        })
+        .await
+    }
+
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
+        timed("conversations.start", async {
+            let NewOpening {
+                conversation: record,
+                exchange,
+                opening_key,
+                opening_key_since,
+            } = opening;
+            let owner = record.owner.as_uuid();
+            let mut tx = self
+                .pool
+                .begin_with(D::BEGIN_WRITE)
                 .await
                 .map_err(D::port_error)?;
-
-            // The message goes first, so a retry is `AlreadySent` even while
-            // its own reply is still in progress, or the conversation is full.
-            let mut inserted =
-                insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
-            if inserted.is_ok() {
-                inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
+            // The owner's lock also queues concurrent starts with one key: each
+            // sees whether one before it took the key.
+            if !lock_owner::<D>(&mut tx, owner).await? {
+                return Err(AppendError::NotFound);
             }
+            if let Some(key) = opening_key.as_deref() {
+                sqlx::query(GIVE_UP_OPENING_KEY)
+                    .bind(owner)
+                    .bind(key)
+                    .bind(D::Timestamp::from(opening_key_since))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                if let Some(started) = opened::<D>(&mut *tx, owner, key).await? {
+                    return Err(started);
+                }
+            }
+            let inserted = sqlx::query(INSERT_OPENED)
+                .bind(record.id.as_uuid())
+                .bind(owner)
+                .bind(record.title.as_str())
+                .bind(Version::INITIAL.get())
+                .bind(D::Timestamp::from(record.created_at))
+                .bind(opening_key.as_deref())
+                .execute(&mut *tx)
+                .await;
             if let Err(error) = inserted {
                 drop(tx);
-                return Err(self
-                    .append_refusal(error, &message, retry_key.as_deref())
-                    .await);
+                // Only if the lock did not queue the starts (it always does on
+                // the databases here): the key's holder has committed.
+                if let Some(key) = opening_key.as_deref()
+                    && D::violates(&error, OPENING_KEY_KEY)
+                    && let Some(started) = opened::<D>(&self.pool, owner, key).await?
+                {
+                    return Err(started);
+                }
+                return Err(D::port_error(error).into());
             }
-            if count + 2 > i64::from(max_messages) {
-                // Dropping `tx` rolls the inserts back.
-                return Err(AppendError::TooManyMessages {
-                    limit: max_messages,
-                });
-            }
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(conversation.try_into()?)
+            self.append_locked(tx, owner, exchange).await
         })
         .await
     }
@@ -658,14 +844,14 @@ where
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError> {
+    ) -> Result<Vec<InterruptedReply>, PortError> {
         timed("conversations.interrupt_abandoned", async {
             let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                 .bind(D::Timestamp::from(written_before))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(D::port_error)?;
-            let mut interrupted = 0;
+            let mut interrupted = Vec::new();
             // One transaction per reply, locking its conversation first like
             // every other write of its messages; interrupting a reply is a
             // final status, so it bumps the conversation's version too.
@@ -681,9 +867,9 @@ where
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(D::port_error)?;
-                if touched.is_none() {
+                let Some(touched) = touched else {
                     continue;
-                }
+                };
                 // Written again, or ended, since it was found: left alone.
                 let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
                     .bind(conversation)
@@ -693,9 +879,13 @@ where
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(D::port_error)?;
-                if changed.is_some() {
+                if let Some(reply) = changed {
                     tx.commit().await.map_err(D::port_error)?;
-                    interrupted += 1;
+                    interrupted.push(InterruptedReply {
+                        conversation: ConversationId::from_uuid(conversation),
+                        owner: AccountId::from_uuid(touched.owner_id),
+                        reply: MessageId::parse(&reply).map_err(PortError::unexpected)?,
+                    });
                 }
             }
             Ok(interrupted)

@@ -33,6 +33,13 @@ pub trait Dialect: Send + Sync + 'static {
     /// failing half-way; PostgreSQL locks rows as it goes.
     const BEGIN_WRITE: &'static str;
 
+    /// What follows a `SELECT` of rows to lock them until the transaction
+    /// ends against other writers that lock them too, without blocking
+    /// inserts that merely reference them: ` FOR NO KEY UPDATE` on
+    /// PostgreSQL; nothing on SQLite, whose write transactions
+    /// ([`BEGIN_WRITE`](Self::BEGIN_WRITE)) run one at a time anyway.
+    const LOCK_ROWS: &'static str;
+
     /// The schema (`migrations/<database>`), embedded at compile time so the
     /// binary migrates itself.
     const MIGRATOR: &'static Migrator;

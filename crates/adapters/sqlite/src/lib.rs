@@ -62,6 +62,7 @@ impl Dialect for SqliteDialect {
     type Timestamp = StoredTimestamp;
 
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const LOCK_ROWS: &'static str = "";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
     async fn connect(url: &str) -> Result<SqlitePool, PortError> {

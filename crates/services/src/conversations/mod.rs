@@ -13,12 +13,17 @@
 //!
 //! Another account's conversation is `NotFound`, never `Forbidden`, so ids
 //! cannot be probed.
+//!
+//! Replies are measured as they go: `waiter_replies_active` (generated
+//! here), `waiter_replies_total{outcome}`, `waiter_reply_first_text_seconds`
+//! and `waiter_reply_generator_errors_total{kind}` (see `reply`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use ulid::Ulid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -30,9 +35,9 @@ use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
     AppendError, ConversationDetail, ConversationError, ConversationOrder, ConversationPage,
     ConversationQuery, ConversationStore, ConversationUseCases, Follower, InsertConversationError,
-    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, ReplyEvent,
-    ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage, Sent,
-    SequencedEvent, Speaker, Turn, WriteConversationError,
+    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, NewOpening,
+    ReplyEvent, ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage,
+    Sent, SequencedEvent, Speaker, Turn, WriteConversationError,
 };
 use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::{AccountEvents, Caller};
@@ -67,6 +72,9 @@ pub struct ConversationSettings {
     pub max_messages: u32,
     /// The longest message a user may send, in bytes (default 32 KiB).
     pub max_message_bytes: usize,
+    /// The most replies one account may have in progress at once, across
+    /// its conversations (default 3).
+    pub max_replies_in_flight: u32,
     /// The key resume tokens are signed with. It must be shared by every
     /// instance sharing the event log, and should differ from the access
     /// tokens' key (their audiences differ anyway).
@@ -87,6 +95,7 @@ impl ConversationSettings {
         Self {
             max_messages: 1000,
             max_message_bytes: 32 * 1024,
+            max_replies_in_flight: 3,
             resume_secret,
             resume_token_ttl: Duration::from_secs(3600),
             log_keep: Duration::from_secs(600),
@@ -177,22 +186,37 @@ impl ConversationService {
     }
 
     /// Marks `Interrupted` every reply whose writer died: still
-    /// `InProgress`, not written for [`ABANDONED_AFTER`]. A failure is
-    /// logged; the next round tries again.
-    ///
-    /// Which conversations it touched is not known, so their cached
-    /// histories may show them in progress until the cache's TTL.
+    /// `InProgress`, not written for [`ABANDONED_AFTER`], and makes the
+    /// cached views of their conversations stale, so no history or list
+    /// goes on showing them in progress. A failure is logged; the next
+    /// round tries again.
     pub async fn interrupt_abandoned(&self) {
         let now = self.shared.clock.now();
-        match self
+        let interrupted = match self
             .shared
             .store
             .interrupt_abandoned(now - ABANDONED_AFTER, now)
             .await
         {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(count, "interrupted replies whose writer died"),
-            Err(err) => tracing::warn!(%err, "cannot interrupt abandoned replies"),
+            Ok(interrupted) => interrupted,
+            Err(err) => {
+                tracing::warn!(%err, "cannot interrupt abandoned replies");
+                return;
+            }
+        };
+        if interrupted.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = interrupted.len(),
+            "interrupted replies whose writer died"
+        );
+        for reply in &interrupted {
+            // Counted here, as no task of theirs lives to count them.
+            reply::count_reply("interrupted");
+            self.shared
+                .invalidate(reply.owner, reply.conversation)
+                .await;
         }
     }
 
@@ -243,17 +267,18 @@ impl ConversationService {
         }
     }
 
-    /// The conversation a message is sent to, started when none is named.
-    async fn conversation_for(
+    /// Where a message is sent: the caller's conversation it names, with
+    /// its messages, or a new one to start with it.
+    async fn destination(
         &self,
         caller: &Caller,
         message: &SendMessage,
         now: Timestamp,
-    ) -> Result<(Conversation, Vec<Message>), ConversationError> {
+    ) -> Result<Destination, ConversationError> {
         if let Some(id) = message.conversation {
             let conversation = self.owned(caller, id).await?;
             let messages = self.shared.store.messages(id).await?;
-            return Ok((conversation, messages));
+            return Ok(Destination::Existing(conversation, messages));
         }
         let title = match message
             .title
@@ -263,19 +288,12 @@ impl ConversationService {
             Some(title) => title,
             None => ConversationTitle::parse(FALLBACK_TITLE).map_err(PortError::unexpected)?,
         };
-        let record = NewConversationRecord {
+        Ok(Destination::New(NewConversationRecord {
             id: ConversationId::from_ulid(new_ulid(now)),
             owner: caller.account_id,
             title,
             created_at: now,
-        };
-        let conversation = self
-            .shared
-            .store
-            .insert(record, None)
-            .await
-            .map_err(insert_error)?;
-        Ok((conversation, Vec::new()))
+        }))
     }
 
     /// What a send with an id or retry key already used stored the first time.
@@ -323,6 +341,38 @@ impl ConversationService {
     }
 }
 
+/// Where a message is sent.
+enum Destination {
+    /// A conversation of the caller, and its messages so far.
+    Existing(Conversation, Vec<Message>),
+    /// A conversation to start with the message.
+    New(NewConversationRecord),
+}
+
+/// How long a send that started a conversation can be retried, as long as
+/// idempotency keys are kept: a retry later starts a new conversation.
+const OPENING_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// What tells a retry of a send that starts a conversation, among the
+/// caller's conversations: its retry key, or else its message id together
+/// with a digest of its text. Message ids are unique only within a
+/// conversation, and a client may well name the first message of every
+/// conversation alike (the seed's `msg_001`): the same id with other text
+/// is a new conversation, not a retry. `None` when the send gave neither
+/// (it cannot be told from a new one).
+fn opening_key(message: &SendMessage) -> Option<String> {
+    if let Some(key) = &message.retry_key {
+        return Some(format!("key:{key}"));
+    }
+    let id = message.id.as_ref()?;
+    let digest = Sha256::digest(message.text.as_str().as_bytes());
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Some(format!("id:{id}:{hex}"))
+}
+
 fn insert_error(err: InsertConversationError) -> ConversationError {
     match err {
         InsertConversationError::KeyTaken(taken) => ConversationError::KeyTaken(taken),
@@ -345,11 +395,14 @@ fn append_error(err: AppendError) -> ConversationError {
         AppendError::NotFound => ConversationError::NotFound,
         AppendError::ReplyInFlight => ConversationError::ReplyInProgress,
         AppendError::TooManyMessages { limit } => ConversationError::TooManyMessages { limit },
+        AppendError::TooManyReplies { limit } => ConversationError::TooManyReplies { limit },
         // Handled by the caller, which replays the first send.
-        AppendError::AlreadySent(id) => PortError::unexpected(anyhow::anyhow!(
-            "message {id} reported as already sent where no replay was expected"
-        ))
-        .into(),
+        AppendError::AlreadySent(id) | AppendError::AlreadyStarted { message: id, .. } => {
+            PortError::unexpected(anyhow::anyhow!(
+                "message {id} reported as already sent where no replay was expected"
+            ))
+            .into()
+        }
         AppendError::Port(err) => ConversationError::Port(err),
     }
 }
@@ -581,14 +634,19 @@ impl ConversationUseCases for ConversationService {
         {
             return Err(ConversationError::InvalidTemperature);
         }
+        let sent_at = tokio::time::Instant::now();
         let now = self.shared.clock.now();
-        let (conversation, earlier) = self.conversation_for(&caller, &message, now).await?;
+        let destination = self.destination(&caller, &message, now).await?;
+        let (conversation_id, earlier) = match &destination {
+            Destination::Existing(conversation, earlier) => (conversation.id, earlier.as_slice()),
+            Destination::New(record) => (record.id, [].as_slice()),
+        };
         let user_message = Message {
             id: message
                 .id
                 .clone()
                 .unwrap_or_else(|| MessageId::generated(new_ulid(now))),
-            conversation_id: conversation.id,
+            conversation_id,
             role: MessageRole::User,
             text: message.text.as_str().to_owned(),
             status: MessageStatus::FinishedSuccessfully,
@@ -602,7 +660,7 @@ impl ConversationUseCases for ConversationService {
         };
         let reply = Message {
             id: MessageId::generated(new_ulid(now)),
-            conversation_id: conversation.id,
+            conversation_id,
             role: MessageRole::Assistant,
             text: String::new(),
             status: MessageStatus::InProgress,
@@ -619,12 +677,33 @@ impl ConversationUseCases for ConversationService {
             reply: reply.clone(),
             retry_key: message.retry_key.clone(),
             max_messages: settings.max_messages,
+            max_replies_in_flight: settings.max_replies_in_flight,
         };
-        let conversation = match self.shared.store.append_exchange(exchange).await {
+        let history = history(earlier, &user_message);
+        // A new conversation is stored with its first exchange, so that a
+        // retry of the send finds it (by its opening key) however
+        // concurrent, and a refused send leaves no empty one behind.
+        let appended = match destination {
+            Destination::Existing(..) => self.shared.store.append_exchange(exchange).await,
+            Destination::New(record) => {
+                let opening = NewOpening {
+                    conversation: record,
+                    exchange,
+                    opening_key: opening_key(&message),
+                    opening_key_since: now - OPENING_RETENTION,
+                };
+                self.shared.store.start(opening).await
+            }
+        };
+        let conversation = match appended {
             Ok(conversation) => conversation,
             Err(AppendError::AlreadySent(first)) => {
-                return self.replay(conversation.id, first).await;
+                return self.replay(conversation_id, first).await;
             }
+            Err(AppendError::AlreadyStarted {
+                conversation,
+                message,
+            }) => return self.replay(conversation, message).await,
             Err(err) => return Err(append_error(err)),
         };
         // From here on the work is the reply task's: a request cut short
@@ -637,8 +716,9 @@ impl ConversationUseCases for ConversationService {
             conversation.owner,
             user_message.clone(),
             reply.clone(),
-            history(&earlier, &user_message),
+            history,
             message.temperature,
+            sent_at,
         );
         tokio::spawn(async move {
             let task = task.await;

@@ -21,6 +21,45 @@ use waiter_ports::conversations::{
 use super::Shared;
 use super::codec::encode_event;
 
+/// Replies this instance is generating (a gauge).
+const REPLIES_ACTIVE: &str = "waiter_replies_active";
+/// Replies by `outcome`: `started`, then one of `finished`, `failed` and
+/// `interrupted` (a counter).
+const REPLIES_TOTAL: &str = "waiter_replies_total";
+/// From a send to the first text of its reply (a histogram).
+const FIRST_TEXT_SECONDS: &str = "waiter_reply_first_text_seconds";
+/// Generator failures by `kind` (a counter).
+const GENERATOR_ERRORS_TOTAL: &str = "waiter_reply_generator_errors_total";
+
+/// Counts a reply under `outcome` in [`REPLIES_TOTAL`].
+pub(super) fn count_reply(outcome: &'static str) {
+    metrics::counter!(REPLIES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// The outcome a reply that ended with `status` is counted under.
+fn ended_as(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::FinishedSuccessfully => "finished",
+        MessageStatus::Failed => "failed",
+        // Not a final status; a reply the store would not take for final.
+        MessageStatus::Interrupted | MessageStatus::InProgress => "interrupted",
+    }
+}
+
+/// The `kind` a generator failure is counted under: what went wrong, never
+/// the model's own words.
+fn error_kind(err: &GenerateError) -> &'static str {
+    match err {
+        GenerateError::Unavailable(_) => "unavailable",
+        GenerateError::FirstTokenTimeout(_) => "first_token_timeout",
+        GenerateError::Stalled(_) => "stalled",
+        GenerateError::Rejected { .. } => "rejected",
+        GenerateError::Failed(_) => "failed",
+        GenerateError::Malformed(_) => "malformed",
+        GenerateError::TooLarge { .. } => "too_large",
+    }
+}
+
 /// How often a final save that failed is tried in all.
 const FINAL_SAVE_ATTEMPTS: u32 = 3;
 /// How long to wait between those attempts.
@@ -35,15 +74,23 @@ impl RunningReplies {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a reply; it is listed until the returned mark is dropped.
+    /// Registers a reply; it is listed (and counted in
+    /// `waiter_replies_active`) until the returned mark is dropped.
     fn register(self: &Arc<Self>, key: ReplyKey) -> Running {
         let (stop, stopped) = watch::channel(false);
         self.lock().insert(key.clone(), Arc::new(stop));
+        metrics::gauge!(REPLIES_ACTIVE).increment(1.0);
         Running {
             key,
             stopped,
             replies: Arc::clone(self),
         }
+    }
+
+    /// True when no reply is generated here.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// The replies of a conversation generated here.
@@ -82,6 +129,7 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.replies.lock().remove(&self.key);
+        metrics::gauge!(REPLIES_ACTIVE).decrement(1.0);
     }
 }
 
@@ -116,6 +164,8 @@ pub(super) struct ReplyTask {
     reply: Message,
     request: ReplyRequest,
     running: Running,
+    /// When the send that started the reply began, for the time to its first text.
+    sent_at: Instant,
     /// The last event's position in the log.
     seq: u64,
     text: String,
@@ -132,12 +182,14 @@ impl ReplyTask {
         reply: Message,
         history: Vec<Turn>,
         temperature: Option<f32>,
+        sent_at: Instant,
     ) -> Self {
         let key = ReplyKey {
             conversation: reply.conversation_id,
             reply: reply.id.clone(),
         };
         let running = shared.running.register(key.clone());
+        count_reply("started");
         shared.invalidate(owner, key.conversation).await;
         let request = ReplyRequest {
             history,
@@ -151,6 +203,7 @@ impl ReplyTask {
             reply: reply.clone(),
             request,
             running,
+            sent_at,
             seq: 0,
             text: String::new(),
         };
@@ -172,6 +225,7 @@ impl ReplyTask {
     pub(super) async fn run(mut self) {
         let outcome = self.generate().await;
         let (status, metadata) = self.finish(outcome).await;
+        count_reply(ended_as(status));
         self.shared
             .invalidate(self.owner, self.key.conversation)
             .await;
@@ -213,6 +267,8 @@ impl ReplyTask {
                             continue;
                         }
                         if self.text.is_empty() {
+                            metrics::histogram!(FIRST_TEXT_SECONDS)
+                                .record(self.sent_at.elapsed().as_secs_f64());
                             self.emit(ReplyEvent::FirstText(self.reply.id.clone()))
                                 .await;
                         }
@@ -239,11 +295,13 @@ impl ReplyTask {
             }
             Outcome::Failed(err) => {
                 tracing::warn!(err = %err, reply = %self.key, "the reply generator failed");
+                metrics::counter!(GENERATOR_ERRORS_TOTAL, "kind" => error_kind(&err)).increment(1);
                 metadata.error = Some(user_message(&err).to_owned());
                 MessageStatus::Failed
             }
             Outcome::Cut => {
                 tracing::warn!(reply = %self.key, "the reply generator's stream ended unfinished");
+                metrics::counter!(GENERATOR_ERRORS_TOTAL, "kind" => "ended_early").increment(1);
                 metadata.error = Some("The assistant's reply ended unexpectedly.".to_owned());
                 MessageStatus::Failed
             }

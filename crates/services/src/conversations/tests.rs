@@ -11,7 +11,8 @@ use time::macros::datetime;
 use tokio::sync::watch;
 use waiter_domain::{Role, SessionId, Usage};
 use waiter_ports::conversations::{
-    ConversationSummary, Finish, FinishReason, GenerateError, ReplyChunk, ReplyRequest, ReplyStream,
+    ConversationSummary, Finish, FinishReason, GenerateError, InterruptedReply, ReplyChunk,
+    ReplyRequest, ReplyStream,
 };
 
 use super::*;
@@ -43,6 +44,8 @@ struct StoreState {
     conversations: HashMap<ConversationId, Conversation>,
     messages: HashMap<ConversationId, Vec<Message>>,
     retry_keys: HashMap<(ConversationId, String), MessageId>,
+    /// The conversation each opening key started, its first message and when.
+    opening_keys: HashMap<(AccountId, String), (ConversationId, MessageId, Timestamp)>,
     /// Every reply update asked for, saved or not.
     saves: Vec<ReplyUpdate>,
     /// When set, `save_reply` answers `false`, as if someone else had made the reply final.
@@ -194,6 +197,19 @@ impl ConversationStore for FakeStore {
                 limit: exchange.max_messages,
             });
         }
+        let owner = state.conversations[&id].owner;
+        let in_flight = state
+            .messages
+            .iter()
+            .filter(|(conversation, _)| state.conversations[conversation].owner == owner)
+            .flat_map(|(_, messages)| messages)
+            .filter(|stored| stored.status == MessageStatus::InProgress)
+            .count();
+        if in_flight >= exchange.max_replies_in_flight as usize {
+            return Err(AppendError::TooManyReplies {
+                limit: exchange.max_replies_in_flight,
+            });
+        }
         if let Some(key) = exchange.retry_key {
             state
                 .retry_keys
@@ -243,20 +259,77 @@ impl ConversationStore for FakeStore {
         Ok(true)
     }
 
+    async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
+        let NewOpening {
+            conversation: record,
+            exchange,
+            opening_key,
+            opening_key_since,
+        } = opening;
+        let owner = record.owner;
+        let key = opening_key.map(|key| (owner, key));
+        {
+            let mut state = self.state();
+            if let Some(key) = &key
+                && let Some((conversation, message, started)) = state.opening_keys.get(key)
+                && *started >= opening_key_since
+                && state.conversations.contains_key(conversation)
+            {
+                return Err(AppendError::AlreadyStarted {
+                    conversation: *conversation,
+                    message: message.clone(),
+                });
+            }
+            let conversation = record.conversation();
+            state
+                .conversations
+                .insert(conversation.id, conversation.clone());
+            state.messages.insert(conversation.id, Vec::new());
+        }
+        let message = exchange.message.id.clone();
+        let appended = self.append_exchange(exchange).await;
+        let mut state = self.state();
+        match appended {
+            Ok(conversation) => {
+                if let Some(key) = key {
+                    state
+                        .opening_keys
+                        .insert(key, (conversation.id, message, record.created_at));
+                }
+                Ok(conversation)
+            }
+            Err(err) => {
+                state.conversations.remove(&record.id);
+                state.messages.remove(&record.id);
+                Err(err)
+            }
+        }
+    }
+
     async fn interrupt_abandoned(
         &self,
         written_before: Timestamp,
         now: Timestamp,
-    ) -> Result<u64, PortError> {
-        let mut count = 0;
-        for message in self.state().messages.values_mut().flatten() {
+    ) -> Result<Vec<InterruptedReply>, PortError> {
+        let mut state = self.state();
+        let owners: HashMap<ConversationId, AccountId> = state
+            .conversations
+            .values()
+            .map(|conversation| (conversation.id, conversation.owner))
+            .collect();
+        let mut interrupted = Vec::new();
+        for message in state.messages.values_mut().flatten() {
             if message.status == MessageStatus::InProgress && message.updated_at < written_before {
                 message.status = MessageStatus::Interrupted;
                 message.updated_at = now;
-                count += 1;
+                interrupted.push(InterruptedReply {
+                    conversation: message.conversation_id,
+                    owner: owners[&message.conversation_id],
+                    reply: message.id.clone(),
+                });
             }
         }
-        Ok(count)
+        Ok(interrupted)
     }
 }
 
@@ -810,6 +883,7 @@ async fn a_reply_stopped_from_another_instance_is_marked_interrupted() {
             reply: reply.clone(),
             retry_key: None,
             max_messages: 10,
+            max_replies_in_flight: 10,
         })
         .await
         .unwrap();
@@ -876,10 +950,30 @@ async fn abandoned_replies_are_interrupted_and_live_ones_are_not() {
         reply.status = MessageStatus::InProgress;
         reply.id.clone()
     };
+    // Read (and cached) while it still shows in progress.
+    let cached = app
+        .service
+        .get_conversation(caller(OWNER), live.conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        cached.messages.last().unwrap().status,
+        MessageStatus::InProgress
+    );
     app.clock.advance(ABANDONED_AFTER + Duration::from_secs(1));
     app.service.interrupt_abandoned().await;
     assert_eq!(
         app.store.message(live.conversation.id, &dead).status,
+        MessageStatus::Interrupted
+    );
+    // The cached history went stale with it.
+    let read = app
+        .service
+        .get_conversation(caller(OWNER), live.conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.messages.last().unwrap().status,
         MessageStatus::Interrupted
     );
 }
@@ -954,6 +1048,168 @@ async fn a_retry_by_key_returns_the_first_send() {
     assert!(retry.replayed);
     assert_eq!(retry.message.id, first.message.id);
     assert_eq!(app.generations(), 1);
+}
+
+#[tokio::test]
+async fn an_account_has_at_most_its_limit_of_replies_in_progress() {
+    let app = harness_with(
+        &[Step::Hang],
+        ConversationSettings {
+            max_replies_in_flight: 2,
+            ..settings()
+        },
+    );
+    let first = app.send(None, "One").await;
+    app.send(None, "Two").await;
+    let third = app
+        .service
+        .send_message(caller(OWNER), message(None, "Three"))
+        .await;
+    assert!(
+        matches!(third, Err(ConversationError::TooManyReplies { limit: 2 })),
+        "{third:?}"
+    );
+    let to_a_conversation = app
+        .service
+        .send_message(caller(OWNER), message(Some(first.conversation.id), "Three"))
+        .await;
+    assert!(
+        matches!(
+            to_a_conversation,
+            // The conversation's own reply is checked first.
+            Err(ConversationError::ReplyInProgress)
+        ),
+        "{to_a_conversation:?}"
+    );
+    app.service
+        .send_message(caller(STRANGER), message(None, "Mine"))
+        .await
+        .expect("another account has its own limit");
+
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
+    app.send(Some(first.conversation.id), "Three").await;
+    assert_eq!(app.generations(), 4);
+}
+
+#[tokio::test]
+async fn a_retried_first_send_by_id_finds_the_conversation_it_started() {
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    let mut first_send = message(None, "Hello");
+    first_send.id = Some(MessageId::parse("msg_001").unwrap());
+    let first = app
+        .service
+        .send_message(caller(OWNER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let retry = app
+        .service
+        .send_message(caller(OWNER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.conversation.id, first.conversation.id);
+    assert_eq!(retry.message.id, first.message.id);
+    assert_eq!(retry.reply.id, first.reply.id);
+    assert_eq!(app.generations(), 1);
+    app.finished(&first).await;
+
+    // The same id with other text, or from another account, is no retry.
+    let mut other_text = first_send.clone();
+    other_text.text = waiter_domain::MessageText::parse("Something else").unwrap();
+    let new = app
+        .service
+        .send_message(caller(OWNER), other_text)
+        .await
+        .unwrap();
+    assert!(!new.replayed);
+    assert_ne!(new.conversation.id, first.conversation.id);
+    app.finished(&new).await;
+    let theirs = app
+        .service
+        .send_message(caller(STRANGER), first_send.clone())
+        .await
+        .unwrap();
+    assert!(!theirs.replayed);
+
+    // Past the retry window, the same send starts a new conversation.
+    app.clock
+        .advance(OPENING_RETENTION + Duration::from_secs(1));
+    let late = app
+        .service
+        .send_message(caller(OWNER), first_send)
+        .await
+        .unwrap();
+    assert!(!late.replayed);
+    assert_ne!(late.conversation.id, first.conversation.id);
+    assert_eq!(app.generations(), 4);
+}
+
+#[tokio::test]
+async fn a_retried_first_send_by_key_finds_the_conversation_it_started() {
+    let app = harness(&[Step::Hang]);
+    let mut keyed = message(None, "Hello");
+    keyed.retry_key = Some("start-1".into());
+    let first = app
+        .service
+        .send_message(caller(OWNER), keyed.clone())
+        .await
+        .unwrap();
+    // A retry while the reply is still in progress is a retry, not a 409.
+    let mut retry = keyed.clone();
+    retry.text = waiter_domain::MessageText::parse("Hello again").unwrap();
+    let retry = app
+        .service
+        .send_message(caller(OWNER), retry)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.conversation.id, first.conversation.id);
+    assert_eq!(retry.message, first.message);
+    assert_eq!(app.generations(), 1);
+    let page = app
+        .service
+        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_first_send_leaves_no_conversation() {
+    let app = harness_with(
+        &[Step::Hang],
+        ConversationSettings {
+            max_replies_in_flight: 1,
+            ..settings()
+        },
+    );
+    let first = app.send(None, "One").await;
+    let refused = app
+        .service
+        .send_message(caller(OWNER), message(None, "Two"))
+        .await;
+    assert!(
+        matches!(refused, Err(ConversationError::TooManyReplies { limit: 1 })),
+        "{refused:?}"
+    );
+    let page = app
+        .service
+        .list_conversations(caller(OWNER), ConversationOrder::Updated, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1);
+    app.service
+        .stop_reply(caller(OWNER), first.conversation.id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -1491,4 +1747,180 @@ async fn store_failures_are_port_errors() {
         service.send_message(owner, message(Some(id), "Hi")).await,
         Err(ConversationError::Port(_))
     ));
+}
+
+/// Records metrics in memory, each under `name{label=value,…}`, for one
+/// test's thread ([`metrics::set_default_local_recorder`]): the current-thread
+/// runtime of `#[tokio::test]` runs the reply tasks there too.
+#[derive(Default)]
+struct MetricsProbe {
+    counters: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    gauges: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    histograms: Mutex<HashMap<String, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
+}
+
+fn rendered(key: &metrics::Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}={}", label.key(), label.value()))
+        .collect();
+    if labels.is_empty() {
+        key.name().to_owned()
+    } else {
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+}
+
+impl MetricsProbe {
+    fn counter(&self, key: &str) -> u64 {
+        self.counters
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0, |value| value.load(Ordering::SeqCst))
+    }
+
+    fn gauge(&self, key: &str) -> f64 {
+        self.gauges
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0.0, |value| f64::from_bits(value.load(Ordering::SeqCst)))
+    }
+
+    fn samples(&self, key: &str) -> Vec<f64> {
+        self.histograms
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|samples| samples.0.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+}
+
+impl metrics::Recorder for MetricsProbe {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let counter = self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Counter::from_arc(counter)
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let gauge = self
+            .gauges
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Gauge::from_arc(gauge)
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        let samples = self
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(rendered(key))
+            .or_default()
+            .clone();
+        metrics::Histogram::from_arc(samples)
+    }
+}
+
+/// Waits (boundedly) until no reply task of the harness is running.
+async fn no_reply_running(app: &Harness) {
+    for _ in 0..100 {
+        if app.service.shared.running.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a reply task is still running");
+}
+
+#[tokio::test]
+async fn replies_are_counted_timed_and_their_failures_classified() {
+    let probe = MetricsProbe::default();
+    let _recording = metrics::set_default_local_recorder(&probe);
+
+    let app = harness(&[Step::Text("Hello"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    app.finished(&sent).await;
+    no_reply_running(&app).await;
+    assert_eq!(probe.counter("waiter_replies_total{outcome=started}"), 1);
+    assert_eq!(probe.counter("waiter_replies_total{outcome=finished}"), 1);
+    assert_eq!(probe.gauge("waiter_replies_active"), 0.0);
+    let first_text = probe.samples("waiter_reply_first_text_seconds");
+    assert_eq!(first_text.len(), 1);
+    assert!((0.0..5.0).contains(&first_text[0]), "{first_text:?}");
+
+    let failing = harness(&[Step::Text("Hel"), Step::Fail]);
+    let sent = failing.send(None, "Hi").await;
+    failing.finished(&sent).await;
+    assert_eq!(probe.counter("waiter_replies_total{outcome=failed}"), 1);
+    assert_eq!(
+        probe.counter("waiter_reply_generator_errors_total{kind=stalled}"),
+        1
+    );
+
+    let stopped = harness(&[Step::Hang]);
+    let sent = stopped.send(None, "Hi").await;
+    assert_eq!(probe.gauge("waiter_replies_active"), 1.0);
+    stopped
+        .service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+    no_reply_running(&stopped).await;
+    assert_eq!(
+        probe.counter("waiter_replies_total{outcome=interrupted}"),
+        1
+    );
+    assert_eq!(probe.counter("waiter_replies_total{outcome=started}"), 3);
+    assert_eq!(probe.gauge("waiter_replies_active"), 0.0);
+    // A reply that waited for no text has no time to its first.
+    assert_eq!(probe.samples("waiter_reply_first_text_seconds").len(), 2);
 }

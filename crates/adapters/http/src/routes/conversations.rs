@@ -465,8 +465,9 @@ async fn count_message(throttle: &Throttle, caller: Caller) -> Result<(), ApiErr
 /// retries safe). With one: the message is sent and its reply generated; with
 /// `Accept: text/event-stream` the reply streams back (200), else the answer
 /// waits for it to end (201 with the conversation and both messages); an
-/// `Idempotency-Key` then works as for sending a message, and the message
-/// counts against the account's limit on messages (over it, 429).
+/// `Idempotency-Key` then works as for sending a message, as do its limits:
+/// the message counts against the account's limit on messages, and the
+/// reply against its replies in progress (over either, 429).
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -708,7 +709,9 @@ pub async fn delete_conversation(
 /// With `Accept: text/event-stream` the reply streams back as it is
 /// generated (200); otherwise the answer waits for it to end (201). One
 /// reply at a time: while one is in progress, 409. Each message counts
-/// against the account's limit on messages (over it, 429).
+/// against the account's limit on messages, and at most a configured number
+/// of replies may be in progress per account, across its conversations (3
+/// by default): over either, 429 with `Retry-After`.
 #[utoipa::path(
     tag = "conversations",
     security(("bearer" = [])),
@@ -840,7 +843,8 @@ pub async fn follow_reply(
 /// The seed's `POST /backend-api/f/conversation`: the last of `messages` is
 /// sent, to `conversation_id` or to a new conversation. A retry of a send
 /// whose events are no longer kept answers 201 with both messages instead.
-/// Each message counts against the account's limit on messages (over it, 429).
+/// Each message counts against the account's limit on messages, and the
+/// reply against its replies in progress (over either, 429).
 #[utoipa::path(
     tag = "compatibility",
     security(("bearer" = [])),

@@ -634,21 +634,39 @@ async fn replies_are_measured() {
     let id = conversation_id(&conversation(&app, &ann).await).to_owned();
     let sent = app.send_message(&ann, &id, user_message("Count me")).await;
     assert_eq!(sent.status(), StatusCode::CREATED);
+    let streamed = app
+        .send_message(&ann, &id, user_message("Stream me"))
+        .event_stream()
+        .await;
+    assert_eq!(events_of(streamed).await.last().unwrap().data, "[DONE]");
 
     let port = app.metrics_port.expect("metrics are served");
-    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("scrape body");
-    // The recorder is the process's: other tests' replies count too.
-    for line in [
+    // The recorder is the process's: other tests' replies count too. A
+    // reply's duration and its stream's are recorded as they wind down,
+    // just after their last event: scrape until they are in.
+    let expected = [
         "waiter_replies_total{outcome=\"started\"}",
         "waiter_replies_total{outcome=\"finished\"}",
         "waiter_reply_first_text_seconds_bucket{le=\"60\"}",
         "waiter_replies_active",
-    ] {
+        "waiter_reply_duration_seconds_count",
+        "waiter_event_streams_open",
+        "waiter_event_stream_duration_seconds_count",
+    ];
+    let mut scrape = String::new();
+    for _ in 0..50 {
+        scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("scrape body");
+        if expected.iter().all(|line| scrape.contains(line)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in expected {
         assert!(scrape.contains(line), "{line} in:\n{scrape}");
     }
     app.cleanup().await;

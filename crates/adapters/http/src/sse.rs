@@ -13,7 +13,7 @@
 //! conversation use cases' business.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -60,6 +60,7 @@ pub(crate) fn response(
     let state = Rendering {
         events,
         renderer: Renderer::new(conversation),
+        _open: OpenStream::new(),
         done: false,
     };
     let body = futures::stream::unfold(state, next_frame);
@@ -85,6 +86,31 @@ struct Rendering {
     events: ReplyEvents,
     renderer: Renderer,
     done: bool,
+    _open: OpenStream,
+}
+
+/// Counts an event stream in `waiter_event_streams_open` while it is sent,
+/// and records how long it stayed open when it ends, with its reply's last
+/// event or with its client gone: event streams are left out of the request
+/// latency histogram, whose durations they would swamp.
+struct OpenStream {
+    opened: Instant,
+}
+
+impl OpenStream {
+    fn new() -> Self {
+        metrics::gauge!("waiter_event_streams_open").increment(1.0);
+        Self {
+            opened: Instant::now(),
+        }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("waiter_event_streams_open").decrement(1.0);
+        metrics::histogram!("waiter_event_stream_duration_seconds").record(self.opened.elapsed());
+    }
 }
 
 /// The next chunk of the body: an event, or a ping after a silence.

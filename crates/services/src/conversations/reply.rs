@@ -30,6 +30,9 @@ const REPLIES_TOTAL: &str = "waiter_replies_total";
 const FIRST_TEXT_SECONDS: &str = "waiter_reply_first_text_seconds";
 /// Generator failures by `kind` (a counter).
 const GENERATOR_ERRORS_TOTAL: &str = "waiter_reply_generator_errors_total";
+/// How long replies generated here took, from their start to their end
+/// (finished, failed or interrupted alike).
+const DURATION_SECONDS: &str = "waiter_reply_duration_seconds";
 
 /// Counts a reply under `outcome` in [`REPLIES_TOTAL`].
 pub(super) fn count_reply(outcome: &'static str) {
@@ -81,6 +84,7 @@ impl RunningReplies {
         self.lock().insert(key.clone(), Arc::new(stop));
         metrics::gauge!(REPLIES_ACTIVE).increment(1.0);
         Running {
+            started: Instant::now(),
             key,
             stopped,
             replies: Arc::clone(self),
@@ -121,6 +125,7 @@ impl RunningReplies {
 /// signal. Dropped when the task ends, however it ends (a panic included),
 /// which is what a stopper waits for.
 struct Running {
+    started: Instant,
     key: ReplyKey,
     stopped: watch::Receiver<bool>,
     replies: Arc<RunningReplies>,
@@ -130,6 +135,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.replies.lock().remove(&self.key);
         metrics::gauge!(REPLIES_ACTIVE).decrement(1.0);
+        metrics::histogram!(DURATION_SECONDS).record(self.started.elapsed());
     }
 }
 

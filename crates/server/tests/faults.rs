@@ -635,16 +635,19 @@ mod sqlite {
     }
 
     /// A local file does not drop off the network, but another process can
-    /// hold its write lock (see [`hold_write_lock`]). Writes then wait for
-    /// SQLite's busy timeout and fail as 503; reads, which WAL lets past the
-    /// lock, are served; once the lock is released writes succeed again at
-    /// once, and a key whose write failed leaves no trace.
+    /// hold its write lock (see [`hold_write_lock`]). A write then waits for
+    /// SQLite's busy timeout (under a second) and fails as 503, and the
+    /// writes queued behind it fail at once; reads, which WAL lets past the
+    /// lock, are served without waiting; once the lock is released writes
+    /// succeed again at once, and a key whose write failed leaves no trace.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_write_lock_held_elsewhere_is_a_503_and_ends_by_itself() {
         /// `waiter-sqlite`'s busy timeout: how long a writer waits for the lock.
-        const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+        const BUSY_TIMEOUT: Duration = Duration::from_millis(750);
+        /// What a loaded machine may add to it.
+        const MARGIN: Duration = Duration::from_secs(1);
         /// Concurrent writes while the lock is held: more than the pool's
-        /// eight connections, so some wait for a connection instead.
+        /// eight connections, which they must not take from readers.
         const WRITES: u64 = 12;
         let setup = Setup::sqlite();
         let server = setup.start().await;
@@ -661,10 +664,7 @@ mod sqlite {
         let response = server.create_book(&token, "during", &isbn(8)).await;
         let waited = started.elapsed();
         assert_unavailable(&response, "a write while another process holds the lock");
-        assert!(
-            waited < BUSY_TIMEOUT + Duration::from_secs(2),
-            "503 after {waited:?}"
-        );
+        assert!(waited < BUSY_TIMEOUT + MARGIN, "503 after {waited:?}");
         eprintln!("SQLite write lock held elsewhere: a write's 503 after {waited:?}");
 
         let started = Instant::now();
@@ -686,15 +686,14 @@ mod sqlite {
         assert_eq!(probe("/readyz").await.unwrap().status(), StatusCode::OK);
         assert_eq!(probe("/healthz").await.unwrap().status(), StatusCode::OK);
 
-        // More waiting writers than connections: the rest wait for one, and
-        // so does a read that comes after them.
+        // More waiting writers than connections: they queue in the server
+        // without holding one, so a read that comes after them is served.
         let started = Instant::now();
         let writes: Vec<_> = (0..WRITES)
             .map(|n| {
                 let request = server
                     .book_request(&token, &format!("crowd-{n}"), &isbn(20 + n))
-                    // Waiting for a connection, then for the lock, is two waits.
-                    .timeout(4 * BUSY_TIMEOUT);
+                    .timeout(4 * (BUSY_TIMEOUT + MARGIN));
                 tokio::spawn(async move {
                     let response = request.send().await.unwrap();
                     (response, started.elapsed())
@@ -711,11 +710,13 @@ mod sqlite {
             )
             .await;
         let read_waited = read_started.elapsed();
-        if read.status() != StatusCode::OK {
-            assert_unavailable(&read, "a read behind waiting writers");
-        }
+        assert_eq!(
+            read.status(),
+            StatusCode::OK,
+            "a read behind waiting writers"
+        );
         assert!(
-            read_waited < BUSY_TIMEOUT + Duration::from_secs(2),
+            read_waited < MARGIN,
             "a read behind waiting writers: {} after {read_waited:?}",
             read.status()
         );
@@ -730,7 +731,7 @@ mod sqlite {
             slowest = slowest.max(after);
         }
         assert!(
-            slowest < 2 * BUSY_TIMEOUT + Duration::from_secs(2),
+            slowest < BUSY_TIMEOUT + MARGIN,
             "the last of {WRITES} writes: 503 after {slowest:?}"
         );
         eprintln!("  {WRITES} writes at once: the last 503 after {slowest:?}");

@@ -51,6 +51,7 @@ impl Dialect for PostgresDialect {
     type Timestamp = Timestamp;
 
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const ONE_WRITER: bool = false;
     const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 

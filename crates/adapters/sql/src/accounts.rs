@@ -15,6 +15,7 @@ use waiter_ports::identity::{
 
 use crate::idempotency::begin_creating;
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps emails unique.
@@ -84,6 +85,7 @@ const LIST_AFTER: &str = concat!(
 #[derive(Debug)]
 pub struct SqlAccountStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
+    pub(crate) writes: Writes,
 }
 
 /// An `accounts` row without its password hash, with instants stored as `T`.
@@ -154,26 +156,27 @@ where
         record: NewAccountRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Account, InsertAccountError> {
-        timed("accounts.insert", async {
-            let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
-            let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
-                .bind(record.id.as_uuid())
-                .bind(record.email.as_str())
-                .bind(record.display_name.as_str())
-                .bind(record.role.as_str())
-                .bind(record.password_hash.as_str())
-                .bind(Version::INITIAL.get())
-                .bind(D::Timestamp::from(record.created_at))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|error| match error {
-                    error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
-                    error => D::port_error(error).into(),
-                })?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(row.try_into()?)
-        })
-        .await
+        self.writes
+            .run("accounts.insert", async {
+                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
+                    .bind(record.id.as_uuid())
+                    .bind(record.email.as_str())
+                    .bind(record.display_name.as_str())
+                    .bind(record.role.as_str())
+                    .bind(record.password_hash.as_str())
+                    .bind(Version::INITIAL.get())
+                    .bind(D::Timestamp::from(record.created_at))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|error| match error {
+                        error if D::violates(&error, EMAIL_KEY) => InsertAccountError::EmailTaken,
+                        error => D::port_error(error).into(),
+                    })?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(row.try_into()?)
+            })
+            .await
     }
 
     async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError> {
@@ -226,45 +229,47 @@ where
         id: AccountId,
         changes: AccountChanges,
     ) -> Result<Account, UpdateAccountError> {
-        timed("accounts.update", async {
-            let updated = sqlx::query_as::<_, AccountRow<D::Timestamp>>(UPDATE)
-                .bind(id.as_uuid())
-                .bind(changes.expected_version.map(Version::get))
-                .bind(changes.email.as_ref().map(Email::as_str))
-                .bind(changes.display_name.as_ref().map(DisplayName::as_str))
-                .bind(changes.role.map(Role::as_str))
-                .bind(changes.password_hash.as_ref().map(PasswordHash::as_str))
-                .bind(D::Timestamp::from(changes.updated_at))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|error| match error {
-                    error if D::violates(&error, EMAIL_KEY) => UpdateAccountError::EmailTaken,
-                    error => D::port_error(error).into(),
-                })?;
-            if let Some(row) = updated {
-                return Ok(row.try_into()?);
-            }
+        self.writes
+            .run("accounts.update", async {
+                let updated = sqlx::query_as::<_, AccountRow<D::Timestamp>>(UPDATE)
+                    .bind(id.as_uuid())
+                    .bind(changes.expected_version.map(Version::get))
+                    .bind(changes.email.as_ref().map(Email::as_str))
+                    .bind(changes.display_name.as_ref().map(DisplayName::as_str))
+                    .bind(changes.role.map(Role::as_str))
+                    .bind(changes.password_hash.as_ref().map(PasswordHash::as_str))
+                    .bind(D::Timestamp::from(changes.updated_at))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|error| match error {
+                        error if D::violates(&error, EMAIL_KEY) => UpdateAccountError::EmailTaken,
+                        error => D::port_error(error).into(),
+                    })?;
+                if let Some(row) = updated {
+                    return Ok(row.try_into()?);
+                }
 
-            let stale =
-                stale_version::<D>(&self.pool, VERSION, id.as_uuid(), changes.expected_version);
-            Err(match stale.await? {
-                Some(current) => UpdateAccountError::VersionMismatch { current },
-                None => UpdateAccountError::NotFound,
+                let stale =
+                    stale_version::<D>(&self.pool, VERSION, id.as_uuid(), changes.expected_version);
+                Err(match stale.await? {
+                    Some(current) => UpdateAccountError::VersionMismatch { current },
+                    None => UpdateAccountError::NotFound,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn delete(&self, id: AccountId) -> Result<bool, PortError> {
-        timed("accounts.delete", async {
-            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(deleted.is_some())
-        })
-        .await
+        self.writes
+            .run("accounts.delete", async {
+                let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(deleted.is_some())
+            })
+            .await
     }
 
     async fn list(&self, page: AccountPage) -> Result<Vec<Account>, PortError> {

@@ -25,6 +25,7 @@ use waiter_ports::idempotency::IdempotencyRecord;
 
 use crate::idempotency::begin_creating;
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps ISBNs unique.
@@ -81,6 +82,7 @@ pub trait BookLoading: Dialect {
 #[derive(Debug)]
 pub struct SqlBookStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
+    pub(crate) writes: Writes,
 }
 
 /// A `books` row, with instants stored as `T`.
@@ -222,42 +224,44 @@ where
         record: NewBookRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Book, InsertBookError> {
-        timed("books.insert", async {
-            let row = NewBookRow::from(record);
-            let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
-            let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
-                .bind(row.id)
-                .bind(row.title)
-                .bind(row.title_folded)
-                .bind(row.author)
-                .bind(row.author_folded)
-                .bind(row.isbn)
-                .bind(row.published_date)
-                .bind(row.price_cents)
-                .bind(row.owner_id)
-                .bind(D::Timestamp::from(row.created_at))
-                .bind(Version::INITIAL.get())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|error| match error {
-                    error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
-                    error => D::port_error(error).into(),
-                })?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(stored.try_into()?)
-        })
-        .await
+        self.writes
+            .run("books.insert", async {
+                let row = NewBookRow::from(record);
+                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
+                    .bind(row.id)
+                    .bind(row.title)
+                    .bind(row.title_folded)
+                    .bind(row.author)
+                    .bind(row.author_folded)
+                    .bind(row.isbn)
+                    .bind(row.published_date)
+                    .bind(row.price_cents)
+                    .bind(row.owner_id)
+                    .bind(D::Timestamp::from(row.created_at))
+                    .bind(Version::INITIAL.get())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|error| match error {
+                        error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
+                        error => D::port_error(error).into(),
+                    })?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(stored.try_into()?)
+            })
+            .await
     }
 
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {
-        timed("books.bulk_insert", async {
-            let mut rows = records.map(NewBookRow::from).peekable();
-            if rows.peek().is_none() {
-                return Ok(0);
-            }
-            D::bulk_insert(&self.pool, rows).await
-        })
-        .await
+        self.writes
+            .run("books.bulk_insert", async {
+                let mut rows = records.map(NewBookRow::from).peekable();
+                if rows.peek().is_none() {
+                    return Ok(0);
+                }
+                D::bulk_insert(&self.pool, rows).await
+            })
+            .await
     }
 
     async fn find(&self, id: BookId) -> Result<Option<Book>, PortError> {
@@ -379,30 +383,31 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Book, WriteBookError> {
-        timed("books.update", async {
-            let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
-                .bind(id.as_uuid())
-                .bind(expected_version.map(Version::get))
-                .bind(draft.title.as_str())
-                .bind(folded(draft.title.as_str()))
-                .bind(draft.author.as_str())
-                .bind(folded(draft.author.as_str()))
-                .bind(draft.isbn.as_str())
-                .bind(draft.published_date)
-                .bind(draft.price.cents())
-                .bind(D::Timestamp::from(updated_at))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|error| match error {
-                    error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
-                    error => D::port_error(error).into(),
-                })?;
-            match updated {
-                Some(row) => Ok(row.try_into()?),
-                None => Err(self.refusal(id, expected_version).await),
-            }
-        })
-        .await
+        self.writes
+            .run("books.update", async {
+                let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
+                    .bind(id.as_uuid())
+                    .bind(expected_version.map(Version::get))
+                    .bind(draft.title.as_str())
+                    .bind(folded(draft.title.as_str()))
+                    .bind(draft.author.as_str())
+                    .bind(folded(draft.author.as_str()))
+                    .bind(draft.isbn.as_str())
+                    .bind(draft.published_date)
+                    .bind(draft.price.cents())
+                    .bind(D::Timestamp::from(updated_at))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|error| match error {
+                        error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
+                        error => D::port_error(error).into(),
+                    })?;
+                match updated {
+                    Some(row) => Ok(row.try_into()?),
+                    None => Err(self.refusal(id, expected_version).await),
+                }
+            })
+            .await
     }
 
     async fn delete(
@@ -410,19 +415,20 @@ where
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteBookError> {
-        timed("books.delete", async {
-            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-                .bind(id.as_uuid())
-                .bind(expected_version.map(Version::get))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            match deleted {
-                Some(_) => Ok(()),
-                None => Err(self.refusal(id, expected_version).await),
-            }
-        })
-        .await
+        self.writes
+            .run("books.delete", async {
+                let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                    .bind(id.as_uuid())
+                    .bind(expected_version.map(Version::get))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                match deleted {
+                    Some(_) => Ok(()),
+                    None => Err(self.refusal(id, expected_version).await),
+                }
+            })
+            .await
     }
 }
 

@@ -49,6 +49,7 @@ use waiter_ports::idempotency::IdempotencyRecord;
 
 use crate::idempotency::begin_creating;
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The key that makes a message id usable once per conversation.
@@ -201,6 +202,7 @@ const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at 
 #[derive(Debug)]
 pub struct SqlConversationStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
+    pub(crate) writes: Writes,
 }
 
 /// A `conversations` row, with instants stored as `T`.
@@ -592,21 +594,22 @@ where
         record: NewConversationRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Conversation, InsertConversationError> {
-        timed("conversations.insert", async {
-            let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
-            let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
-                .bind(record.id.as_uuid())
-                .bind(record.owner.as_uuid())
-                .bind(record.title.as_str())
-                .bind(Version::INITIAL.get())
-                .bind(D::Timestamp::from(record.created_at))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(stored.try_into()?)
-        })
-        .await
+        self.writes
+            .run("conversations.insert", async {
+                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
+                    .bind(record.id.as_uuid())
+                    .bind(record.owner.as_uuid())
+                    .bind(record.title.as_str())
+                    .bind(Version::INITIAL.get())
+                    .bind(D::Timestamp::from(record.created_at))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(stored.try_into()?)
+            })
+            .await
     }
 
     async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
@@ -659,21 +662,22 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Conversation, WriteConversationError> {
-        timed("conversations.rename", async {
-            let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
-                .bind(id.as_uuid())
-                .bind(expected_version.map(Version::get))
-                .bind(title.as_str())
-                .bind(D::Timestamp::from(updated_at))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            match renamed {
-                Some(row) => Ok(row.try_into()?),
-                None => Err(self.refusal(id, expected_version).await),
-            }
-        })
-        .await
+        self.writes
+            .run("conversations.rename", async {
+                let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
+                    .bind(id.as_uuid())
+                    .bind(expected_version.map(Version::get))
+                    .bind(title.as_str())
+                    .bind(D::Timestamp::from(updated_at))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                match renamed {
+                    Some(row) => Ok(row.try_into()?),
+                    None => Err(self.refusal(id, expected_version).await),
+                }
+            })
+            .await
     }
 
     async fn delete(
@@ -681,19 +685,20 @@ where
         id: ConversationId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteConversationError> {
-        timed("conversations.delete", async {
-            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-                .bind(id.as_uuid())
-                .bind(expected_version.map(Version::get))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            match deleted {
-                Some(_) => Ok(()),
-                None => Err(self.refusal(id, expected_version).await),
-            }
-        })
-        .await
+        self.writes
+            .run("conversations.delete", async {
+                let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                    .bind(id.as_uuid())
+                    .bind(expected_version.map(Version::get))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                match deleted {
+                    Some(_) => Ok(()),
+                    None => Err(self.refusal(id, expected_version).await),
+                }
+            })
+            .await
     }
 
     async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
@@ -711,84 +716,86 @@ where
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
-        timed("conversations.append_exchange", async {
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            let owner = sqlx::query_scalar::<_, Uuid>(OWNER)
-                .bind(exchange.message.conversation_id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            let Some(owner) = owner else {
-                return Err(AppendError::NotFound);
-            };
-            if !lock_owner::<D>(&mut tx, owner).await? {
-                // The account is gone, and its conversations with it.
-                return Err(AppendError::NotFound);
-            }
-            self.append_locked(tx, owner, exchange).await
-        })
-        .await
+        self.writes
+            .run("conversations.append_exchange", async {
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
+                let owner = sqlx::query_scalar::<_, Uuid>(OWNER)
+                    .bind(exchange.message.conversation_id.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                let Some(owner) = owner else {
+                    return Err(AppendError::NotFound);
+                };
+                if !lock_owner::<D>(&mut tx, owner).await? {
+                    // The account is gone, and its conversations with it.
+                    return Err(AppendError::NotFound);
+                }
+                self.append_locked(tx, owner, exchange).await
+            })
+            .await
     }
 
     async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
-        timed("conversations.start", async {
-            let NewOpening {
-                conversation: record,
-                exchange,
-                opening_key,
-                opening_key_since,
-            } = opening;
-            let owner = record.owner.as_uuid();
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            // The owner's lock also queues concurrent starts with one key: each
-            // sees whether one before it took the key.
-            if !lock_owner::<D>(&mut tx, owner).await? {
-                return Err(AppendError::NotFound);
-            }
-            if let Some(key) = opening_key.as_deref() {
-                sqlx::query(GIVE_UP_OPENING_KEY)
-                    .bind(owner)
-                    .bind(key)
-                    .bind(D::Timestamp::from(opening_key_since))
-                    .execute(&mut *tx)
+        self.writes
+            .run("conversations.start", async {
+                let NewOpening {
+                    conversation: record,
+                    exchange,
+                    opening_key,
+                    opening_key_since,
+                } = opening;
+                let owner = record.owner.as_uuid();
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
-                if let Some(started) = opened::<D>(&mut *tx, owner, key).await? {
-                    return Err(started);
+                // The owner's lock also queues concurrent starts with one key: each
+                // sees whether one before it took the key.
+                if !lock_owner::<D>(&mut tx, owner).await? {
+                    return Err(AppendError::NotFound);
                 }
-            }
-            let inserted = sqlx::query(INSERT_OPENED)
-                .bind(record.id.as_uuid())
-                .bind(owner)
-                .bind(record.title.as_str())
-                .bind(Version::INITIAL.get())
-                .bind(D::Timestamp::from(record.created_at))
-                .bind(opening_key.as_deref())
-                .execute(&mut *tx)
-                .await;
-            if let Err(error) = inserted {
-                drop(tx);
-                // Only if the lock did not queue the starts (it always does on
-                // the databases here): the key's holder has committed.
-                if let Some(key) = opening_key.as_deref()
-                    && D::violates(&error, OPENING_KEY_KEY)
-                    && let Some(started) = opened::<D>(&self.pool, owner, key).await?
-                {
-                    return Err(started);
+                if let Some(key) = opening_key.as_deref() {
+                    sqlx::query(GIVE_UP_OPENING_KEY)
+                        .bind(owner)
+                        .bind(key)
+                        .bind(D::Timestamp::from(opening_key_since))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(D::port_error)?;
+                    if let Some(started) = opened::<D>(&mut *tx, owner, key).await? {
+                        return Err(started);
+                    }
                 }
-                return Err(D::port_error(error).into());
-            }
-            self.append_locked(tx, owner, exchange).await
-        })
-        .await
+                let inserted = sqlx::query(INSERT_OPENED)
+                    .bind(record.id.as_uuid())
+                    .bind(owner)
+                    .bind(record.title.as_str())
+                    .bind(Version::INITIAL.get())
+                    .bind(D::Timestamp::from(record.created_at))
+                    .bind(opening_key.as_deref())
+                    .execute(&mut *tx)
+                    .await;
+                if let Err(error) = inserted {
+                    drop(tx);
+                    // Only if the lock did not queue the starts (it always does on
+                    // the databases here): the key's holder has committed.
+                    if let Some(key) = opening_key.as_deref()
+                        && D::violates(&error, OPENING_KEY_KEY)
+                        && let Some(started) = opened::<D>(&self.pool, owner, key).await?
+                    {
+                        return Err(started);
+                    }
+                    return Err(D::port_error(error).into());
+                }
+                self.append_locked(tx, owner, exchange).await
+            })
+            .await
     }
 
     async fn save_reply(
@@ -797,47 +804,48 @@ where
         reply: MessageId,
         update: ReplyUpdate,
     ) -> Result<bool, PortError> {
-        timed("conversations.save_reply", async {
-            let metadata = encode_metadata(&update.metadata)?;
-            let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
-                .bind(conversation.as_uuid())
-                .bind(reply.as_str())
-                .bind(update.text.as_str())
-                .bind(update.status.as_str())
-                .bind(metadata)
-                .bind(D::Timestamp::from(update.updated_at));
-            if !update.status.is_final() {
-                // Progress touches the reply alone: one statement, no lock on
-                // the conversation, as often as chunks arrive.
-                let saved = save
-                    .fetch_optional(&self.pool)
+        self.writes
+            .run("conversations.save_reply", async {
+                let metadata = encode_metadata(&update.metadata)?;
+                let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
+                    .bind(conversation.as_uuid())
+                    .bind(reply.as_str())
+                    .bind(update.text.as_str())
+                    .bind(update.status.as_str())
+                    .bind(metadata)
+                    .bind(D::Timestamp::from(update.updated_at));
+                if !update.status.is_final() {
+                    // Progress touches the reply alone: one statement, no lock on
+                    // the conversation, as often as chunks arrive.
+                    let saved = save
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(D::port_error)?;
+                    return Ok(saved.is_some());
+                }
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
-                return Ok(saved.is_some());
-            }
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-                .bind(conversation.as_uuid())
-                .bind(D::Timestamp::from(update.updated_at))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            if touched.is_none() {
-                return Ok(false);
-            }
-            let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
-            if saved.is_none() {
-                // Already final: dropping `tx` undoes the version bump.
-                return Ok(false);
-            }
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(true)
-        })
-        .await
+                let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                    .bind(conversation.as_uuid())
+                    .bind(D::Timestamp::from(update.updated_at))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                if touched.is_none() {
+                    return Ok(false);
+                }
+                let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
+                if saved.is_none() {
+                    // Already final: dropping `tx` undoes the version bump.
+                    return Ok(false);
+                }
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(true)
+            })
+            .await
     }
 
     async fn interrupt_abandoned(
@@ -845,52 +853,53 @@ where
         written_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<InterruptedReply>, PortError> {
-        timed("conversations.interrupt_abandoned", async {
-            let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
-                .bind(D::Timestamp::from(written_before))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            let mut interrupted = Vec::new();
-            // One transaction per reply, locking its conversation first like
-            // every other write of its messages; interrupting a reply is a
-            // final status, so it bumps the conversation's version too.
-            for (conversation, reply) in abandoned {
-                let mut tx = self
-                    .pool
-                    .begin_with(D::BEGIN_WRITE)
-                    .await
-                    .map_err(D::port_error)?;
-                let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-                    .bind(conversation)
-                    .bind(D::Timestamp::from(now))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(D::port_error)?;
-                let Some(touched) = touched else {
-                    continue;
-                };
-                // Written again, or ended, since it was found: left alone.
-                let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
-                    .bind(conversation)
-                    .bind(reply.as_str())
-                    .bind(D::Timestamp::from(now))
+        self.writes
+            .run("conversations.interrupt_abandoned", async {
+                let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                     .bind(D::Timestamp::from(written_before))
-                    .fetch_optional(&mut *tx)
+                    .fetch_all(&self.pool)
                     .await
                     .map_err(D::port_error)?;
-                if let Some(reply) = changed {
-                    tx.commit().await.map_err(D::port_error)?;
-                    interrupted.push(InterruptedReply {
-                        conversation: ConversationId::from_uuid(conversation),
-                        owner: AccountId::from_uuid(touched.owner_id),
-                        reply: MessageId::parse(&reply).map_err(PortError::unexpected)?,
-                    });
+                let mut interrupted = Vec::new();
+                // One transaction per reply, locking its conversation first like
+                // every other write of its messages; interrupting a reply is a
+                // final status, so it bumps the conversation's version too.
+                for (conversation, reply) in abandoned {
+                    let mut tx = self
+                        .pool
+                        .begin_with(D::BEGIN_WRITE)
+                        .await
+                        .map_err(D::port_error)?;
+                    let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+                        .bind(conversation)
+                        .bind(D::Timestamp::from(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(D::port_error)?;
+                    let Some(touched) = touched else {
+                        continue;
+                    };
+                    // Written again, or ended, since it was found: left alone.
+                    let changed = sqlx::query_scalar::<_, String>(INTERRUPT)
+                        .bind(conversation)
+                        .bind(reply.as_str())
+                        .bind(D::Timestamp::from(now))
+                        .bind(D::Timestamp::from(written_before))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(D::port_error)?;
+                    if let Some(reply) = changed {
+                        tx.commit().await.map_err(D::port_error)?;
+                        interrupted.push(InterruptedReply {
+                            conversation: ConversationId::from_uuid(conversation),
+                            owner: AccountId::from_uuid(touched.owner_id),
+                            reply: MessageId::parse(&reply).map_err(PortError::unexpected)?,
+                        });
+                    }
                 }
-            }
-            Ok(interrupted)
-        })
-        .await
+                Ok(interrupted)
+            })
+            .await
     }
 }
 

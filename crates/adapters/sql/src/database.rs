@@ -9,6 +9,7 @@ use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{
     Dialect, SqlAccountStore, SqlBookStore, SqlConversationStore, SqlIdempotencyStore,
     SqlSessionStore,
@@ -21,6 +22,8 @@ use crate::{
 #[derive(Debug)]
 pub struct SqlDatabase<D: Dialect> {
     pool: Pool<D::Database>,
+    /// Where this process's writes queue, on a database with one writer.
+    writes: Writes,
 }
 
 /// How long start-up keeps trying to reach the database.
@@ -30,6 +33,7 @@ impl<D: Dialect> Clone for SqlDatabase<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 }
@@ -45,7 +49,12 @@ impl<D: Dialect> SqlDatabase<D> {
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         loop {
             match D::connect(url).await {
-                Ok(pool) => return Ok(Self { pool }),
+                Ok(pool) => {
+                    return Ok(Self {
+                        pool,
+                        writes: Writes::for_dialect::<D>(),
+                    });
+                }
                 Err(PortError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -71,6 +80,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn accounts(&self) -> SqlAccountStore<D> {
         SqlAccountStore {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 
@@ -78,6 +88,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn sessions(&self) -> SqlSessionStore<D> {
         SqlSessionStore {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 
@@ -85,6 +96,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn books(&self) -> SqlBookStore<D> {
         SqlBookStore {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 
@@ -92,6 +104,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn conversations(&self) -> SqlConversationStore<D> {
         SqlConversationStore {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 
@@ -99,6 +112,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn idempotency(&self) -> SqlIdempotencyStore<D> {
         SqlIdempotencyStore {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
         }
     }
 

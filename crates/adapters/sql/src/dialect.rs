@@ -33,6 +33,11 @@ pub trait Dialect: Send + Sync + 'static {
     /// failing half-way; PostgreSQL locks rows as it goes.
     const BEGIN_WRITE: &'static str;
 
+    /// True when the database takes one writer at a time (SQLite): the
+    /// stores' writes then queue in process first (see `writes.rs`), so a
+    /// lock held by another process is told apart from a busy moment at once.
+    const ONE_WRITER: bool;
+
     /// What follows a `SELECT` of rows to lock them until the transaction
     /// ends against other writers that lock them too, without blocking
     /// inserts that merely reference them: ` FOR NO KEY UPDATE` on

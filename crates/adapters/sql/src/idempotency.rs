@@ -12,6 +12,7 @@ use waiter_ports::idempotency::{
 };
 
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row};
 
 const FIND: &str = "SELECT fingerprint, status, headers, body FROM idempotency_keys
@@ -34,6 +35,7 @@ const PRUNE: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 #[derive(Debug)]
 pub struct SqlIdempotencyStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
+    pub(crate) writes: Writes,
 }
 
 /// A row of `idempotency_keys`.
@@ -165,14 +167,15 @@ where
     }
 
     async fn prune(&self, now: Timestamp) -> Result<(), PortError> {
-        timed("idempotency.prune", async {
-            sqlx::query(PRUNE)
-                .bind(D::Timestamp::from(now))
-                .execute(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(())
-        })
-        .await
+        self.writes
+            .run("idempotency.prune", async {
+                sqlx::query(PRUNE)
+                    .bind(D::Timestamp::from(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -28,6 +28,7 @@ mod dialect;
 mod idempotency;
 mod sessions;
 mod timed;
+mod writes;
 
 use sqlx::{ColumnIndex, Executor, Pool};
 use uuid::Uuid;

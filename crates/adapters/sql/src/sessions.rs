@@ -11,6 +11,7 @@ use waiter_ports::identity::{
 };
 
 use crate::timed::timed;
+use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row};
 
 /// The columns a [`SessionRow`] reads, named once so every query selects the same.
@@ -94,6 +95,7 @@ pub trait SessionLocking: Dialect {
 #[derive(Debug)]
 pub struct SqlSessionStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
+    pub(crate) writes: Writes,
 }
 
 /// A `sessions` row, with instants stored as `T`.
@@ -148,39 +150,40 @@ where
     for<'q> &'q [u8]: Param<'q, Db<D>>,
 {
     async fn create(&self, record: NewSessionRecord) -> Result<(), PortError> {
-        timed("sessions.create", async {
-            let session = record.session;
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            sqlx::query(INSERT)
-                .bind(session.id.as_uuid())
-                .bind(session.account_id.as_uuid())
-                .bind(D::Timestamp::from(session.created_at))
-                .bind(D::Timestamp::from(session.refreshed_at))
-                .bind(D::Timestamp::from(session.expires_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            sqlx::query(INSERT_TOKEN)
-                .bind(&record.refresh_token_hash.0[..])
-                .bind(session.id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            // Clear the account's expired sessions; their tokens go by the cascade.
-            sqlx::query(D::DELETE_EXPIRED)
-                .bind(session.account_id.as_uuid())
-                .bind(D::Timestamp::from(session.created_at))
-                .bind(session.id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            tx.commit().await.map_err(D::port_error)
-        })
-        .await
+        self.writes
+            .run("sessions.create", async {
+                let session = record.session;
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
+                sqlx::query(INSERT)
+                    .bind(session.id.as_uuid())
+                    .bind(session.account_id.as_uuid())
+                    .bind(D::Timestamp::from(session.created_at))
+                    .bind(D::Timestamp::from(session.refreshed_at))
+                    .bind(D::Timestamp::from(session.expires_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                sqlx::query(INSERT_TOKEN)
+                    .bind(&record.refresh_token_hash.0[..])
+                    .bind(session.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                // Clear the account's expired sessions; their tokens go by the cascade.
+                sqlx::query(D::DELETE_EXPIRED)
+                    .bind(session.account_id.as_uuid())
+                    .bind(D::Timestamp::from(session.created_at))
+                    .bind(session.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                tx.commit().await.map_err(D::port_error)
+            })
+            .await
     }
 
     async fn find(&self, id: SessionId) -> Result<Option<Session>, PortError> {
@@ -216,107 +219,109 @@ where
         &self,
         rotation: RefreshTokenRotation,
     ) -> Result<Session, RotateRefreshTokenError> {
-        timed("sessions.rotate_refresh_token", async {
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
+        self.writes
+            .run("sessions.rotate_refresh_token", async {
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
 
-            // Find the token's session without locking anything (the dialect's
-            // lock order may put the session before its tokens)...
-            let session_id = sqlx::query_scalar::<_, Uuid>(TOKEN_SESSION)
-                .bind(&rotation.presented.0[..])
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            let Some(session_id) = session_id else {
-                // Never issued, or its session is gone.
-                return Err(RotateRefreshTokenError::Unknown);
-            };
+                // Find the token's session without locking anything (the dialect's
+                // lock order may put the session before its tokens)...
+                let session_id = sqlx::query_scalar::<_, Uuid>(TOKEN_SESSION)
+                    .bind(&rotation.presented.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                let Some(session_id) = session_id else {
+                    // Never issued, or its session is gone.
+                    return Err(RotateRefreshTokenError::Unknown);
+                };
 
-            // ...then lock the session: while we hold it, neither the session
-            // nor its tokens can be deleted, and concurrent rotations in the
-            // session wait for us.
-            let account_id = sqlx::query_scalar::<_, Uuid>(D::LOCK_SESSION)
-                .bind(session_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            let Some(account_id) = account_id else {
-                // Deleted since we found the token: its tokens went with it.
-                return Err(RotateRefreshTokenError::Unknown);
-            };
+                // ...then lock the session: while we hold it, neither the session
+                // nor its tokens can be deleted, and concurrent rotations in the
+                // session wait for us.
+                let account_id = sqlx::query_scalar::<_, Uuid>(D::LOCK_SESSION)
+                    .bind(session_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                let Some(account_id) = account_id else {
+                    // Deleted since we found the token: its tokens went with it.
+                    return Err(RotateRefreshTokenError::Unknown);
+                };
 
-            // Retiring the token is the step concurrent callers race on: the
-            // conditional update sees the outcome of any earlier rotation, so
-            // exactly one of them finds it unused.
-            let retired = sqlx::query_scalar::<_, Uuid>(RETIRE_TOKEN)
-                .bind(&rotation.presented.0[..])
-                .bind(D::Timestamp::from(rotation.now))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            if retired.is_none() {
-                // Already rotated away, and its session (locked) still exists: a
-                // replay. Nothing has changed, so `tx` is simply dropped.
-                return Err(RotateRefreshTokenError::Reused {
-                    session_id: SessionId::from_uuid(session_id),
-                    account_id: AccountId::from_uuid(account_id),
-                });
-            }
+                // Retiring the token is the step concurrent callers race on: the
+                // conditional update sees the outcome of any earlier rotation, so
+                // exactly one of them finds it unused.
+                let retired = sqlx::query_scalar::<_, Uuid>(RETIRE_TOKEN)
+                    .bind(&rotation.presented.0[..])
+                    .bind(D::Timestamp::from(rotation.now))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                if retired.is_none() {
+                    // Already rotated away, and its session (locked) still exists: a
+                    // replay. Nothing has changed, so `tx` is simply dropped.
+                    return Err(RotateRefreshTokenError::Reused {
+                        session_id: SessionId::from_uuid(session_id),
+                        account_id: AccountId::from_uuid(account_id),
+                    });
+                }
 
-            let session = sqlx::query_as::<_, SessionRow<D::Timestamp>>(REFRESH)
-                .bind(session_id)
-                .bind(D::Timestamp::from(rotation.now))
-                .bind(D::Timestamp::from(rotation.expires_at))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            // The session is locked by us, so it still exists: no row here means
-            // it has expired. Dropping `tx` rolls back, leaving the token current.
-            let Some(session) = session else {
-                return Err(RotateRefreshTokenError::Expired);
-            };
+                let session = sqlx::query_as::<_, SessionRow<D::Timestamp>>(REFRESH)
+                    .bind(session_id)
+                    .bind(D::Timestamp::from(rotation.now))
+                    .bind(D::Timestamp::from(rotation.expires_at))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                // The session is locked by us, so it still exists: no row here means
+                // it has expired. Dropping `tx` rolls back, leaving the token current.
+                let Some(session) = session else {
+                    return Err(RotateRefreshTokenError::Expired);
+                };
 
-            sqlx::query(INSERT_TOKEN)
-                .bind(&rotation.replacement.0[..])
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            // Forget all but the most recently rotated-away tokens, always
-            // keeping the one just retired.
-            sqlx::query(PRUNE_USED_TOKENS)
-                .bind(session_id)
-                .bind(&rotation.presented.0[..])
-                .bind(i64::from(REMEMBERED_USED_TOKENS) - 1)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(session.into())
-        })
-        .await
+                sqlx::query(INSERT_TOKEN)
+                    .bind(&rotation.replacement.0[..])
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                // Forget all but the most recently rotated-away tokens, always
+                // keeping the one just retired.
+                sqlx::query(PRUNE_USED_TOKENS)
+                    .bind(session_id)
+                    .bind(&rotation.presented.0[..])
+                    .bind(i64::from(REMEMBERED_USED_TOKENS) - 1)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(session.into())
+            })
+            .await
     }
 
     async fn delete(&self, id: SessionId, ending: SessionEnding) -> Result<bool, PortError> {
-        timed("sessions.delete", async {
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            revoke::<D>(&mut tx, deleted.as_slice(), ending).await?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(deleted.is_some())
-        })
-        .await
+        self.writes
+            .run("sessions.delete", async {
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
+                let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                revoke::<D>(&mut tx, deleted.as_slice(), ending).await?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(deleted.is_some())
+            })
+            .await
     }
 
     async fn delete_for_account(
@@ -325,23 +330,24 @@ where
         keep: Option<SessionId>,
         ending: SessionEnding,
     ) -> Result<Vec<SessionId>, PortError> {
-        timed("sessions.delete_for_account", async {
-            let mut tx = self
-                .pool
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .map_err(D::port_error)?;
-            let ids = sqlx::query_scalar::<_, Uuid>(D::DELETE_FOR_ACCOUNT)
-                .bind(account_id.as_uuid())
-                .bind(keep.map(SessionId::as_uuid))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(D::port_error)?;
-            revoke::<D>(&mut tx, &ids, ending).await?;
-            tx.commit().await.map_err(D::port_error)?;
-            Ok(ids.into_iter().map(SessionId::from_uuid).collect())
-        })
-        .await
+        self.writes
+            .run("sessions.delete_for_account", async {
+                let mut tx = self
+                    .pool
+                    .begin_with(D::BEGIN_WRITE)
+                    .await
+                    .map_err(D::port_error)?;
+                let ids = sqlx::query_scalar::<_, Uuid>(D::DELETE_FOR_ACCOUNT)
+                    .bind(account_id.as_uuid())
+                    .bind(keep.map(SessionId::as_uuid))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(D::port_error)?;
+                revoke::<D>(&mut tx, &ids, ending).await?;
+                tx.commit().await.map_err(D::port_error)?;
+                Ok(ids.into_iter().map(SessionId::from_uuid).collect())
+            })
+            .await
     }
 
     async fn revocations_since(

@@ -32,16 +32,20 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations/sqlite");
 /// Readers run in parallel in WAL mode; writes are serialised by SQLite anyway.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// How long a writer waits for another writer's transaction before SQLite
-/// gives up with `SQLITE_BUSY`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a writer waits for the file's write lock before SQLite gives
+/// up with `SQLITE_BUSY` (a 503). This server's own writers queue in process
+/// before they take the lock (`Dialect::ONE_WRITER`), so only another
+/// process holding it (a `sqlite3` shell, `waiter admin create`, a
+/// `VACUUM`) is ever waited for; its transactions take milliseconds, so a
+/// longer wait means the lock is held, and clients hear so within a second.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// How long a query waits for a connection. A local file does not become
-/// unreachable the way a server does: a connection opens in microseconds, and
-/// a wait is writers queueing for the one write lock, each for up to
-/// [`BUSY_TIMEOUT`]. So the wait matches the busy timeout rather than the
-/// sub-second one a network database gets.
-const ACQUIRE_TIMEOUT: Duration = BUSY_TIMEOUT;
+/// unreachable the way a server does: a connection opens in microseconds,
+/// and writers wait for their turn without holding one, so a wait is
+/// readers queueing behind a burst of reads, which a generous bound serves
+/// better than a 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The URL of a private database in memory, for tests and throwaway runs.
 const IN_MEMORY: &str = "sqlite::memory:";
@@ -62,6 +66,7 @@ impl Dialect for SqliteDialect {
     type Timestamp = StoredTimestamp;
 
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const ONE_WRITER: bool = true;
     const LOCK_ROWS: &'static str = "";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 

@@ -12,6 +12,7 @@
 
 mod bench;
 mod fuzz;
+mod streams;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::tidy(),
         ["ci"] => ci(),
         ["fuzz", rest @ ..] => fuzz::fuzz(rest),
+        ["bench", rest @ ..] if rest.contains(&"--streams") => streams::bench(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
     };

@@ -10,7 +10,12 @@
 //! opens N streams at once, one per conversation (a conversation has one reply
 //! in flight at a time), each sending `--replies M` messages one after the
 //! other, each answered as an event stream. `--streams 1 --replies 100` gives
-//! the sequential figures: one reply at a time, a hundred times.
+//! the sequential figures: one reply at a time, a hundred times. By default
+//! the streams all start at the same instant, so the first tokens measure a
+//! burst of N sends; `--ramp 2s` spreads their starts evenly over two
+//! seconds instead, so that (with replies of about two seconds) the last of
+//! them are sent while nearly all the others are streaming: the first-token
+//! latency of a steady load of N open streams.
 //!
 //! The client is a thread per stream speaking HTTP/1.1 by hand over a
 //! `TcpStream` (a connection per reply), so the measurement needs nothing
@@ -52,14 +57,14 @@ const FAILURES_SHOWN: usize = 5;
 struct Options {
     streams: usize,
     replies: usize,
+    ramp: Duration,
     delay: Option<String>,
     database: Option<String>,
     redis: Option<String>,
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
-    const HELP: &str =
-        "use --streams N, --replies M, --delay DURATION, --database URL, --redis URL";
+    const HELP: &str = "use --streams N, --replies M, --ramp DURATION, --delay DURATION, --database URL, --redis URL";
     let count = |value: Option<&&str>, flag: &str| -> Result<usize> {
         value
             .and_then(|n| n.parse().ok())
@@ -69,6 +74,7 @@ fn parse(args: &[&str]) -> Result<Options> {
     let mut options = Options {
         streams: 0,
         replies: 1,
+        ramp: Duration::ZERO,
         delay: None,
         database: None,
         redis: None,
@@ -78,6 +84,12 @@ fn parse(args: &[&str]) -> Result<Options> {
         match *arg {
             "--streams" => options.streams = count(args.next(), "--streams")?,
             "--replies" => options.replies = count(args.next(), "--replies")?,
+            "--ramp" => {
+                options.ramp = args
+                    .next()
+                    .and_then(|raw| duration(raw))
+                    .ok_or("--ramp needs a duration such as 2s or 500ms")?;
+            }
             "--delay" => {
                 options.delay = Some(args.next().ok_or("--delay needs a duration")?.to_string())
             }
@@ -94,6 +106,15 @@ fn parse(args: &[&str]) -> Result<Options> {
         return Err(format!("--streams is required; {HELP}"));
     }
     Ok(options)
+}
+
+/// `500ms` or `2s`.
+fn duration(raw: &str) -> Option<Duration> {
+    if let Some(millis) = raw.strip_suffix("ms") {
+        millis.parse().ok().map(Duration::from_millis)
+    } else {
+        Duration::try_from_secs_f64(raw.strip_suffix('s')?.parse().ok()?).ok()
+    }
 }
 
 pub(crate) fn bench(args: &[&str]) -> Result {
@@ -220,13 +241,16 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
     let open = Arc::new(OpenStreams::default());
     let start = Arc::new(Barrier::new(options.streams + 1));
     let mut clients = Vec::with_capacity(options.streams);
-    for conversation in conversations {
+    let streams = u32::try_from(options.streams).map_err(|_| "too many streams")?;
+    for (index, conversation) in (0..streams).zip(conversations) {
         let (token, open, start) = (Arc::clone(&token), Arc::clone(&open), Arc::clone(&start));
         let replies = options.replies;
+        let wait = options.ramp * index / streams;
         let client = std::thread::Builder::new()
             .stack_size(CLIENT_STACK)
             .spawn(move || {
                 start.wait();
+                std::thread::sleep(wait);
                 (0..replies)
                     .map(|_| reply(addr, &token, &conversation, &open))
                     .collect::<Vec<_>>()
@@ -652,9 +676,14 @@ fn report(options: &Options, figures: &Figures<'_>) {
         "in-process cache and event logs"
     };
     let delay = options.delay.as_deref().unwrap_or("20ms (default)");
+    let ramp = if options.ramp.is_zero() {
+        "all started at once".to_owned()
+    } else {
+        format!("started evenly over {:.2} s", options.ramp.as_secs_f64())
+    };
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "streams: {} at once, {} {} each ({store}, {cache}; built-in assistant, {delay} a word)",
+        "streams: {}, {ramp}, {} {} each ({store}, {cache}; built-in assistant, {delay} a word)",
         options.streams,
         options.replies,
         if options.replies == 1 {
@@ -853,8 +882,22 @@ mod tests {
     fn options_need_streams() {
         assert!(parse(&["--replies", "3"]).is_err());
         assert!(parse(&["--streams", "0"]).is_err());
-        let options = parse(&["--streams", "2", "--replies", "3", "--delay", "5ms"]).unwrap();
+        let options = parse(&[
+            "--streams",
+            "2",
+            "--replies",
+            "3",
+            "--delay",
+            "5ms",
+            "--ramp",
+            "1.5s",
+        ])
+        .unwrap();
         assert_eq!((options.streams, options.replies), (2, 3));
+        assert_eq!(options.ramp, Duration::from_millis(1500));
+        assert_eq!(duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(duration("2"), None);
+        assert_eq!(duration("-1s"), None);
         assert_eq!(options.delay.as_deref(), Some("5ms"));
     }
 }

@@ -223,6 +223,7 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
     );
 
     let before = memory(pid)?;
+    let cpu_before = (cpu_time("self")?, cpu_time(&pid.to_string())?);
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let sampling = Arc::clone(&sampling);
@@ -268,6 +269,10 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
     sampling.store(false, Ordering::Relaxed);
     let peak_rss = sampler.join().map_err(|_| "the memory sampler panicked")?;
     let after = memory(pid)?;
+    let cpu = (
+        cpu_time("self")? - cpu_before.0,
+        cpu_time(&pid.to_string())? - cpu_before.1,
+    );
 
     report(
         options,
@@ -275,6 +280,7 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
             replies: &replies,
             most_open: open.most.load(Ordering::Relaxed),
             duration,
+            cpu,
             before,
             peak_rss,
             after,
@@ -635,6 +641,29 @@ fn memory(pid: u32) -> Result<Memory> {
     })
 }
 
+/// The CPU time (user and system) a process has used so far, in seconds,
+/// from `/proc/{process}/stat` (`process` is a pid or `self`).
+fn cpu_time(process: &str) -> Result<f64> {
+    /// Linux reports it in USER_HZ, 100 a second on every mainstream platform.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat"))
+        .map_err(|err| format!("cannot read /proc/{process}/stat: {err}"))?;
+    // The command name, in parentheses, may hold spaces: count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime, fields 14 and 15 of the whole line.
+    let ticks = |index: usize| -> Result<f64> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<u64>().ok())
+            .map(|ticks| ticks as f64 / TICKS_PER_SECOND)
+            .ok_or_else(|| format!("no CPU times in /proc/{process}/stat"))
+    };
+    Ok(ticks(11)? + ticks(12)?)
+}
+
 struct Figures<'a> {
     replies: &'a [Reply],
     most_open: usize,
@@ -642,6 +671,8 @@ struct Figures<'a> {
     before: Memory,
     peak_rss: u64,
     after: Memory,
+    /// CPU seconds this client and the server spent during the load.
+    cpu: (f64, f64),
 }
 
 fn report(options: &Options, figures: &Figures<'_>) {
@@ -708,7 +739,12 @@ fn report(options: &Options, figures: &Figures<'_>) {
         percentiles(&gaps, &[("p50", 0.5), ("p99", 0.99)]),
         gaps.len()
     );
-    println!("total:        {:.2} s", figures.duration.as_secs_f64());
+    println!(
+        "total:        {:.2} s; CPU time in it: server {:.2} s, this client {:.2} s",
+        figures.duration.as_secs_f64(),
+        figures.cpu.1,
+        figures.cpu.0
+    );
     println!(
         "server RSS:   {:.1} MiB before the load, {:.1} MiB at its peak during it \
          (sampled every {} ms), {:.1} MiB after; VmHWM {:.1} MiB since start",

@@ -696,10 +696,10 @@ fn report(options: &Options, figures: &Figures<'_>) {
         eprintln!("a stream failed: {failure}");
     }
 
-    let store = if options.database.is_some() {
-        "DATABASE_URL given"
-    } else {
-        "SQLite"
+    let store = match options.database.as_deref() {
+        None => "SQLite",
+        Some(url) if url.starts_with("postgres") => "PostgreSQL",
+        Some(_) => "the DATABASE_URL given",
     };
     let cache = if options.redis.is_some() {
         "Redis"

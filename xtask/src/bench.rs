@@ -116,7 +116,7 @@ fn field(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].to_owned())
 }
 
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
 }

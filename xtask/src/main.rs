@@ -7,11 +7,19 @@
 //! - `ci`: tidy, format check, clippy with warnings denied, tests, the fuzzer, and the OpenAPI check.
 //! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
+//! - `bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]`:
+//!   N assistant replies streaming at once from one scratch server (SQLite and
+//!   in-process by default), each stream sending M messages one after another:
+//!   first-token and inter-chunk latency percentiles, replies completed, and the
+//!   server's memory before and at its peak (see `streams.rs`).
+//!   `--streams 1 --replies 100` gives the sequential figures; `--ramp 2s`
+//!   spreads the streams' starts over two seconds rather than one burst.
 //!
 //! It depends on nothing but the standard library and `serde_json`, so it builds in seconds.
 
 mod bench;
 mod fuzz;
+mod streams;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +27,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--books N] [--database NAME] [--reuse] [--keep]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--books N] [--database NAME] [--reuse] [--keep] | bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +39,7 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::tidy(),
         ["ci"] => ci(),
         ["fuzz", rest @ ..] => fuzz::fuzz(rest),
+        ["bench", rest @ ..] if rest.contains(&"--streams") => streams::bench(rest),
         ["bench", rest @ ..] => bench::bench(rest),
         _ => Err(USAGE.to_owned()),
     };

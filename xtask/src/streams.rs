@@ -4,7 +4,8 @@
 //! It builds the release binary and starts `waiter serve` on a free loopback
 //! port with a scratch data dir: the embedded default (SQLite and the
 //! in-process cache and event logs) unless `--database URL` or `--redis URL`
-//! say otherwise, every rate limit and the metrics listener off, logs at
+//! say otherwise, every rate limit and the metrics listener off (and the one
+//! account's replies in flight allowed up to N), logs at
 //! `warn`, and the built-in assistant at its default pace (`--delay` to change
 //! it). It signs one account up and in, creates N conversations, and then
 //! opens N streams at once, one per conversation (a conversation has one reply
@@ -137,9 +138,19 @@ pub(crate) fn bench(args: &[&str]) -> Result {
         .env_remove("REDIS_URL")
         .env_remove("WAITER_ASSISTANT_URL")
         .env_remove("WAITER_ASSISTANT_DELAY");
-    for policy in ["CLIENT", "SIGN_IN", "SIGN_IN_ADDRESS", "SIGN_UP", "REFRESH"] {
+    for policy in [
+        "CLIENT",
+        "SIGN_IN",
+        "SIGN_IN_ADDRESS",
+        "SIGN_UP",
+        "REFRESH",
+        "MESSAGES",
+    ] {
         command.env(format!("WAITER_RATE_LIMIT_{policy}"), "off");
     }
+    // One account sends every stream's messages, so it may have them all
+    // in progress at once.
+    command.env("WAITER_REPLIES_IN_FLIGHT", options.streams.to_string());
     if let Some(delay) = &options.delay {
         command.env("WAITER_ASSISTANT_DELAY", delay);
     }

@@ -171,9 +171,15 @@ where
 /// The first response to a key, sent again.
 fn replay(stored: StoredResponse) -> Result<HttpResponse, ApiError> {
     let mut response = Replayable::from_stored(stored)?.into_response();
+    mark_replayed(&mut response);
+    Ok(response)
+}
+
+/// Marks `response` as the answer to a retry (`Idempotent-Replayed: true`):
+/// a replayed response, or what a retried send answers.
+pub(crate) fn mark_replayed(response: &mut HttpResponse) {
     response.headers_mut().insert(
         HeaderName::from_static(IDEMPOTENT_REPLAYED),
         HeaderValue::from_static("true"),
     );
-    Ok(response)
 }

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName};
 use actix_web::web::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -24,7 +24,7 @@ use waiter_domain::{ConversationId, MessageMetadata, MessageStatus};
 use waiter_ports::conversations::{ReplyEvent, ReplyEvents, SequencedEvent};
 
 use crate::dto::{MessageStatusName, SeedMessageBody};
-use crate::idempotency::IDEMPOTENT_REPLAYED;
+use crate::idempotency::mark_replayed;
 
 /// The media type of an event stream.
 pub(crate) const EVENT_STREAM: &str = "text/event-stream";
@@ -72,13 +72,11 @@ pub(crate) fn response(
         // Compression would buffer the events; actix's `Compress` leaves a
         // response that names its encoding as it is.
         .insert_header((header::CONTENT_ENCODING, "identity"));
+    let mut response = response.streaming(body);
     if replayed {
-        response.insert_header((
-            HeaderName::from_static(IDEMPOTENT_REPLAYED),
-            HeaderValue::from_static("true"),
-        ));
+        mark_replayed(&mut response);
     }
-    response.streaming(body)
+    response
 }
 
 /// Where a response's body stands.
@@ -89,7 +87,12 @@ struct Rendering {
     _open: OpenStream,
 }
 
-/// Counts an event stream in `waiter_event_streams_open` while it is sent,
+/// Event streams being sent.
+const STREAMS_OPEN: &str = "waiter_event_streams_open";
+/// How long event streams stayed open.
+const STREAM_DURATION_SECONDS: &str = "waiter_event_stream_duration_seconds";
+
+/// Counts an event stream in [`STREAMS_OPEN`] while it is sent,
 /// and records how long it stayed open when it ends, with its reply's last
 /// event or with its client gone: event streams are left out of the request
 /// latency histogram, whose durations they would swamp.
@@ -99,7 +102,7 @@ struct OpenStream {
 
 impl OpenStream {
     fn new() -> Self {
-        metrics::gauge!("waiter_event_streams_open").increment(1.0);
+        metrics::gauge!(STREAMS_OPEN).increment(1.0);
         Self {
             opened: Instant::now(),
         }
@@ -108,8 +111,8 @@ impl OpenStream {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        metrics::gauge!("waiter_event_streams_open").decrement(1.0);
-        metrics::histogram!("waiter_event_stream_duration_seconds").record(self.opened.elapsed());
+        metrics::gauge!(STREAMS_OPEN).decrement(1.0);
+        metrics::histogram!(STREAM_DURATION_SECONDS).record(self.opened.elapsed());
     }
 }
 

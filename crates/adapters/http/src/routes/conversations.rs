@@ -21,7 +21,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header;
 use actix_web::{FromRequest as _, HttpRequest, HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::Object;
@@ -46,7 +46,7 @@ use crate::edge::limits::Throttle;
 use crate::error::ApiError;
 use crate::extract::{Authenticated, Body, IdempotencyKey, IfMatch, LastEventId, RetryKey, etag};
 use crate::fields::{self, present};
-use crate::idempotency::{IDEMPOTENT_REPLAYED, Replayable, create_idempotently, scope};
+use crate::idempotency::{Replayable, create_idempotently, mark_replayed, scope};
 use crate::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::responses::{
     Bearer, Conditional, Conflict, Idempotent, JsonBody, Malformed, NotFound, Unavailable,
@@ -402,16 +402,6 @@ fn created(conversation: &Conversation) -> Result<Replayable, ApiError> {
         .header(header::ETAG, etag(conversation.version)))
 }
 
-/// Marks the answer to a retried send.
-fn mark_replayed(response: &mut HttpResponse, replayed: bool) {
-    if replayed {
-        response.headers_mut().insert(
-            HeaderName::from_static(IDEMPOTENT_REPLAYED),
-            HeaderValue::from_static("true"),
-        );
-    }
-}
-
 /// The reply of `sent` as an event stream from its first event; `None` when
 /// its events are no longer kept (a retry of a send long done).
 async fn follow_sent(
@@ -447,7 +437,9 @@ async fn answer_send(
     let input = MessageBody::from(sent.message.clone());
     let replayed = sent.replayed;
     let mut response = respond(sent, input, MessageBody::from(reply));
-    mark_replayed(&mut response, replayed);
+    if replayed {
+        mark_replayed(&mut response);
+    }
     Ok(response)
 }
 
@@ -891,7 +883,9 @@ pub async fn seed_send_message(
         input_message: sent.message.into(),
         message: reply.into(),
     });
-    mark_replayed(&mut response, sent.replayed);
+    if sent.replayed {
+        mark_replayed(&mut response);
+    }
     Ok(response)
 }
 

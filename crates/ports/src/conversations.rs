@@ -498,6 +498,25 @@ pub trait ConversationStore: Send + Sync {
         written_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<InterruptedReply>, PortError>;
+
+    /// Writes many replies' progress in one transaction, as
+    /// [`save_reply`](Self::save_reply) would each (they are normally
+    /// `InProgress` updates: an instance saves all the replies it generates
+    /// at once, so a thousand replies cost one commit a second, not a
+    /// thousand). Returns, in the same order, whether each was still
+    /// `InProgress`; one failure fails the whole batch, changing nothing.
+    async fn save_replies(&self, saves: Vec<ReplySave>) -> Result<Vec<bool>, PortError>;
+}
+
+/// One reply's state in a [`ConversationStore::save_replies`] batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplySave {
+    /// The reply's conversation.
+    pub conversation: ConversationId,
+    /// The reply.
+    pub reply: MessageId,
+    /// What to write.
+    pub update: ReplyUpdate,
 }
 
 /// A reply [`ConversationStore::interrupt_abandoned`] marked `Interrupted`.
@@ -580,10 +599,149 @@ pub trait ReplyEventLog: Send + Sync {
     /// that does not exist (never written, or dropped) ends at once with
     /// nothing. Dropping the stream stops following.
     fn follow(&self, key: &ReplyKey, after: u64) -> LoggedEvents;
+
+    /// Every event of the log as it is now, without waiting for more: what
+    /// an instance continuing a reply another one started reads to learn
+    /// the text and position its followers have seen. An empty, open
+    /// snapshot for a log that does not exist.
+    async fn snapshot(&self, key: &ReplyKey) -> Result<LogSnapshot, PortError>;
+}
+
+/// A reply's log as [`ReplyEventLog::snapshot`] found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// Its events, in order, from the first.
+    pub events: Vec<LoggedEvent>,
+    /// True when it was closed: nothing more will be appended.
+    pub closed: bool,
 }
 
 /// How long a log that was never closed lives after its last append.
 pub const ABANDONED_LOG_TTL: Duration = Duration::from_secs(3600);
+
+// ---------------------------------------------------------------------------
+// Leases on replies in flight
+// ---------------------------------------------------------------------------
+
+/// Names one running instance of Waiter, the holder of leases: chosen at
+/// random when it starts, never reused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// An instance named `name`: at most 64 characters of
+    /// `[A-Za-z0-9_-]`, so it can be stored anywhere as is.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is empty or breaks that rule: names are chosen by code,
+    /// never read from outside.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        assert!(
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "an instance id is 1 to 64 characters of [A-Za-z0-9_-], not {name:?}"
+        );
+        Self(name)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A lease [`ReplyLeases::claim_expired`] took over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedLease {
+    /// The reply.
+    pub key: ReplyKey,
+    /// How long ago the lease had expired when it was claimed: about zero
+    /// for one handed over, a few seconds for one whose holder died while
+    /// others ran, longer for one orphaned while every instance was down.
+    pub expired_for: Duration,
+}
+
+/// Stop requests as they come: the key of each reply some instance was
+/// asked to stop. Dropping the stream stops listening.
+pub type StopRequests = Pin<Box<dyn Stream<Item = ReplyKey> + Send>>;
+
+/// Who generates each reply in flight: a lease per reply, held by one
+/// instance and renewed while it lives, so that when it dies (or hands its
+/// replies over on shutdown) another instance claims the lease and
+/// continues the reply; and the signal that asks a lease's holder to stop.
+///
+/// Leases expire by the clock of the store that keeps them (Redis's, not
+/// the instances'), so instances' clocks may disagree. An expired lease
+/// stays listed, claimable, until claimed or released: that is how an
+/// orphan is found after every instance was down.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ReplyLeases: Send + Sync {
+    /// True when other instances share these leases (Redis). An instance
+    /// that stops hands its replies over only then; otherwise no other
+    /// instance could take them.
+    fn is_shared(&self) -> bool;
+
+    /// Takes the lease on a new reply for `holder`, for `ttl`; false when
+    /// another holder has it.
+    async fn acquire(
+        &self,
+        key: &ReplyKey,
+        holder: &InstanceId,
+        ttl: Duration,
+    ) -> Result<bool, PortError>;
+
+    /// Extends to `ttl` from now each lease among `keys` that `holder`
+    /// holds, taking again any that is missing (the store lost it); returns
+    /// the keys among them another holder has: their replies are no longer
+    /// `holder`'s to generate.
+    async fn renew(
+        &self,
+        holder: &InstanceId,
+        keys: &[ReplyKey],
+        ttl: Duration,
+    ) -> Result<Vec<ReplyKey>, PortError>;
+
+    /// Ends the lease (its reply ended), if `holder` holds it.
+    async fn release(&self, key: &ReplyKey, holder: &InstanceId) -> Result<(), PortError>;
+
+    /// Makes the lease expire now, if `holder` holds it, so that another
+    /// instance claims it at its next look and continues the reply.
+    async fn hand_over(&self, key: &ReplyKey, holder: &InstanceId) -> Result<(), PortError>;
+
+    /// Takes for `holder`, for `ttl`, up to `max` leases that have expired,
+    /// longest expired first. Each expired lease goes to exactly one
+    /// claimer, whatever the race.
+    async fn claim_expired(
+        &self,
+        holder: &InstanceId,
+        ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<ClaimedLease>, PortError>;
+
+    /// Asks whichever instance generates the reply to stop it: every
+    /// [`stop_requests`](Self::stop_requests) stream open at the time, on
+    /// any instance, yields `key` within milliseconds. A request nobody
+    /// listens to is lost, not kept.
+    async fn request_stop(&self, key: &ReplyKey) -> Result<(), PortError>;
+
+    /// Every stop request made from now on, on any instance sharing the
+    /// leases, for the listener to act on those it holds. Survives the
+    /// store's outages (it listens again), missing the requests made
+    /// meanwhile.
+    fn stop_requests(&self) -> StopRequests;
+}
 
 // ---------------------------------------------------------------------------
 // The use cases

@@ -781,6 +781,11 @@ pub enum ReplyEvent {
     StreamComplete,
     /// The last event.
     Done,
+    /// Never logged: the instance serving this stream is shutting down, so
+    /// the stream ends here, before the reply does. The reader follows the
+    /// reply again (on another instance) after the position this event
+    /// carries, which is the last event it was given.
+    Reconnect,
 }
 
 /// A [`ReplyEvent`] and its position in the reply's stream (from 1), which

@@ -71,6 +71,8 @@ pub struct Application {
     server: Server,
     port: u16,
     metrics: Option<(Server, u16)>,
+    /// What winds down with it: replies in flight.
+    wiring: Wiring,
 }
 
 impl std::fmt::Debug for Application {
@@ -94,8 +96,11 @@ impl Application {
             trusted_proxies: serving.trusted_proxies,
             rate_limits: wiring.rate_limits(),
         };
+        // The signals are ours to handle (`run_until_stopped`): replies
+        // must wind down while the server drains its requests.
         let mut server = HttpServer::new(move || waiter_http::app(state.clone(), edge.clone()))
-            .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+            .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+            .disable_signals();
         server = match serving.tls {
             Some(tls) => server.listen_rustls_0_23(listener, tls)?,
             None => server.listen(listener)?,
@@ -114,6 +119,7 @@ impl Application {
             server: server.run(),
             port,
             metrics,
+            wiring: wiring.clone(),
         })
     }
 
@@ -127,18 +133,56 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests; the
-    /// metrics listener stops with the API.
+    /// Serves until SIGTERM or Ctrl-C. Then, within [`SHUTDOWN_GRACE`],
+    /// it stops accepting connections and drains in-flight requests while
+    /// replies in flight wind down: handed over to other instances (their
+    /// event streams told to reconnect) or finished. The metrics listener
+    /// stops with the API.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics = self.metrics.map(|(server, _)| {
             let handle = server.handle();
             (actix_web::rt::spawn(server), handle)
         });
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = stop_signal() => {
+                tracing::info!("stopping: draining requests and winding replies down");
+                tokio::join!(self.wiring.shut_down(SHUTDOWN_GRACE), handle.stop(true));
+                server.await
+            }
+        };
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;
             let _ = task.await;
         }
-        served
+        served.unwrap_or_else(|err| Err(std::io::Error::other(err)))
+    }
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C (SIGINT); never, where signals
+/// cannot be listened to (logged).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        () = interrupt => {}
     }
 }

@@ -7,22 +7,23 @@ use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 use waiter_assistant::{ApiKey, BuiltInGenerator, OpenAiCompatibleGenerator, OpenAiConfig};
 use waiter_http::HttpState;
-use waiter_memory::{MemoryCache, MemoryRateLimiter, MemoryReplyEventLog};
+use waiter_memory::{MemoryCache, MemoryRateLimiter, MemoryReplyEventLog, MemoryReplyLeases};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
-    ConversationStore, ConversationUseCases, ReplyEventLog, ReplyGenerator,
+    ConversationStore, ConversationUseCases, ReplyEventLog, ReplyGenerator, ReplyLeases,
 };
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
 use waiter_ports::rate_limit::{RateLimitUseCases, RateLimiter};
 use waiter_postgres::PostgresDatabase;
-use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog, RedisReplyLeases};
 use waiter_services::{
-    AccountEventsFanOut, CatalogService, ConversationService, ConversationSettings,
+    AccountEventsFanOut, CatalogService, ConversationPorts, ConversationService,
+    ConversationSettings,
     FailoverRateLimiter, HealthService, IdempotencyService, IdempotencySettings, IdentityPorts,
     IdentityService, IdentitySettings, JwtSecret, RateLimitService,
 };
@@ -60,6 +61,9 @@ struct CacheAdapters {
     /// The events of replies in flight: a Redis Stream each, which any
     /// instance can follow, or in-process.
     reply_events: Arc<dyn ReplyEventLog>,
+    /// The leases on replies in flight: in Redis, where instances take
+    /// over each other's replies, or in-process.
+    reply_leases: Arc<dyn ReplyLeases>,
 }
 
 /// `WAITER_DATA_DIR`, created if missing.
@@ -168,6 +172,7 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 shared: Some(Arc::new(redis.clone())),
                 reads: Arc::new(redis.clone()),
                 reply_events: Arc::new(RedisReplyEventLog::sharing(&redis)),
+                reply_leases: Arc::new(RedisReplyLeases::sharing(&redis)),
                 probe: Arc::new(redis),
                 rate_limiter: Arc::new(rate_limiter),
             })
@@ -180,6 +185,7 @@ async fn connect_cache(config: &Config) -> anyhow::Result<CacheAdapters> {
                 probe: Arc::new(reads),
                 rate_limiter: Arc::new(MemoryRateLimiter::new()),
                 reply_events: Arc::new(MemoryReplyEventLog::new()),
+                reply_leases: Arc::new(MemoryReplyLeases::new()),
             })
         }
     }
@@ -219,7 +225,9 @@ pub struct Wiring {
     upkeep: Arc<[tokio::task::JoinHandle<()>]>,
     identity: Arc<dyn IdentityUseCases>,
     catalog: Arc<dyn CatalogUseCases>,
-    conversations: Arc<dyn ConversationUseCases>,
+    /// The service itself, not only its use cases: shutting down hands its
+    /// replies over.
+    conversations: Arc<ConversationService>,
     idempotency: Arc<dyn IdempotencyUseCases>,
     health: Arc<dyn HealthUseCases>,
     /// `None` when every policy is off.
@@ -256,11 +264,14 @@ impl Wiring {
             clock.clone(),
         ));
         let conversations = Arc::new(ConversationService::new(
-            stores.conversations,
-            caches.reply_events,
-            reply_generator(config)?,
-            caches.reads,
-            clock.clone(),
+            ConversationPorts {
+                store: stores.conversations,
+                log: caches.reply_events,
+                leases: caches.reply_leases,
+                generator: reply_generator(config)?,
+                cache: caches.reads,
+                clock: clock.clone(),
+            },
             ConversationSettings {
                 max_messages: config.conversation_max_messages,
                 max_message_bytes: usize::try_from(config.message_max_bytes)?,
@@ -307,7 +318,7 @@ impl Wiring {
                 let idempotency = idempotency.clone();
                 async move { idempotency.keep_pruned().await }
             }),
-            tokio::spawn(conversations.clone().keep_interrupting_abandoned()),
+            tokio::spawn(conversations.clone().keep_replies_going()),
         ];
         Ok(Self {
             database: database.clone(),
@@ -319,6 +330,14 @@ impl Wiring {
             health: Arc::new(HealthService::new(vec![stores.probe], vec![caches.probe])),
             rate_limits,
         })
+    }
+
+    /// Winds down what outlives requests, within `grace`: replies in flight
+    /// are handed over to other instances or finished (see
+    /// [`ConversationService::shut_down`]). Call it when the server is
+    /// told to stop, while it drains its requests.
+    pub async fn shut_down(&self, grace: std::time::Duration) {
+        self.conversations.shut_down(grace).await;
     }
 
     /// Stops the background work and closes the database; call it once

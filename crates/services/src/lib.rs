@@ -20,7 +20,7 @@ pub mod rate_limit;
 
 pub use catalog::CatalogService;
 pub use clock::{ManualClock, SystemClock};
-pub use conversations::{ConversationService, ConversationSettings};
+pub use conversations::{ConversationPorts, ConversationService, ConversationSettings};
 pub use events::AccountEventsFanOut;
 pub use health::HealthService;
 pub use idempotency::{IdempotencyService, IdempotencySettings};

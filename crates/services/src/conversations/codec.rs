@@ -17,7 +17,7 @@ use waiter_ports::conversations::{
 
 /// Encodes an event for the reply's log.
 pub(super) fn encode_event(event: &ReplyEvent) -> Result<Vec<u8>, PortError> {
-    serde_json::to_vec(&EventRecord::from(event)).map_err(PortError::unexpected)
+    serde_json::to_vec(&EventRecord::try_from(event)?).map_err(PortError::unexpected)
 }
 
 /// Decodes an event [`encode_event`] wrote.
@@ -64,9 +64,11 @@ enum EventRecord {
     Done,
 }
 
-impl From<&ReplyEvent> for EventRecord {
-    fn from(event: &ReplyEvent) -> Self {
-        match event {
+impl TryFrom<&ReplyEvent> for EventRecord {
+    type Error = PortError;
+
+    fn try_from(event: &ReplyEvent) -> Result<Self, PortError> {
+        Ok(match event {
             ReplyEvent::DeltaEncoding => Self::DeltaEncoding,
             ReplyEvent::ResumeToken(token) => Self::ResumeToken {
                 token: token.clone(),
@@ -87,7 +89,12 @@ impl From<&ReplyEvent> for EventRecord {
             },
             ReplyEvent::StreamComplete => Self::StreamComplete,
             ReplyEvent::Done => Self::Done,
-        }
+            ReplyEvent::Reconnect => {
+                return Err(PortError::unexpected(anyhow::anyhow!(
+                    "a reconnect event is never logged"
+                )));
+            }
+        })
     }
 }
 

@@ -3,13 +3,20 @@
 //! any number of clients follow, and cache-aside reads of lists and
 //! histories.
 //!
-//! A reply belongs to the instance that started it, never to an HTTP
+//! A reply belongs to the instance that holds its lease, never to an HTTP
 //! connection: the task goes on when its client disconnects, and the client
 //! (or another tab, on any instance sharing the log) follows the log again.
-//! The task saves the reply's text at least every
-//! [`ConversationSettings::save_every`], even when no new text came, so a
-//! reply not written for [`ABANDONED_AFTER`] is known to have lost its writer
-//! and is marked `Interrupted` ([`ConversationService::interrupt_abandoned`]).
+//! The instance renews the leases of all its replies every second, and
+//! every instance claims the leases that expired: when an instance dies, or
+//! hands its replies over as it shuts down, another one continues each
+//! reply from the text its log holds, and its followers see one reply (see
+//! `reply`). A stop request reaches the lease's holder wherever it runs.
+//!
+//! Every [`ConversationSettings::save_every`] an instance saves the text of
+//! all its replies in one batch, new text or not, so a reply not written
+//! for [`ABANDONED_AFTER`] is known to have lost its writer (and its lease:
+//! the cache that kept it lost it) and is marked `Interrupted`
+//! ([`ConversationService::interrupt_abandoned`]).
 //!
 //! Another account's conversation is `NotFound`, never `Forbidden`, so ids
 //! cannot be probed.
@@ -24,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use ulid::Ulid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -35,9 +43,9 @@ use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
     AppendError, ConversationDetail, ConversationError, ConversationOrder, ConversationPage,
     ConversationQuery, ConversationStore, ConversationUseCases, Follower, InsertConversationError,
-    LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange, NewOpening,
-    ReplyEvent, ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyUpdate, SendMessage,
-    Sent, SequencedEvent, Speaker, Turn, WriteConversationError,
+    InstanceId, LAST_MESSAGE_CHARS, LoggedEvent, LoggedEvents, NewConversationRecord, NewExchange,
+    NewOpening, ReplyEvent, ReplyEventLog, ReplyEvents, ReplyGenerator, ReplyKey, ReplyLeases,
+    ReplyUpdate, SendMessage, Sent, SequencedEvent, Speaker, Turn, WriteConversationError,
 };
 use waiter_ports::idempotency::Keyed;
 use waiter_ports::identity::{AccountEvents, Caller};
@@ -50,17 +58,24 @@ mod reply;
 mod resume;
 
 use codec::{CachedDetail, CachedPage, decode_event};
-use reply::{ReplyTask, RunningReplies};
+use reply::{LEASE_TTL, ReplyTask, RunningReplies, Signal};
 use resume::ResumeTokens;
 
 /// How long a cached list or history lives (the seed's 10 minutes).
 const CACHE_TTL: Duration = Duration::from_secs(600);
 /// A reply still `InProgress` but not written for this long has lost its
 /// writer: live writers save far more often ([`ConversationSettings::save_every`]).
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(15);
 /// How often abandoned replies are looked for.
-const INTERRUPT_EVERY: Duration = Duration::from_secs(30);
-/// How long stopping a reply generated here waits for its task to end.
+const INTERRUPT_EVERY: Duration = Duration::from_secs(5);
+/// How often an instance renews its leases and claims expired ones: well
+/// within [`LEASE_TTL`], so a live holder never loses one, and soon enough
+/// after a death that a reply resumes within five seconds.
+const LEASE_EVERY: Duration = Duration::from_secs(1);
+/// The most expired leases one instance claims at a time.
+const CLAIM_AT_ONCE: usize = 100;
+/// How long stopping a reply waits for its task, here or on another
+/// instance, to end it.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The title of a conversation whose first message gives none.
 const FALLBACK_TITLE: &str = "New conversation";
@@ -104,10 +119,29 @@ impl ConversationSettings {
     }
 }
 
+/// The ports conversations are built on.
+pub struct ConversationPorts {
+    /// Conversations and messages.
+    pub store: Arc<dyn ConversationStore>,
+    /// The events of replies in flight, which followers read.
+    pub log: Arc<dyn ReplyEventLog>,
+    /// Who generates each reply in flight.
+    pub leases: Arc<dyn ReplyLeases>,
+    /// The assistant.
+    pub generator: Arc<dyn ReplyGenerator>,
+    /// Cache-aside reads of lists and histories.
+    pub cache: Arc<dyn Cache>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
 /// What the service and its reply tasks share.
 struct Shared {
     store: Arc<dyn ConversationStore>,
     log: Arc<dyn ReplyEventLog>,
+    leases: Arc<dyn ReplyLeases>,
+    /// This instance, as its leases name it.
+    instance: InstanceId,
     generator: Arc<dyn ReplyGenerator>,
     cache: CacheAside,
     clock: Arc<dyn Clock>,
@@ -115,6 +149,11 @@ struct Shared {
     resume_tokens: ResumeTokens,
     /// The replies this instance is generating.
     running: Arc<RunningReplies>,
+    /// True once this instance shuts down: it starts no reply any more.
+    stopping: watch::Sender<bool>,
+    /// True once the streams it serves must end, for their clients to
+    /// follow on another instance: when it hands its replies over.
+    streams_cut: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -159,28 +198,27 @@ pub struct ConversationService {
 }
 
 impl ConversationService {
-    /// The service over its ports. Reply tasks are spawned on the current
-    /// Tokio runtime; the server also spawns
-    /// [`keep_interrupting_abandoned`](Self::keep_interrupting_abandoned).
-    pub fn new(
-        store: Arc<dyn ConversationStore>,
-        log: Arc<dyn ReplyEventLog>,
-        generator: Arc<dyn ReplyGenerator>,
-        cache: Arc<dyn Cache>,
-        clock: Arc<dyn Clock>,
-        settings: ConversationSettings,
-    ) -> Self {
+    /// The service over its ports, as a new instance with an id of its
+    /// own. Reply tasks are spawned on the current Tokio runtime; the
+    /// server also spawns [`keep_replies_going`](Self::keep_replies_going),
+    /// and calls [`shut_down`](Self::shut_down) before it exits.
+    pub fn new(ports: ConversationPorts, settings: ConversationSettings) -> Self {
         let resume_tokens = ResumeTokens::new(&settings.resume_secret, settings.resume_token_ttl);
+        let instance = InstanceId::new(new_ulid(ports.clock.now()).to_string());
         Self {
             shared: Arc::new(Shared {
-                store,
-                log,
-                generator,
-                cache: CacheAside::new(cache, CACHE_TTL),
-                clock,
+                store: ports.store,
+                log: ports.log,
+                leases: ports.leases,
+                instance,
+                generator: ports.generator,
+                cache: CacheAside::new(ports.cache, CACHE_TTL),
+                clock: ports.clock,
                 settings,
                 resume_tokens,
                 running: Arc::default(),
+                stopping: watch::channel(false).0,
+                streams_cut: watch::channel(false).0,
             }),
         }
     }
@@ -220,12 +258,130 @@ impl ConversationService {
         }
     }
 
-    /// Runs [`Self::interrupt_abandoned`] now and every 30 seconds, until
-    /// dropped; the server spawns it on every instance.
-    pub async fn keep_interrupting_abandoned(self: Arc<Self>) {
-        loop {
-            self.interrupt_abandoned().await;
-            tokio::time::sleep(INTERRUPT_EVERY).await;
+    /// The upkeep of replies, until dropped; the server spawns it on every
+    /// instance. Each runs on its own beat, so a slow store does not delay
+    /// the renewal of leases:
+    /// - every [`ConversationSettings::save_every`], saves the text of all
+    ///   the replies generated here in one batch ([`Self::save_progress`]);
+    /// - every second, renews their leases and claims expired ones
+    ///   ([`Self::keep_leases`]);
+    /// - stops a reply generated here as soon as any instance is asked to;
+    /// - every 5 seconds, [`Self::interrupt_abandoned`].
+    pub async fn keep_replies_going(self: Arc<Self>) {
+        let stops = async {
+            let mut requests = self.shared.leases.stop_requests();
+            while let Some(key) = requests.next().await {
+                self.shared.running.signal(&key, Signal::Stop);
+            }
+        };
+        tokio::join!(
+            every(self.shared.settings.save_every, || self.save_progress()),
+            every(LEASE_EVERY, || self.keep_leases()),
+            every(INTERRUPT_EVERY, || self.interrupt_abandoned()),
+            stops,
+        );
+    }
+
+    /// Saves the text of every reply generated here, in one batch, and
+    /// tells those the store holds as final already that they are lost.
+    pub async fn save_progress(&self) {
+        let progress = self.shared.running.progress(self.shared.clock.now());
+        if progress.is_empty() {
+            return;
+        }
+        let (saves, owners): (Vec<_>, Vec<_>) = progress.into_iter().unzip();
+        let keys: Vec<ReplyKey> = saves
+            .iter()
+            .map(|save| ReplyKey {
+                conversation: save.conversation,
+                reply: save.reply.clone(),
+            })
+            .collect();
+        let saved = match self.shared.store.save_replies(saves).await {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(%err, replies = keys.len(), "cannot save the replies in progress");
+                return;
+            }
+        };
+        let mut stale = Vec::new();
+        for ((key, owner), saved) in keys.into_iter().zip(owners).zip(saved) {
+            if saved {
+                stale.push((owner, key.conversation));
+            } else {
+                self.shared.running.signal(&key, Signal::Lost);
+            }
+        }
+        futures::future::join_all(
+            stale
+                .into_iter()
+                .map(|(owner, conversation)| self.shared.invalidate(owner, conversation)),
+        )
+        .await;
+    }
+
+    /// Renews the leases of the replies generated here, telling those
+    /// another instance holds that they are superseded, then (unless this
+    /// instance is shutting down) claims expired leases and takes their
+    /// replies over.
+    pub async fn keep_leases(&self) {
+        let shared = &self.shared;
+        let keys = shared.running.keys();
+        if !keys.is_empty() {
+            match shared.leases.renew(&shared.instance, &keys, LEASE_TTL).await {
+                Ok(lost) => {
+                    for key in lost {
+                        shared.running.signal(&key, Signal::Superseded);
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot renew the leases of replies"),
+            }
+        }
+        if *shared.stopping.borrow() {
+            return;
+        }
+        let claimed = match shared
+            .leases
+            .claim_expired(&shared.instance, LEASE_TTL, CLAIM_AT_ONCE)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(%err, "cannot claim the leases of replies");
+                return;
+            }
+        };
+        for lease in claimed {
+            tokio::spawn(ReplyTask::take_over(Arc::clone(shared), lease));
+        }
+    }
+
+    /// Winds conversations down before the process exits, within `grace`:
+    /// starts no reply any more; then, when other instances share the
+    /// leases, hands every reply generated here over to them and ends the
+    /// event streams served here (each with [`ReplyEvent::Reconnect`], for
+    /// its client to follow on another instance); otherwise lets the
+    /// replies finish, stopping (as interrupted) those that would outlast
+    /// the grace period.
+    pub async fn shut_down(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let shared = &self.shared;
+        shared.stopping.send_replace(true);
+        if shared.leases.is_shared() {
+            shared.streams_cut.send_replace(true);
+            shared.running.signal_all(Signal::HandOver);
+        } else if !shared
+            .running
+            .wait_until_none(deadline - STOP_WAIT.min(grace))
+            .await
+        {
+            shared.running.signal_all(Signal::Stop);
+        }
+        if !shared.running.wait_until_none(deadline).await {
+            tracing::warn!(
+                replies = shared.running.keys().len(),
+                "replies still in progress at the end of the shutdown grace period"
+            );
         }
     }
 
@@ -339,6 +495,41 @@ impl ConversationService {
     async fn stop_local(&self, key: &ReplyKey) -> bool {
         self.shared.running.stop(key, STOP_WAIT).await
     }
+
+    /// Asks the instance generating the reply to stop it, and waits
+    /// (boundedly) for its stream's end; false when it did not end in time
+    /// (no instance holds the reply, or none heard).
+    async fn stop_remote(&self, key: &ReplyKey) -> bool {
+        if let Err(err) = self.shared.leases.request_stop(key).await {
+            tracing::warn!(%err, reply = %key, "cannot ask for a reply to stop");
+            return false;
+        }
+        let mut events = self.shared.log.follow(key, 0);
+        let done = async {
+            while let Some(Ok(logged)) = events.next().await {
+                if matches!(decode_event(&logged.payload), Ok(ReplyEvent::Done)) {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(STOP_WAIT, done).await.unwrap_or(false)
+    }
+}
+
+/// Runs `work` now and then every `period` (or longer, when a round takes
+/// longer), forever.
+async fn every<F, Fut>(period: Duration, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        work().await;
+    }
 }
 
 /// Where a message is sent.
@@ -443,32 +634,77 @@ fn shorten(last_message: String) -> String {
     shown
 }
 
-/// Decodes a log's events into a reply's, ending after `Done`, or at the
-/// first item that fails to read or decode (logged; the client resumes).
-fn decoded(first: LoggedEvent, rest: LoggedEvents, key: ReplyKey) -> ReplyEvents {
-    let state = (Some(first), Some(rest));
-    Box::pin(futures::stream::unfold(state, move |(pending, rest)| {
+/// Where a follower's stream stands.
+struct Following {
+    /// The first event, read to tell an empty log from a live one.
+    pending: Option<LoggedEvent>,
+    /// The rest; `None` once the stream has ended.
+    rest: Option<LoggedEvents>,
+    /// The position of the last event given.
+    seq: u64,
+    /// Becomes true when the stream must end for its client to follow on
+    /// another instance.
+    cut: watch::Receiver<bool>,
+}
+
+/// Decodes a log's events into a reply's, ending after `Done`, at the
+/// first item that fails to read or decode (logged; the client resumes), or
+/// with [`ReplyEvent::Reconnect`] when `cut` turns true.
+fn decoded(
+    first: LoggedEvent,
+    rest: LoggedEvents,
+    key: ReplyKey,
+    after: u64,
+    cut: watch::Receiver<bool>,
+) -> ReplyEvents {
+    let state = Following {
+        pending: Some(first),
+        rest: Some(rest),
+        seq: after,
+        cut,
+    };
+    Box::pin(futures::stream::unfold(state, move |mut state| {
         let key = key.clone();
         async move {
-            let mut rest = rest?;
-            let logged = match pending {
+            let mut rest = state.rest.take()?;
+            let reconnect = |state: Following| {
+                let event = SequencedEvent {
+                    seq: state.seq,
+                    event: ReplyEvent::Reconnect,
+                };
+                Some((event, state))
+            };
+            if *state.cut.borrow() {
+                return reconnect(state);
+            }
+            let logged = match state.pending.take() {
                 Some(logged) => logged,
-                None => match rest.next().await? {
-                    Ok(logged) => logged,
-                    Err(err) => {
-                        tracing::warn!(%err, reply = %key, "reply event log failed; ending the stream");
-                        return None;
+                None => {
+                    let next = tokio::select! {
+                        next = rest.next() => Some(next?),
+                        _ = state.cut.wait_for(|cut| *cut) => None,
+                    };
+                    let Some(next) = next else {
+                        return reconnect(state);
+                    };
+                    match next {
+                        Ok(logged) => logged,
+                        Err(err) => {
+                            tracing::warn!(%err, reply = %key, "reply event log failed; ending the stream");
+                            return None;
+                        }
                     }
-                },
+                }
             };
             match decode_event(&logged.payload) {
                 Ok(event) => {
-                    let rest = (event != ReplyEvent::Done).then_some(rest);
+                    state.rest = (event != ReplyEvent::Done).then_some(rest);
+                    state.seq = logged.seq;
                     let event = SequencedEvent {
                         seq: logged.seq,
                         event,
                     };
-                    Some((event, (None, rest)))
+                    Some((event, state))
                 }
                 Err(err) => {
                     tracing::warn!(%err, reply = %key, seq = logged.seq, "undecodable reply event; ending the stream");
@@ -634,6 +870,12 @@ impl ConversationUseCases for ConversationService {
         {
             return Err(ConversationError::InvalidTemperature);
         }
+        if *self.shared.stopping.borrow() {
+            return Err(PortError::Unavailable(anyhow::anyhow!(
+                "this instance is shutting down and starts no reply"
+            ))
+            .into());
+        }
         let sent_at = tokio::time::Instant::now();
         let now = self.shared.clock.now();
         let destination = self.destination(&caller, &message, now).await?;
@@ -755,7 +997,13 @@ impl ConversationUseCases for ConversationService {
         match events.next().await {
             None => Ok(None),
             Some(Err(err)) => Err(err.into()),
-            Some(Ok(first)) => Ok(Some(decoded(first, events, key))),
+            Some(Ok(first)) => Ok(Some(decoded(
+                first,
+                events,
+                key,
+                after,
+                self.shared.streams_cut.subscribe(),
+            ))),
         }
     }
 
@@ -804,11 +1052,13 @@ impl ConversationUseCases for ConversationService {
             conversation: id,
             reply: reply.id.clone(),
         };
-        if self.stop_local(&key).await {
+        if self.stop_local(&key).await || self.stop_remote(&key).await {
+            self.shared.invalidate(caller.account_id, id).await;
             return Ok(());
         }
-        // Another instance writes it: mark it interrupted with the text it
-        // saved last; its writer's next save finds it final and ends the stream.
+        // No instance ended it: mark it interrupted with the text saved
+        // last. Should its writer live after all, its next save finds the
+        // reply final and ends the stream.
         let update = ReplyUpdate {
             text: reply.text.clone(),
             status: MessageStatus::Interrupted,

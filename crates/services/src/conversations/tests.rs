@@ -11,8 +11,8 @@ use time::macros::datetime;
 use tokio::sync::watch;
 use waiter_domain::{Role, SessionId, Usage};
 use waiter_ports::conversations::{
-    ConversationSummary, Finish, FinishReason, GenerateError, InterruptedReply, ReplyChunk,
-    ReplyRequest, ReplyStream,
+    ClaimedLease, ConversationSummary, Finish, FinishReason, GenerateError, InterruptedReply,
+    LogSnapshot, ReplyChunk, ReplyRequest, ReplySave, ReplyStream, StopRequests,
 };
 
 use super::*;
@@ -50,6 +50,10 @@ struct StoreState {
     saves: Vec<ReplyUpdate>,
     /// When set, `save_reply` answers `false`, as if someone else had made the reply final.
     refuse_saves: bool,
+    /// When set, `save_replies` fails, as with the database down.
+    refuse_batches: bool,
+    /// How many batches `save_replies` was given, and their sizes.
+    batches: Vec<usize>,
 }
 
 /// A conversation store in a `HashMap`, keeping the port's contract.
@@ -59,6 +63,36 @@ struct FakeStore(Mutex<StoreState>);
 impl FakeStore {
     fn state(&self) -> std::sync::MutexGuard<'_, StoreState> {
         self.0.lock().unwrap()
+    }
+
+    /// Saves one reply as the port says, recording the update.
+    fn save(&self, conversation: ConversationId, reply: &MessageId, update: ReplyUpdate) -> bool {
+        let mut state = self.state();
+        state.saves.push(update.clone());
+        if state.refuse_saves {
+            return false;
+        }
+        let Some(stored) = state
+            .messages
+            .get_mut(&conversation)
+            .and_then(|messages| messages.iter_mut().find(|message| &message.id == reply))
+        else {
+            return false;
+        };
+        if stored.status != MessageStatus::InProgress {
+            return false;
+        }
+        stored.text = update.text;
+        stored.status = update.status;
+        stored.metadata = update.metadata;
+        stored.updated_at = update.updated_at;
+        if update.status.is_final()
+            && let Some(conversation) = state.conversations.get_mut(&conversation)
+        {
+            conversation.version = conversation.version.next();
+            conversation.updated_at = update.updated_at;
+        }
+        true
     }
 
     fn message(&self, id: ConversationId, message: &MessageId) -> Message {
@@ -231,33 +265,23 @@ impl ConversationStore for FakeStore {
         reply: MessageId,
         update: ReplyUpdate,
     ) -> Result<bool, PortError> {
-        let mut state = self.state();
-        state.saves.push(update.clone());
-        if state.refuse_saves {
-            return Ok(false);
-        }
-        let Some(stored) = state
-            .messages
-            .get_mut(&conversation)
-            .and_then(|messages| messages.iter_mut().find(|message| message.id == reply))
-        else {
-            return Ok(false);
-        };
-        if stored.status != MessageStatus::InProgress {
-            return Ok(false);
-        }
-        stored.text = update.text;
-        stored.status = update.status;
-        stored.metadata = update.metadata;
-        stored.updated_at = update.updated_at;
-        if update.status.is_final()
-            && let Some(conversation) = state.conversations.get_mut(&conversation)
-        {
-            conversation.version = conversation.version.next();
-            conversation.updated_at = update.updated_at;
-        }
-        Ok(true)
+        Ok(self.save(conversation, &reply, update))
     }
+
+    async fn save_replies(&self, saves: Vec<ReplySave>) -> Result<Vec<bool>, PortError> {
+        {
+            let mut state = self.state();
+            state.batches.push(saves.len());
+            if state.refuse_batches {
+                return Err(down());
+            }
+        }
+        Ok(saves
+            .into_iter()
+            .map(|save| self.save(save.conversation, &save.reply, save.update))
+            .collect())
+    }
+
 
     async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
         let NewOpening {
@@ -379,7 +403,9 @@ impl ReplyEventLog for FakeLog {
         }
         let mut logs = self.logs.lock().unwrap();
         let log = logs.entry(key.clone()).or_default();
-        assert!(!log.closed, "append to a closed log");
+        if log.closed {
+            return Err(PortError::unexpected(anyhow::anyhow!("the log is closed")));
+        }
         assert_eq!(seq, log.events.len() as u64 + 1, "seq out of order");
         log.events.push(LoggedEvent {
             seq,
@@ -402,6 +428,22 @@ impl ReplyEventLog for FakeLog {
             .closed = true;
         self.changes.send_modify(|version| *version += 1);
         Ok(())
+    }
+
+    async fn snapshot(&self, key: &ReplyKey) -> Result<LogSnapshot, PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        Ok(self
+            .logs
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|log| LogSnapshot {
+                events: log.events.clone(),
+                closed: log.closed,
+            })
+            .unwrap_or_default())
     }
 
     fn follow(&self, key: &ReplyKey, after: u64) -> LoggedEvents {
@@ -434,6 +476,167 @@ impl ReplyEventLog for FakeLog {
                 }
             },
         ))
+    }
+}
+
+/// A lease as [`FakeLeases`] keeps it.
+struct FakeLease {
+    holder: InstanceId,
+    expires: tokio::time::Instant,
+}
+
+/// Leases in memory, shared by the services of a test as Redis would be
+/// (or not: `shared` says which the services are told).
+struct FakeLeases {
+    shared: bool,
+    leases: Mutex<HashMap<ReplyKey, FakeLease>>,
+    stops: tokio::sync::broadcast::Sender<ReplyKey>,
+}
+
+impl FakeLeases {
+    fn new(shared: bool) -> Self {
+        Self {
+            shared,
+            leases: Mutex::default(),
+            stops: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    /// Makes every lease expire `ago`, as if its holder had died then.
+    fn expire_all(&self, ago: Duration) {
+        let expired = tokio::time::Instant::now() - ago;
+        for lease in self.leases.lock().unwrap().values_mut() {
+            lease.expires = expired;
+        }
+    }
+
+    fn holder(&self, key: &ReplyKey) -> Option<InstanceId> {
+        self.leases
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|lease| lease.holder.clone())
+    }
+}
+
+#[async_trait]
+impl ReplyLeases for FakeLeases {
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    async fn acquire(
+        &self,
+        key: &ReplyKey,
+        holder: &InstanceId,
+        ttl: Duration,
+    ) -> Result<bool, PortError> {
+        let now = tokio::time::Instant::now();
+        let mut leases = self.leases.lock().unwrap();
+        if leases
+            .get(key)
+            .is_some_and(|lease| &lease.holder != holder && lease.expires > now)
+        {
+            return Ok(false);
+        }
+        let lease = FakeLease {
+            holder: holder.clone(),
+            expires: now + ttl,
+        };
+        leases.insert(key.clone(), lease);
+        Ok(true)
+    }
+
+    async fn renew(
+        &self,
+        holder: &InstanceId,
+        keys: &[ReplyKey],
+        ttl: Duration,
+    ) -> Result<Vec<ReplyKey>, PortError> {
+        let expires = tokio::time::Instant::now() + ttl;
+        let mut leases = self.leases.lock().unwrap();
+        let mut lost = Vec::new();
+        for key in keys {
+            match leases.get_mut(key) {
+                Some(lease) if &lease.holder != holder => lost.push(key.clone()),
+                Some(lease) => lease.expires = expires,
+                None => {
+                    let lease = FakeLease {
+                        holder: holder.clone(),
+                        expires,
+                    };
+                    leases.insert(key.clone(), lease);
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn release(&self, key: &ReplyKey, holder: &InstanceId) -> Result<(), PortError> {
+        let mut leases = self.leases.lock().unwrap();
+        if leases.get(key).is_some_and(|lease| &lease.holder == holder) {
+            leases.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, key: &ReplyKey, holder: &InstanceId) -> Result<(), PortError> {
+        if let Some(lease) = self.leases.lock().unwrap().get_mut(key)
+            && &lease.holder == holder
+        {
+            lease.expires = tokio::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn claim_expired(
+        &self,
+        holder: &InstanceId,
+        ttl: Duration,
+        max: usize,
+    ) -> Result<Vec<ClaimedLease>, PortError> {
+        let now = tokio::time::Instant::now();
+        let mut leases = self.leases.lock().unwrap();
+        let mut expired: Vec<_> = leases
+            .iter()
+            .filter(|(_, lease)| lease.expires <= now)
+            .map(|(key, lease)| (lease.expires, key.clone()))
+            .collect();
+        expired.sort_by_key(|(expires, _)| *expires);
+        Ok(expired
+            .into_iter()
+            .take(max)
+            .map(|(expires, key)| {
+                let lease = FakeLease {
+                    holder: holder.clone(),
+                    expires: now + ttl,
+                };
+                leases.insert(key.clone(), lease);
+                ClaimedLease {
+                    key,
+                    expired_for: now - expires,
+                }
+            })
+            .collect())
+    }
+
+    async fn request_stop(&self, key: &ReplyKey) -> Result<(), PortError> {
+        // Nobody listening is no error: the request is simply lost.
+        let _ = self.stops.send(key.clone());
+        Ok(())
+    }
+
+    fn stop_requests(&self) -> StopRequests {
+        let requests = self.stops.subscribe();
+        Box::pin(stream::unfold(requests, |mut requests| async move {
+            loop {
+                match requests.recv().await {
+                    Ok(key) => return Some((key, requests)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
     }
 }
 
@@ -495,11 +698,20 @@ impl ReplyGenerator for ScriptedGenerator {
 // ---------------------------------------------------------------------------
 
 struct Harness {
-    service: ConversationService,
+    service: Arc<ConversationService>,
     store: Arc<FakeStore>,
     log: Arc<FakeLog>,
+    leases: Arc<FakeLeases>,
     generator: Arc<ScriptedGenerator>,
     clock: Arc<ManualClock>,
+    /// The service's upkeep, stopped with the harness.
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+    }
 }
 
 fn settings() -> ConversationSettings {
@@ -516,27 +728,74 @@ fn harness(script: &[Step]) -> Harness {
 fn harness_with(script: &[Step], settings: ConversationSettings) -> Harness {
     let store = Arc::new(FakeStore::default());
     let log = Arc::new(FakeLog::default());
-    let generator = Arc::new(ScriptedGenerator {
-        script: script.to_vec(),
-        requests: Mutex::default(),
-    });
-    let cache = Arc::new(FakeCache::default());
+    let leases = Arc::new(FakeLeases::new(false));
     let clock = Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC)));
-    let service = ConversationService::new(
-        Arc::clone(&store) as Arc<dyn ConversationStore>,
-        Arc::clone(&log) as Arc<dyn ReplyEventLog>,
-        Arc::clone(&generator) as Arc<dyn ReplyGenerator>,
-        cache,
-        Arc::clone(&clock) as Arc<dyn Clock>,
-        settings,
-    );
-    Harness {
-        service,
-        store,
-        log,
-        generator,
-        clock,
+    Harness::instance(store, log, leases, clock, script, settings)
+}
+
+impl Harness {
+    /// A service (an instance) over the given fakes, with a generator of
+    /// its own following `script`, and its upkeep running.
+    fn instance(
+        store: Arc<FakeStore>,
+        log: Arc<FakeLog>,
+        leases: Arc<FakeLeases>,
+        clock: Arc<ManualClock>,
+        script: &[Step],
+        settings: ConversationSettings,
+    ) -> Self {
+        let generator = Arc::new(ScriptedGenerator {
+            script: script.to_vec(),
+            requests: Mutex::default(),
+        });
+        let ports = ConversationPorts {
+            store: Arc::clone(&store) as Arc<dyn ConversationStore>,
+            log: Arc::clone(&log) as Arc<dyn ReplyEventLog>,
+            leases: Arc::clone(&leases) as Arc<dyn ReplyLeases>,
+            generator: Arc::clone(&generator) as Arc<dyn ReplyGenerator>,
+            cache: Arc::new(FakeCache::default()),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        };
+        let service = Arc::new(ConversationService::new(ports, settings));
+        let upkeep = tokio::spawn(Arc::clone(&service).keep_replies_going());
+        Self {
+            service,
+            store,
+            log,
+            leases,
+            generator,
+            clock,
+            upkeep,
+        }
     }
+
+    /// Another instance sharing this one's store, log, leases and clock,
+    /// with a generator of its own.
+    fn sibling(&self, script: &[Step]) -> Self {
+        Self::instance(
+            Arc::clone(&self.store),
+            Arc::clone(&self.log),
+            Arc::clone(&self.leases),
+            Arc::clone(&self.clock),
+            script,
+            settings(),
+        )
+    }
+}
+
+/// Two instances sharing their store, log and leases, as with Redis: the
+/// first generates with `first`, the second with `second`.
+fn cluster(first: &[Step], second: &[Step]) -> (Harness, Harness) {
+    let a = Harness::instance(
+        Arc::new(FakeStore::default()),
+        Arc::new(FakeLog::default()),
+        Arc::new(FakeLeases::new(true)),
+        Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC))),
+        first,
+        settings(),
+    );
+    let b = a.sibling(second);
+    (a, b)
 }
 
 fn message(conversation: Option<ConversationId>, text: &str) -> SendMessage {
@@ -620,6 +879,7 @@ fn kinds(events: &[SequencedEvent]) -> Vec<&'static str> {
             ReplyEvent::Ended { .. } => "ended",
             ReplyEvent::StreamComplete => "stream_complete",
             ReplyEvent::Done => "done",
+            ReplyEvent::Reconnect => "reconnect",
         })
         .collect()
 }
@@ -998,6 +1258,383 @@ async fn deleting_a_conversation_stops_its_reply() {
         app.service.get_conversation(caller(OWNER), id).await,
         Err(ConversationError::NotFound)
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Instances: batched saves, leases, failover, shutdown
+// ---------------------------------------------------------------------------
+
+/// The text of every `Append` among `events`, in order.
+fn text_of(events: &[SequencedEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match &event.event {
+            ReplyEvent::Append(text) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Harness {
+    /// The reply's events up to and including its first `Append`.
+    async fn events_until_text(&self, id: ConversationId) -> Vec<SequencedEvent> {
+        let mut events = self
+            .service
+            .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut seen = Vec::new();
+        let until_text = async {
+            while let Some(event) = events.next().await {
+                let text = matches!(event.event, ReplyEvent::Append(_));
+                seen.push(event);
+                if text {
+                    return;
+                }
+            }
+            panic!("the reply ended without text");
+        };
+        tokio::time::timeout(WAIT, until_text).await.unwrap();
+        seen
+    }
+
+    /// Stops this instance's upkeep, as its death would: no more renewals,
+    /// saves or claims. Its reply tasks stay, silent, like a stalled process.
+    fn die(&self) {
+        self.upkeep.abort();
+    }
+}
+
+/// Every event the log holds for the reply, checked to be numbered 1, 2, 3…
+fn whole_log(app: &Harness, sent: &Sent) -> Vec<SequencedEvent> {
+    let key = ReplyKey {
+        conversation: sent.conversation.id,
+        reply: sent.reply.id.clone(),
+    };
+    let events: Vec<SequencedEvent> = app.log.logs.lock().unwrap()[&key]
+        .events
+        .iter()
+        .map(|logged| SequencedEvent {
+            seq: logged.seq,
+            event: decode_event(&logged.payload).unwrap(),
+        })
+        .collect();
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    events
+}
+
+#[tokio::test]
+async fn replies_in_progress_are_saved_together_in_one_batch() {
+    let app = harness(&[Step::Text("Working"), Step::Hang]);
+    let first = app.send(None, "One").await;
+    let second = app.send(None, "Two").await;
+    app.wait_for_text(first.conversation.id).await;
+    app.wait_for_text(second.conversation.id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let batches = app.store.state().batches.clone();
+    assert!(batches.len() >= 2, "{batches:?}");
+    assert_eq!(batches.last(), Some(&2));
+    for sent in [&first, &second] {
+        let stored = app.store.message(sent.conversation.id, &sent.reply.id);
+        assert_eq!(stored.text, "Working");
+        assert_eq!(stored.status, MessageStatus::InProgress);
+    }
+}
+
+#[tokio::test]
+async fn replies_go_on_while_their_batch_saves_fail() {
+    let app = harness(&[Step::Text("Still"), Step::Hang]);
+    app.store.state().refuse_batches = true;
+    let sent = app.send(None, "Hi").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(app.store.state().batches.len() >= 2);
+    assert_eq!(
+        app.service
+            .shared
+            .running
+            .of_conversation(sent.conversation.id)
+            .len(),
+        1
+    );
+    app.store.state().refuse_batches = false;
+    app.service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+    let stored = app.finished(&sent).await;
+    assert_eq!(stored.status, MessageStatus::Interrupted);
+    assert_eq!(stored.text, "Still");
+}
+
+#[tokio::test]
+async fn a_reply_holds_its_lease_until_it_ends() {
+    let app = harness(&[Step::Text("Hi"), Step::Hang]);
+    let sent = app.send(None, "Hello").await;
+    let key = ReplyKey {
+        conversation: sent.conversation.id,
+        reply: sent.reply.id.clone(),
+    };
+    assert_eq!(
+        app.leases.holder(&key).as_ref(),
+        Some(&app.service.shared.instance)
+    );
+    app.service
+        .stop_reply(caller(OWNER), sent.conversation.id)
+        .await
+        .unwrap();
+    assert_eq!(app.leases.holder(&key), None);
+}
+
+#[tokio::test]
+async fn a_reply_whose_instance_died_is_continued_by_another() {
+    let (a, b) = cluster(
+        &[Step::Text("Once"), Step::Hang],
+        &[Step::Text(" upon"), Step::Text(" a time."), Step::Finish],
+    );
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    let seen = a.events_until_text(id).await;
+    a.die();
+    a.leases.expire_all(Duration::from_secs(1));
+    b.service.keep_leases().await;
+    // The client resumes on B after the last event it saw.
+    let last = seen.last().unwrap().seq;
+    let rest = b.events(id, last).await;
+    assert_eq!(rest.first().unwrap().seq, last + 1);
+    assert_eq!(
+        format!("{}{}", text_of(&seen), text_of(&rest)),
+        "Once upon a time."
+    );
+    assert_eq!(closing(&rest).0, MessageStatus::FinishedSuccessfully);
+    // B was asked to go on from what the followers had seen.
+    let requests = b.generator.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].continue_from, "Once");
+    assert_eq!(
+        requests[0].history,
+        vec![Turn::new(Speaker::User, "Tell me a story")]
+    );
+    // One reply: every event once, in order, the opening ones not repeated.
+    let log = whole_log(&b, &sent);
+    assert_eq!(
+        kinds(&log),
+        [
+            "delta_encoding",
+            "resume_token",
+            "input_message",
+            "reply_added",
+            "first_text",
+            "append",
+            "append",
+            "append",
+            "ended",
+            "stream_complete",
+            "done"
+        ]
+    );
+    let stored = b.store.message(id, &sent.reply.id);
+    assert_eq!(stored.text, "Once upon a time.");
+    assert_eq!(stored.status, MessageStatus::FinishedSuccessfully);
+    // A, merely stalled, learns at its next save that the reply ended
+    // without it, and leaves it without writing anything.
+    a.service.save_progress().await;
+    tokio::time::timeout(WAIT, async {
+        while !a.service.shared.running.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(whole_log(&b, &sent).len(), log.len());
+}
+
+#[tokio::test]
+async fn text_saved_but_never_logged_reaches_the_followers_of_the_next_instance() {
+    let (a, b) = cluster(&[Step::Text("Once"), Step::Hang], &[Step::Finish]);
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    a.wait_for_text(id).await;
+    a.die();
+    // The store has more than the log: appends failed while saves went on.
+    a.store
+        .state()
+        .messages
+        .get_mut(&id)
+        .unwrap()
+        .last_mut()
+        .unwrap()
+        .text = "Once upon".into();
+    a.leases.expire_all(Duration::from_secs(1));
+    b.service.keep_leases().await;
+    let events = b.events(id, 0).await;
+    assert_eq!(text_of(&events), "Once upon");
+    assert_eq!(
+        b.generator.requests.lock().unwrap()[0].continue_from,
+        "Once upon"
+    );
+    assert_eq!(b.store.message(id, &sent.reply.id).text, "Once upon");
+}
+
+#[tokio::test]
+async fn a_reply_orphaned_while_every_instance_was_down_is_interrupted() {
+    let (a, b) = cluster(&[Step::Text("Once"), Step::Hang], &[Step::Finish]);
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    a.wait_for_text(id).await;
+    a.die();
+    a.leases.expire_all(reply::CONTINUE_WITHIN + Duration::from_secs(1));
+    b.service.keep_leases().await;
+    let events = b.events(id, 0).await;
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
+    assert_eq!(text_of(&events), "Once");
+    let stored = b.store.message(id, &sent.reply.id);
+    assert_eq!(stored.status, MessageStatus::Interrupted);
+    assert_eq!(stored.text, "Once");
+    assert_eq!(b.generations(), 0);
+    let key = ReplyKey {
+        conversation: id,
+        reply: sent.reply.id.clone(),
+    };
+    assert_eq!(b.leases.holder(&key), None);
+}
+
+#[tokio::test]
+async fn a_claimed_reply_that_already_ended_only_gets_its_missing_closing_events() {
+    let (a, b) = cluster(&[Step::Text("Once"), Step::Hang], &[Step::Finish]);
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    a.wait_for_text(id).await;
+    a.die();
+    // Made final in the store (stopped elsewhere), but its log never closed.
+    a.store
+        .save_reply(
+            id,
+            sent.reply.id.clone(),
+            ReplyUpdate {
+                text: "Once".into(),
+                status: MessageStatus::Interrupted,
+                metadata: sent.reply.metadata.clone(),
+                updated_at: a.clock.now(),
+            },
+        )
+        .await
+        .unwrap();
+    a.leases.expire_all(Duration::from_secs(1));
+    b.service.keep_leases().await;
+    let events = b.events(id, 0).await;
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
+    assert_eq!(b.generations(), 0);
+    assert_eq!(
+        kinds(&whole_log(&b, &sent)).iter().filter(|kind| **kind == "ended").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_shutting_down_instance_hands_its_replies_over() {
+    let (a, b) = cluster(
+        &[Step::Text("Once"), Step::Hang],
+        &[Step::Text(" upon a time."), Step::Finish],
+    );
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    a.wait_for_text(id).await;
+    let mut on_a = a
+        .service
+        .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = on_a.next().await {
+        let text = matches!(event.event, ReplyEvent::Append(_));
+        seen.push(event);
+        if text {
+            break;
+        }
+    }
+    tokio::time::timeout(WAIT, a.service.shut_down(WAIT))
+        .await
+        .unwrap();
+    // A's follower is told to reconnect, after the last event it was given.
+    let last = seen.last().unwrap().seq;
+    let rest_on_a: Vec<SequencedEvent> = tokio::time::timeout(WAIT, on_a.collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        rest_on_a,
+        [SequencedEvent {
+            seq: last,
+            event: ReplyEvent::Reconnect
+        }]
+    );
+    assert!(a.service.shared.running.is_empty());
+    // A starts nothing more.
+    assert!(matches!(
+        a.service
+            .send_message(caller(OWNER), message(Some(id), "More?"))
+            .await,
+        Err(ConversationError::Port(PortError::Unavailable(_)))
+    ));
+    // B takes it over at once and the client, reconnecting, gets the rest.
+    b.service.keep_leases().await;
+    let rest = b.events(id, last).await;
+    assert_eq!(
+        format!("{}{}", text_of(&seen), text_of(&rest)),
+        "Once upon a time."
+    );
+    assert_eq!(b.generator.requests.lock().unwrap()[0].continue_from, "Once");
+    whole_log(&b, &sent);
+}
+
+#[tokio::test]
+async fn a_lone_instance_shutting_down_lets_its_replies_finish_or_interrupts_them() {
+    let app = harness(&[Step::Text("Once"), Step::Hang]);
+    let sent = app.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    app.wait_for_text(id).await;
+    let follower = app
+        .service
+        .follow_reply(Follower::Caller(caller(OWNER)), id, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    // No other instance could take the reply: it may run until shortly
+    // before the grace period ends, then it is stopped.
+    let started = tokio::time::Instant::now();
+    app.service
+        .shut_down(STOP_WAIT + Duration::from_millis(300))
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let events: Vec<SequencedEvent> = tokio::time::timeout(WAIT, follower.collect())
+        .await
+        .unwrap();
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
+    assert!(!kinds(&events).contains(&"reconnect"));
+    assert_eq!(
+        app.store.message(id, &sent.reply.id).status,
+        MessageStatus::Interrupted
+    );
+}
+
+#[tokio::test]
+async fn a_reply_is_stopped_from_any_instance_at_once() {
+    let (a, b) = cluster(&[Step::Text("Once"), Step::Hang], &[Step::Finish]);
+    let sent = a.send(None, "Tell me a story").await;
+    let id = sent.conversation.id;
+    a.wait_for_text(id).await;
+    let started = tokio::time::Instant::now();
+    b.service.stop_reply(caller(OWNER), id).await.unwrap();
+    // Stopped by A, which heard the request, not by B's fallback.
+    assert!(started.elapsed() < STOP_WAIT / 2, "{:?}", started.elapsed());
+    assert!(a.service.shared.running.is_empty());
+    let stored = a.store.message(id, &sent.reply.id);
+    assert_eq!(stored.status, MessageStatus::Interrupted);
+    assert_eq!(stored.text, "Once");
+    let events = b.events(id, 0).await;
+    assert_eq!(closing(&events).0, MessageStatus::Interrupted);
 }
 
 // ---------------------------------------------------------------------------
@@ -1719,14 +2356,15 @@ async fn store_failures_are_port_errors() {
     let mut store = waiter_ports::conversations::MockConversationStore::new();
     store.expect_find().returning(|_| Err(down()));
     store.expect_list().returning(|_| Err(down()));
-    let service = ConversationService::new(
-        Arc::new(store),
-        Arc::new(waiter_ports::conversations::MockReplyEventLog::new()),
-        Arc::new(waiter_ports::conversations::MockReplyGenerator::new()),
-        Arc::new(FakeCache::default()),
-        Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC))),
-        settings(),
-    );
+    let ports = ConversationPorts {
+        store: Arc::new(store),
+        log: Arc::new(waiter_ports::conversations::MockReplyEventLog::new()),
+        leases: Arc::new(FakeLeases::new(false)),
+        generator: Arc::new(waiter_ports::conversations::MockReplyGenerator::new()),
+        cache: Arc::new(FakeCache::default()),
+        clock: Arc::new(ManualClock::new(datetime!(2026-12-01 12:00 UTC))),
+    };
+    let service = ConversationService::new(ports, settings());
     let id = ConversationId::from_ulid(Ulid::from(5_u128));
     let owner = caller(OWNER);
     assert!(matches!(

@@ -785,7 +785,7 @@ pub enum ReplyEvent {
     /// the stream ends here, before the reply does. The reader follows the
     /// reply again (on another instance) after the position this event
     /// carries, which is the last event it was given.
-    Reconnect,
+    Resume,
 }
 
 /// A [`ReplyEvent`] and its position in the reply's stream (from 1), which

@@ -534,7 +534,9 @@ pub struct ServerSentEvent {
     /// The event's position in the reply, from 1: what `Last-Event-ID` resumes after.
     #[schema(pattern = "^[0-9]+$")]
     pub id: String,
-    /// `delta_encoding`, `delta`, or `message` (the default, for data-only events).
+    /// `delta_encoding`, `delta`, `resume` (the stream ends early: follow the
+    /// reply again after this `id`), or `message` (the default, for
+    /// data-only events).
     pub event: String,
     /// A JSON value (the seed's event objects, or `"v1"`), or `[DONE]` for the last event.
     pub data: String,

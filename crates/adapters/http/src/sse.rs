@@ -6,8 +6,10 @@
 //! (JSON escapes every line break inside strings). While no event comes, a
 //! `: ping` comment every 15 seconds keeps proxies from closing the
 //! connection and lets actix notice a client that left. The response ends
-//! after `[DONE]`, or when the reply's events end (the log failed: the client
-//! resumes).
+//! after `[DONE]`; with `event: resume` when the instance serving it shuts
+//! down mid-reply (another instance carries the reply on); or when the
+//! reply's events end (the log failed). In the last two cases the client
+//! follows the reply again with `Last-Event-ID`.
 //!
 //! This module only renders: which events exist, and in what order, is the
 //! conversation use cases' business.
@@ -127,7 +129,7 @@ async fn next_frame(mut state: Rendering) -> Option<(Result<Bytes, Infallible>, 
             Ok(None) => return None,
             Ok(Some(event)) => event,
         };
-        state.done = matches!(event.event, ReplyEvent::Done);
+        state.done = matches!(event.event, ReplyEvent::Done | ReplyEvent::Resume);
         if let Some(frame) = state.renderer.frame(event) {
             return Some((Ok(Bytes::from(frame)), state));
         }
@@ -214,6 +216,14 @@ impl Renderer {
                 }),
             ),
             ReplyEvent::Done => (None, Some("[DONE]".to_owned())),
+            ReplyEvent::Resume => (
+                Some("resume"),
+                encode(&ResumeData {
+                    kind: "resume",
+                    conversation_id,
+                    last_event_id: event.seq,
+                }),
+            ),
         };
         let data = data?;
         let mut frame = format!("id: {}\n", event.seq);
@@ -334,6 +344,15 @@ struct EndMetadata {
     error: Option<String>,
 }
 
+/// Why the stream ends early: follow the reply again after `last_event_id`.
+#[derive(Serialize)]
+struct ResumeData<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    conversation_id: &'a str,
+    last_event_id: u64,
+}
+
 #[derive(Serialize)]
 struct StreamCompleteData<'a> {
     #[serde(rename = "type")]
@@ -392,6 +411,22 @@ mod tests {
                 "{\"p\":\"/message/end_turn\",\"o\":\"replace\",\"v\":true},",
                 "{\"p\":\"/message/metadata\",\"o\":\"append\",\"v\":",
                 "{\"is_complete\":true,\"error\":\"the model is unreachable\"}}]}\n\n"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_stream_cut_by_a_shutdown_says_where_to_resume() {
+        let frame = Renderer::new(conversation()).frame(SequencedEvent {
+            seq: 9,
+            event: ReplyEvent::Resume,
+        });
+        assert_eq!(
+            frame.as_deref(),
+            Some(concat!(
+                "id: 9\nevent: resume\ndata: {\"type\":\"resume\",",
+                "\"conversation_id\":\"conv_01JD0W5ZK3J2S8Q4V6X7Y9ZABC\",",
+                "\"last_event_id\":9}\n\n"
             ))
         );
     }

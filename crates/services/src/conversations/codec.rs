@@ -89,9 +89,9 @@ impl TryFrom<&ReplyEvent> for EventRecord {
             },
             ReplyEvent::StreamComplete => Self::StreamComplete,
             ReplyEvent::Done => Self::Done,
-            ReplyEvent::Reconnect => {
+            ReplyEvent::Resume => {
                 return Err(PortError::unexpected(anyhow::anyhow!(
-                    "a reconnect event is never logged"
+                    "a resume event is never logged"
                 )));
             }
         })

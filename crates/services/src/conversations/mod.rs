@@ -266,7 +266,11 @@ impl ConversationService {
     /// - every second, renews their leases and claims expired ones
     ///   ([`Self::keep_leases`]);
     /// - stops a reply generated here as soon as any instance is asked to;
-    /// - every 5 seconds, [`Self::interrupt_abandoned`].
+    /// - every 5 seconds from 5 seconds after the start,
+    ///   [`Self::interrupt_abandoned`]. Not at once: an instance starting
+    ///   after every other was down first claims the expired leases, and
+    ///   ends those replies with the text their logs hold, which may be
+    ///   more than the store's.
     pub async fn keep_replies_going(self: Arc<Self>) {
         let stops = async {
             let mut requests = self.shared.leases.stop_requests();
@@ -277,7 +281,10 @@ impl ConversationService {
         tokio::join!(
             every(self.shared.settings.save_every, || self.save_progress()),
             every(LEASE_EVERY, || self.keep_leases()),
-            every(INTERRUPT_EVERY, || self.interrupt_abandoned()),
+            async {
+                tokio::time::sleep(INTERRUPT_EVERY).await;
+                every(INTERRUPT_EVERY, || self.interrupt_abandoned()).await;
+            },
             stops,
         );
     }
@@ -359,7 +366,7 @@ impl ConversationService {
     /// Winds conversations down before the process exits, within `grace`:
     /// starts no reply any more; then, when other instances share the
     /// leases, hands every reply generated here over to them and ends the
-    /// event streams served here (each with [`ReplyEvent::Reconnect`], for
+    /// event streams served here (each with [`ReplyEvent::Resume`], for
     /// its client to follow on another instance); otherwise lets the
     /// replies finish, stopping (as interrupted) those that would outlast
     /// the grace period.
@@ -649,7 +656,7 @@ struct Following {
 
 /// Decodes a log's events into a reply's, ending after `Done`, at the
 /// first item that fails to read or decode (logged; the client resumes), or
-/// with [`ReplyEvent::Reconnect`] when `cut` turns true.
+/// with [`ReplyEvent::Resume`] when `cut` turns true.
 fn decoded(
     first: LoggedEvent,
     rest: LoggedEvents,
@@ -670,7 +677,7 @@ fn decoded(
             let reconnect = |state: Following| {
                 let event = SequencedEvent {
                     seq: state.seq,
-                    event: ReplyEvent::Reconnect,
+                    event: ReplyEvent::Resume,
                 };
                 Some((event, state))
             };

@@ -879,7 +879,7 @@ fn kinds(events: &[SequencedEvent]) -> Vec<&'static str> {
             ReplyEvent::Ended { .. } => "ended",
             ReplyEvent::StreamComplete => "stream_complete",
             ReplyEvent::Done => "done",
-            ReplyEvent::Reconnect => "reconnect",
+            ReplyEvent::Resume => "resume",
         })
         .collect()
 }
@@ -1567,7 +1567,7 @@ async fn a_shutting_down_instance_hands_its_replies_over() {
         rest_on_a,
         [SequencedEvent {
             seq: last,
-            event: ReplyEvent::Reconnect
+            event: ReplyEvent::Resume
         }]
     );
     assert!(a.service.shared.running.is_empty());
@@ -1612,7 +1612,7 @@ async fn a_lone_instance_shutting_down_lets_its_replies_finish_or_interrupts_the
         .await
         .unwrap();
     assert_eq!(closing(&events).0, MessageStatus::Interrupted);
-    assert!(!kinds(&events).contains(&"reconnect"));
+    assert!(!kinds(&events).contains(&"resume"));
     assert_eq!(
         app.store.message(id, &sent.reply.id).status,
         MessageStatus::Interrupted

@@ -69,7 +69,10 @@ const STREAM_DESCRIPTION: &str = "The reply's events as Server-Sent Events, in t
     `event: delta` adding the reply, `message_marker`, one `event: delta` appending each piece of \
     text to `/message/content/parts/0`, an `event: delta` replacing `/message/status` and \
     `/message/end_turn`, `message_stream_complete`, then `data: [DONE]`. A `: ping` comment \
-    comes every 15 s of silence.";
+    comes every 15 s of silence. When the instance serving the stream shuts down mid-reply, \
+    the stream ends early with `event: resume`, whose `id` is the last event's: follow the reply \
+    again (`GET /conversations/{id}/stream`) with that `Last-Event-ID`, and another instance \
+    carries it on.";
 
 /// A message the user sends: the seed's message object.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]

@@ -1,6 +1,7 @@
-//! Runs the cache, rate limiter and reply event log contract suites against
-//! a real Redis, plus what only Redis promises: instances sharing a prefix
-//! share entries, limits and logs, other prefixes stay apart.
+//! Runs the cache, rate limiter, reply event log and reply lease contract
+//! suites against a real Redis, plus what only Redis promises: instances
+//! sharing a prefix share entries, limits, logs, leases and stop requests;
+//! other prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -15,10 +16,10 @@ use ulid::Ulid;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
-use waiter_ports::conversations::ReplyEventLog;
+use waiter_ports::conversations::{ReplyEventLog, ReplyLeases};
 use waiter_ports::health::Probe;
 use waiter_ports::rate_limit::{Quota, RateLimiter};
-use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog, RedisReplyLeases};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -88,6 +89,150 @@ async fn with_reply_event_log(check: impl AsyncFnOnce(&dyn ReplyEventLog)) {
 
 mod reply_event_log {
     waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
+}
+
+/// Runs `check` on leases under a fresh prefix, whose keys are cleared afterwards.
+async fn with_reply_leases(check: impl AsyncFnOnce(&dyn ReplyLeases)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let leases = RedisReplyLeases::sharing(&cache);
+    cleaning_up(&[&cache], check(&leases)).await;
+}
+
+mod reply_leases {
+    waiter_contracts::reply_leases_contract_tests!(super::with_reply_leases);
+}
+
+/// A reply key no other test uses.
+fn new_reply_key() -> waiter_ports::conversations::ReplyKey {
+    waiter_ports::conversations::ReplyKey {
+        conversation: waiter_domain::ConversationId::from_ulid(Ulid::generate()),
+        reply: waiter_domain::MessageId::generated(Ulid::generate()),
+    }
+}
+
+/// The next stop request `listener` yields, within five seconds.
+async fn next_stop(
+    listener: &mut waiter_ports::conversations::StopRequests,
+) -> waiter_ports::conversations::ReplyKey {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), listener.next())
+        .await
+        .expect("a stop request in time")
+        .expect("a listener never ends")
+}
+
+/// Sends stop requests for fresh keys through `leases` until one reaches
+/// `listener` (which may still be subscribing), and returns it.
+async fn stop_reaching(
+    leases: &RedisReplyLeases,
+    listener: &mut waiter_ports::conversations::StopRequests,
+) -> waiter_ports::conversations::ReplyKey {
+    use futures::StreamExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let key = new_reply_key();
+        leases.request_stop(&key).await.expect("request a stop");
+        if let Ok(Some(heard)) =
+            tokio::time::timeout(Duration::from_millis(100), listener.next()).await
+        {
+            assert_eq!(heard, key, "only this test publishes on its prefix");
+            return key;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stop request reached the listener within 5 s"
+        );
+    }
+}
+
+/// Two instances sharing a prefix share leases: what one hands over the
+/// other claims, and a stop requested on one reaches the other's listener.
+#[tokio::test]
+async fn instances_with_the_same_prefix_share_leases_and_stop_requests() {
+    use waiter_ports::conversations::InstanceId;
+
+    let prefix = unique_prefix();
+    let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
+        return;
+    };
+    cleaning_up(&[&first], async {
+        let (on_first, on_second) = (
+            RedisReplyLeases::sharing(&first),
+            RedisReplyLeases::sharing(&second),
+        );
+        assert!(on_first.is_shared());
+        let (a, b) = (InstanceId::new("a"), InstanceId::new("b"));
+        let key = new_reply_key();
+        assert!(on_first.acquire(&key, &a, TTL).await.unwrap());
+        assert!(!on_second.acquire(&key, &b, TTL).await.unwrap());
+        on_first.hand_over(&key, &a).await.unwrap();
+        let claimed = on_second.claim_expired(&b, TTL, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].key, key);
+        assert_eq!(
+            on_first
+                .renew(&a, std::slice::from_ref(&key), TTL)
+                .await
+                .unwrap(),
+            vec![key.clone()]
+        );
+
+        let mut listener = on_second.stop_requests();
+        stop_reaching(&on_first, &mut listener).await;
+        on_first.request_stop(&key).await.unwrap();
+        assert_eq!(next_stop(&mut listener).await, key);
+    })
+    .await;
+}
+
+/// Leases and stop requests under one prefix are invisible under another.
+#[tokio::test]
+async fn leases_and_stop_requests_under_different_prefixes_are_apart() {
+    use futures::StreamExt;
+    use waiter_ports::conversations::InstanceId;
+
+    let (Some(first), Some(second)) = (
+        connect(&unique_prefix()).await,
+        connect(&unique_prefix()).await,
+    ) else {
+        return;
+    };
+    cleaning_up(&[&first, &second], async {
+        let (on_first, on_second) = (
+            RedisReplyLeases::sharing(&first),
+            RedisReplyLeases::sharing(&second),
+        );
+        let holder = InstanceId::new("holder");
+        let key = new_reply_key();
+        assert!(on_first.acquire(&key, &holder, TTL).await.unwrap());
+        on_first.hand_over(&key, &holder).await.unwrap();
+        assert_eq!(
+            on_second.claim_expired(&holder, TTL, 10).await.unwrap(),
+            vec![]
+        );
+        assert!(
+            on_second
+                .acquire(&key, &InstanceId::new("other"), TTL)
+                .await
+                .unwrap()
+        );
+
+        let mut apart = on_second.stop_requests();
+        let mut listener = on_first.stop_requests();
+        stop_reaching(&on_first, &mut listener).await;
+        stop_reaching(&on_second, &mut apart).await;
+        on_first.request_stop(&key).await.unwrap();
+        assert_eq!(next_stop(&mut listener).await, key);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), apart.next())
+                .await
+                .is_err(),
+            "a request under another prefix must not arrive"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]

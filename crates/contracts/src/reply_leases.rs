@@ -50,6 +50,7 @@ macro_rules! reply_leases_contract_tests {
             an_expired_lease_is_left_to_claimers,
             renew_extends_each_lease_to_ttl_from_now,
             renew_reports_leases_another_holder_has_and_takes_back_missing_ones,
+            renew_handles_thousands_of_leases_at_once,
             a_lease_claimed_away_is_lost_to_its_old_holder,
             release_ends_the_lease,
             release_or_hand_over_by_another_holder_changes_nothing,
@@ -392,6 +393,33 @@ pub async fn renew_reports_leases_another_holder_has_and_takes_back_missing_ones
         vec![others],
         "a renew that reported a lease must not extend it"
     );
+}
+
+/// One `renew` of thousands of leases (an instance renews all its replies
+/// at once), some of them another holder's, reports exactly those, takes
+/// the missing ones and sets every one of its own to the new TTL.
+pub async fn renew_handles_thousands_of_leases_at_once(leases: &dyn ReplyLeases) {
+    const LEASES: usize = 2_500;
+    let (holder, other) = (new_holder("holder"), new_holder("other"));
+    let all: Vec<ReplyKey> = (0..LEASES).map(|_| new_key()).collect();
+    let others: Vec<ReplyKey> = all.iter().step_by(7).cloned().collect();
+    assert_eq!(renew(leases, &other, &others, LONG).await, vec![]);
+
+    let lost = renew(leases, &holder, &all, SHORT).await;
+    assert_eq!(sorted(lost), sorted(others.clone()));
+    outlive_short().await;
+    let claimed = claim(leases, &new_holder("claimer"), LONG, 2 * LEASES).await;
+    assert_eq!(
+        claimed.len(),
+        LEASES - others.len(),
+        "every lease of the holder, and no other, expired"
+    );
+    let holders: Vec<ReplyKey> = all
+        .into_iter()
+        .filter(|key| !others.contains(key))
+        .collect();
+    assert_eq!(sorted(keys(&claimed)), sorted(holders));
+    assert_eq!(renew(leases, &other, &others, LONG).await, vec![]);
 }
 
 /// Once another instance has claimed a lease, the old holder's `renew`

@@ -63,19 +63,35 @@ return 1
 
 /// For holder `ARGV[1]`, sets each lease `ARGV[3..]` it holds, or that
 /// nobody holds, to expire in `ARGV[2]` ms; returns the others, which
-/// another holder has.
+/// another holder has. Works in chunks of a thousand keys, a few commands
+/// each (one command per key would cost Redis four times as much), and
+/// below Lua's limit on the arguments of one call.
 const RENEW: &str = r"
 local expiry = string.format('%.0f', now + tonumber(ARGV[2]))
 local lost = {}
-for i = 3, #ARGV do
-  local current = redis.call('HGET', KEYS[2], ARGV[i])
-  if current and current ~= ARGV[1] then
-    lost[#lost + 1] = ARGV[i]
-  else
-    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
-    if not current then
-      redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+for first = 3, #ARGV, 1000 do
+  local last = math.min(first + 999, #ARGV)
+  local holders = redis.call('HMGET', KEYS[2], unpack(ARGV, first, last))
+  local expiries, taken = {}, {}
+  for i = 1, #holders do
+    local member = ARGV[first + i - 1]
+    local current = holders[i]
+    if current and current ~= ARGV[1] then
+      lost[#lost + 1] = member
+    else
+      expiries[#expiries + 1] = expiry
+      expiries[#expiries + 1] = member
+      if not current then
+        taken[#taken + 1] = member
+        taken[#taken + 1] = ARGV[1]
+      end
     end
+  end
+  if #expiries > 0 then
+    redis.call('ZADD', KEYS[1], unpack(expiries))
+  end
+  if #taken > 0 then
+    redis.call('HSET', KEYS[2], unpack(taken))
   end
 end
 return lost

@@ -12,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
+use support::{PATIENCE, new_reply_key, stop_reaching};
 use ulid::Ulid;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
@@ -20,6 +21,8 @@ use waiter_ports::conversations::{ReplyEventLog, ReplyLeases};
 use waiter_ports::health::Probe;
 use waiter_ports::rate_limit::{Quota, RateLimiter};
 use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog, RedisReplyLeases};
+
+mod support;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -104,47 +107,15 @@ mod reply_leases {
     waiter_contracts::reply_leases_contract_tests!(super::with_reply_leases);
 }
 
-/// A reply key no other test uses.
-fn new_reply_key() -> waiter_ports::conversations::ReplyKey {
-    waiter_ports::conversations::ReplyKey {
-        conversation: waiter_domain::ConversationId::from_ulid(Ulid::generate()),
-        reply: waiter_domain::MessageId::generated(Ulid::generate()),
-    }
-}
-
-/// The next stop request `listener` yields, within five seconds.
+/// The next stop request `listener` yields, within [`PATIENCE`].
 async fn next_stop(
     listener: &mut waiter_ports::conversations::StopRequests,
 ) -> waiter_ports::conversations::ReplyKey {
     use futures::StreamExt;
-    tokio::time::timeout(Duration::from_secs(5), listener.next())
+    tokio::time::timeout(PATIENCE, listener.next())
         .await
         .expect("a stop request in time")
         .expect("a listener never ends")
-}
-
-/// Sends stop requests for fresh keys through `leases` until one reaches
-/// `listener` (which may still be subscribing), and returns it.
-async fn stop_reaching(
-    leases: &RedisReplyLeases,
-    listener: &mut waiter_ports::conversations::StopRequests,
-) -> waiter_ports::conversations::ReplyKey {
-    use futures::StreamExt;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let key = new_reply_key();
-        leases.request_stop(&key).await.expect("request a stop");
-        if let Ok(Some(heard)) =
-            tokio::time::timeout(Duration::from_millis(100), listener.next()).await
-        {
-            assert_eq!(heard, key, "only this test publishes on its prefix");
-            return key;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no stop request reached the listener within 5 s"
-        );
-    }
 }
 
 /// Two instances sharing a prefix share leases: what one hands over the
@@ -183,6 +154,54 @@ async fn instances_with_the_same_prefix_share_leases_and_stop_requests() {
         stop_reaching(&on_first, &mut listener).await;
         on_first.request_stop(&key).await.unwrap();
         assert_eq!(next_stop(&mut listener).await, key);
+    })
+    .await;
+}
+
+/// Each stop listener holds one subscription, on a connection of its own,
+/// for as long as it lives: dropping it unsubscribes (by closing that
+/// connection) at once.
+#[tokio::test]
+async fn a_stop_listener_subscribes_while_it_lives() {
+    let prefix = unique_prefix();
+    let Some(cache) = connect(&prefix).await else {
+        return;
+    };
+    cleaning_up(&[&cache], async {
+        let leases = RedisReplyLeases::sharing(&cache);
+        let client = redis::Client::open(redis_url()).expect("a valid URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let channel = format!("{prefix}reply-stops");
+        let mut subscribers = async || {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut connection)
+                .await
+                .expect("PUBSUB NUMSUB");
+            counts[0].1
+        };
+        assert_eq!(subscribers().await, 0);
+
+        let mut first = leases.stop_requests();
+        stop_reaching(&leases, &mut first).await;
+        let mut second = leases.stop_requests();
+        stop_reaching(&leases, &mut second).await;
+        assert_eq!(subscribers().await, 2);
+
+        drop(first);
+        drop(second);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while subscribers().await != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dropped listeners are still subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }

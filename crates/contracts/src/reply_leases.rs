@@ -12,8 +12,8 @@
 //! Leases expire in real time, so some checks sleep: a lease meant to run
 //! out gets `SHORT` (a quarter of a second) and the check waits a little
 //! longer; one that must not run out during the check gets `LONG` (a
-//! minute), so no check
-//! depends on being scheduled promptly. Every wait on a stream is bounded.
+//! minute), so no check depends on being scheduled promptly. Every wait on
+//! a stream is bounded.
 //!
 //! What the checks pin down beyond the port's own words:
 //! - `acquire` succeeds for the holder that already has the lease (setting
@@ -190,18 +190,20 @@ fn probe() -> ReplyKey {
     }
 }
 
-/// A stop listener that is known to be listening: a probe request it was
-/// opened before has reached it.
+/// A stop listener that is known to be listening: one of the probe
+/// requests made after it was opened has reached it.
 async fn listen(leases: &dyn ReplyLeases) -> StopRequests {
     let mut requests = leases.stop_requests();
     let deadline = Instant::now() + PATIENCE;
+    let mut probes = Vec::new();
     loop {
         let probe = probe();
         request_stop(leases, &probe).await;
+        probes.push(probe);
         let waited = tokio::time::timeout(PROBE_EVERY, async {
             loop {
                 match requests.next().await {
-                    Some(key) if key == probe => return,
+                    Some(key) if probes.contains(&key) => return,
                     Some(_) => {}
                     None => panic!("a stop listener ended"),
                 }

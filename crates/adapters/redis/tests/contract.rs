@@ -206,6 +206,60 @@ async fn a_stop_listener_subscribes_while_it_lives() {
     .await;
 }
 
+/// A lease member that names no reply (something else wrote it under the
+/// prefix) fails the claim that meets it as unexpected, and is removed so
+/// that it blocks no later claim; a good lease claimed with it comes back
+/// once the claim's TTL runs out.
+#[tokio::test]
+async fn a_malformed_lease_is_reported_once_and_removed() {
+    use waiter_ports::conversations::InstanceId;
+
+    let prefix = unique_prefix();
+    let Some(cache) = connect(&prefix).await else {
+        return;
+    };
+    cleaning_up(&[&cache], async {
+        let leases = RedisReplyLeases::sharing(&cache);
+        let holder = InstanceId::new("holder");
+        let key = new_reply_key();
+        assert!(leases.acquire(&key, &holder, TTL).await.unwrap());
+        leases.hand_over(&key, &holder).await.unwrap();
+        let client = redis::Client::open(redis_url()).expect("a valid URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let () = redis::pipe()
+            .cmd("ZADD")
+            .arg(format!("{prefix}reply-leases:expiries"))
+            .arg(0)
+            .arg("not a reply")
+            .cmd("HSET")
+            .arg(format!("{prefix}reply-leases:holders"))
+            .arg("not a reply")
+            .arg("someone")
+            .query_async(&mut connection)
+            .await
+            .expect("write a malformed lease");
+
+        let short = Duration::from_millis(200);
+        let outcome = leases.claim_expired(&holder, short, 10).await;
+        assert!(
+            matches!(outcome, Err(PortError::Unexpected(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            leases.claim_expired(&holder, TTL, 10).await.unwrap(),
+            vec![]
+        );
+        tokio::time::sleep(short + Duration::from_millis(100)).await;
+        let claimed = leases.claim_expired(&holder, TTL, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].key, key);
+    })
+    .await;
+}
+
 /// Leases and stop requests under one prefix are invisible under another.
 #[tokio::test]
 async fn leases_and_stop_requests_under_different_prefixes_are_apart() {

@@ -2,9 +2,9 @@
 //!
 //! Each suite is written once, against the port trait, and run by every
 //! adapter crate's tests against its own implementation (PostgreSQL and
-//! SQLite for the stores; Redis and in-process for the cache and the reply
-//! event log). A behaviour the suites do not pin down is not part of a
-//! port's contract.
+//! SQLite for the stores; Redis and in-process for the cache, the reply
+//! event log and the reply leases). A behaviour the suites do not pin down
+//! is not part of a port's contract.
 
 pub mod accounts;
 pub mod books;
@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod rate_limiter;
 pub mod reply_event_log;
 pub mod reply_generator;
+pub mod reply_leases;
 pub mod sessions;
 
 /// Generates one `#[tokio::test]` per check of the suite module `$suite`,

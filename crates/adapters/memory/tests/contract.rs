@@ -1,5 +1,5 @@
-//! Runs the cache, rate limiter and reply event log contract suites against the in-process
-//! adapter, one fresh adapter per check.
+//! Runs the cache, rate limiter, reply event log and reply lease contract
+//! suites against the in-process adapters, one fresh adapter per check.
 
 use waiter_memory::MemoryCache;
 use waiter_ports::cache::Cache;
@@ -42,4 +42,19 @@ async fn with_reply_event_log(
 
 mod reply_event_log {
     waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
+}
+
+/// Runs `check` on a fresh in-process lease store.
+async fn with_reply_leases(check: impl AsyncFnOnce(&dyn waiter_ports::conversations::ReplyLeases)) {
+    check(&waiter_memory::MemoryReplyLeases::new()).await;
+}
+
+mod reply_leases {
+    waiter_contracts::reply_leases_contract_tests!(super::with_reply_leases);
+}
+
+#[test]
+fn in_process_leases_are_not_shared() {
+    use waiter_ports::conversations::ReplyLeases;
+    assert!(!waiter_memory::MemoryReplyLeases::new().is_shared());
 }

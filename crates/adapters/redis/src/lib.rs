@@ -1,5 +1,5 @@
-//! The Redis adapters for Waiter's cache, rate limiter and reply event log
-//! ports, for several instances sharing one Redis.
+//! The Redis adapters for Waiter's cache, rate limiter, reply event log and
+//! reply lease ports, for several instances sharing one Redis.
 //!
 //! Every key is stored under a prefix chosen by the caller, so one Redis
 //! server can hold Waiter beside other tenants (and each test in its own
@@ -12,7 +12,9 @@ mod cache;
 mod connection;
 mod rate_limit;
 mod reply_event_log;
+mod reply_leases;
 
 pub use cache::RedisCache;
 pub use rate_limit::RedisRateLimiter;
 pub use reply_event_log::RedisReplyEventLog;
+pub use reply_leases::RedisReplyLeases;

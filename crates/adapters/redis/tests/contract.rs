@@ -1,6 +1,7 @@
-//! Runs the cache, rate limiter and reply event log contract suites against
-//! a real Redis, plus what only Redis promises: instances sharing a prefix
-//! share entries, limits and logs, other prefixes stay apart.
+//! Runs the cache, rate limiter, reply event log and reply lease contract
+//! suites against a real Redis, plus what only Redis promises: instances
+//! sharing a prefix share entries, limits, logs, leases and stop requests;
+//! other prefixes stay apart.
 //!
 //! Each test works under its own key prefix and deletes its keys afterwards,
 //! even when it fails. Without a reachable Redis the tests skip loudly, or
@@ -11,14 +12,17 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
+use support::{PATIENCE, new_reply_key, stop_reaching};
 use ulid::Ulid;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
-use waiter_ports::conversations::ReplyEventLog;
+use waiter_ports::conversations::{ReplyEventLog, ReplyLeases};
 use waiter_ports::health::Probe;
 use waiter_ports::rate_limit::{Quota, RateLimiter};
-use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog};
+use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog, RedisReplyLeases};
+
+mod support;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -88,6 +92,220 @@ async fn with_reply_event_log(check: impl AsyncFnOnce(&dyn ReplyEventLog)) {
 
 mod reply_event_log {
     waiter_contracts::reply_event_log_contract_tests!(super::with_reply_event_log);
+}
+
+/// Runs `check` on leases under a fresh prefix, whose keys are cleared afterwards.
+async fn with_reply_leases(check: impl AsyncFnOnce(&dyn ReplyLeases)) {
+    let Some(cache) = connect(&unique_prefix()).await else {
+        return;
+    };
+    let leases = RedisReplyLeases::sharing(&cache);
+    cleaning_up(&[&cache], check(&leases)).await;
+}
+
+mod reply_leases {
+    waiter_contracts::reply_leases_contract_tests!(super::with_reply_leases);
+}
+
+/// The next stop request `listener` yields, within [`PATIENCE`].
+async fn next_stop(
+    listener: &mut waiter_ports::conversations::StopRequests,
+) -> waiter_ports::conversations::ReplyKey {
+    use futures::StreamExt;
+    tokio::time::timeout(PATIENCE, listener.next())
+        .await
+        .expect("a stop request in time")
+        .expect("a listener never ends")
+}
+
+/// Two instances sharing a prefix share leases: what one hands over the
+/// other claims, and a stop requested on one reaches the other's listener.
+#[tokio::test]
+async fn instances_with_the_same_prefix_share_leases_and_stop_requests() {
+    use waiter_ports::conversations::InstanceId;
+
+    let prefix = unique_prefix();
+    let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
+        return;
+    };
+    cleaning_up(&[&first], async {
+        let (on_first, on_second) = (
+            RedisReplyLeases::sharing(&first),
+            RedisReplyLeases::sharing(&second),
+        );
+        assert!(on_first.is_shared());
+        let (a, b) = (InstanceId::new("a"), InstanceId::new("b"));
+        let key = new_reply_key();
+        assert!(on_first.acquire(&key, &a, TTL).await.unwrap());
+        assert!(!on_second.acquire(&key, &b, TTL).await.unwrap());
+        on_first.hand_over(&key, &a).await.unwrap();
+        let claimed = on_second.claim_expired(&b, TTL, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].key, key);
+        assert_eq!(
+            on_first
+                .renew(&a, std::slice::from_ref(&key), TTL)
+                .await
+                .unwrap(),
+            vec![key.clone()]
+        );
+
+        let mut listener = on_second.stop_requests();
+        stop_reaching(&on_first, &mut listener).await;
+        on_first.request_stop(&key).await.unwrap();
+        assert_eq!(next_stop(&mut listener).await, key);
+    })
+    .await;
+}
+
+/// Each stop listener holds one subscription, on a connection of its own,
+/// for as long as it lives: dropping it unsubscribes (by closing that
+/// connection) at once.
+#[tokio::test]
+async fn a_stop_listener_subscribes_while_it_lives() {
+    let prefix = unique_prefix();
+    let Some(cache) = connect(&prefix).await else {
+        return;
+    };
+    cleaning_up(&[&cache], async {
+        let leases = RedisReplyLeases::sharing(&cache);
+        let client = redis::Client::open(redis_url()).expect("a valid URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let channel = format!("{prefix}reply-stops");
+        let mut subscribers = async || {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut connection)
+                .await
+                .expect("PUBSUB NUMSUB");
+            counts[0].1
+        };
+        assert_eq!(subscribers().await, 0);
+
+        let mut first = leases.stop_requests();
+        stop_reaching(&leases, &mut first).await;
+        let mut second = leases.stop_requests();
+        stop_reaching(&leases, &mut second).await;
+        assert_eq!(subscribers().await, 2);
+
+        drop(first);
+        drop(second);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while subscribers().await != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dropped listeners are still subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A lease member that names no reply (something else wrote it under the
+/// prefix) fails the claim that meets it as unexpected, and is removed so
+/// that it blocks no later claim; a good lease claimed with it comes back
+/// once the claim's TTL runs out.
+#[tokio::test]
+async fn a_malformed_lease_is_reported_once_and_removed() {
+    use waiter_ports::conversations::InstanceId;
+
+    let prefix = unique_prefix();
+    let Some(cache) = connect(&prefix).await else {
+        return;
+    };
+    cleaning_up(&[&cache], async {
+        let leases = RedisReplyLeases::sharing(&cache);
+        let holder = InstanceId::new("holder");
+        let key = new_reply_key();
+        assert!(leases.acquire(&key, &holder, TTL).await.unwrap());
+        leases.hand_over(&key, &holder).await.unwrap();
+        let client = redis::Client::open(redis_url()).expect("a valid URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let () = redis::pipe()
+            .cmd("ZADD")
+            .arg(format!("{prefix}reply-leases:expiries"))
+            .arg(0)
+            .arg("not a reply")
+            .cmd("HSET")
+            .arg(format!("{prefix}reply-leases:holders"))
+            .arg("not a reply")
+            .arg("someone")
+            .query_async(&mut connection)
+            .await
+            .expect("write a malformed lease");
+
+        let short = Duration::from_millis(200);
+        let outcome = leases.claim_expired(&holder, short, 10).await;
+        assert!(
+            matches!(outcome, Err(PortError::Unexpected(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            leases.claim_expired(&holder, TTL, 10).await.unwrap(),
+            vec![]
+        );
+        tokio::time::sleep(short + Duration::from_millis(100)).await;
+        let claimed = leases.claim_expired(&holder, TTL, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].key, key);
+    })
+    .await;
+}
+
+/// Leases and stop requests under one prefix are invisible under another.
+#[tokio::test]
+async fn leases_and_stop_requests_under_different_prefixes_are_apart() {
+    use futures::StreamExt;
+    use waiter_ports::conversations::InstanceId;
+
+    let (Some(first), Some(second)) = (
+        connect(&unique_prefix()).await,
+        connect(&unique_prefix()).await,
+    ) else {
+        return;
+    };
+    cleaning_up(&[&first, &second], async {
+        let (on_first, on_second) = (
+            RedisReplyLeases::sharing(&first),
+            RedisReplyLeases::sharing(&second),
+        );
+        let holder = InstanceId::new("holder");
+        let key = new_reply_key();
+        assert!(on_first.acquire(&key, &holder, TTL).await.unwrap());
+        on_first.hand_over(&key, &holder).await.unwrap();
+        assert_eq!(
+            on_second.claim_expired(&holder, TTL, 10).await.unwrap(),
+            vec![]
+        );
+        assert!(
+            on_second
+                .acquire(&key, &InstanceId::new("other"), TTL)
+                .await
+                .unwrap()
+        );
+
+        let mut apart = on_second.stop_requests();
+        let mut listener = on_first.stop_requests();
+        stop_reaching(&on_first, &mut listener).await;
+        stop_reaching(&on_second, &mut apart).await;
+        on_first.request_stop(&key).await.unwrap();
+        assert_eq!(next_stop(&mut listener).await, key);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), apart.next())
+                .await
+                .is_err(),
+            "a request under another prefix must not arrive"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,18 +1,23 @@
 //! What Redis being unreachable costs a caller: each call is bounded, and
 //! while Redis stays down the circuit breaker fails calls at once; when it
-//! comes back, calls succeed again by themselves.
+//! comes back, calls succeed again by themselves, and stop listeners listen
+//! again.
 //!
 //! The outage is real: the cache talks to Redis through a proxy that the test
 //! switches off, so the shared Redis other tests use is never touched.
 
 use std::time::{Duration, Instant};
 
+use support::{PATIENCE, new_reply_key, stop_reaching};
 use ulid::Ulid;
 use waiter_contracts::external::{redis_url, unavailable};
 use waiter_contracts::fault::{FaultyProxy, Link};
 use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
-use waiter_redis::RedisCache;
+use waiter_ports::conversations::ReplyLeases;
+use waiter_redis::{RedisCache, RedisReplyLeases};
+
+mod support;
 
 /// A cache reaching the test Redis through a proxy, or `None` (after a loud
 /// notice) when Redis is unreachable.
@@ -151,4 +156,89 @@ async fn a_follower_ends_with_an_error_when_redis_goes_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Leases reaching the test Redis through a proxy, the same leases reached
+/// directly (to request stops however the proxy is set), the direct cache
+/// to clean up with, and the proxy; `None` (after a loud notice) when Redis
+/// is unreachable.
+async fn leases_behind_proxy()
+-> Option<(RedisReplyLeases, RedisReplyLeases, RedisCache, FaultyProxy)> {
+    let url = redis_url();
+    let upstream = url.trim_start_matches("redis://").trim_end_matches('/');
+    let proxy = FaultyProxy::start(upstream).await.expect("start the proxy");
+    let prefix = format!("waiter-test:{}:", Ulid::generate());
+    let proxied =
+        RedisCache::connect(&format!("redis://{}", proxy.address()), prefix.clone()).await;
+    let direct = RedisCache::connect(&url, prefix).await;
+    match (proxied, direct) {
+        (Ok(proxied), Ok(direct)) => Some((
+            RedisReplyLeases::sharing(&proxied),
+            RedisReplyLeases::sharing(&direct),
+            direct,
+            proxy,
+        )),
+        (Err(error), _) | (_, Err(error)) => unavailable("Redis", error),
+    }
+}
+
+/// A stop listener outlives an outage of either kind: its stream goes on,
+/// the requests made while it could not listen are lost (never delivered
+/// late), and it hears requests again once Redis is back.
+#[tokio::test]
+async fn a_stop_listener_listens_again_once_redis_is_back() {
+    for outage in [Link::Down, Link::Silent] {
+        let Some((proxied, direct, cache, proxy)) = leases_behind_proxy().await else {
+            return;
+        };
+        let mut listener = proxied.stop_requests();
+        stop_reaching(&direct, &mut listener).await;
+
+        proxy.set(outage);
+        direct.request_stop(&new_reply_key()).await.unwrap();
+        // Longer than a failed subscription takes, so the listener has
+        // failed and is waiting to try again.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        direct.request_stop(&new_reply_key()).await.unwrap();
+
+        proxy.set(Link::Up);
+        let started = Instant::now();
+        stop_reaching(&direct, &mut listener).await;
+        eprintln!(
+            "{outage:?}: the listener heard requests again {:?} after Redis came back",
+            started.elapsed()
+        );
+        cache.clear_prefix().await.unwrap();
+    }
+}
+
+/// A listener whose connection stops answering without closing (a
+/// partition) notices through its keepalive and connects again, so it
+/// hears requests once the network heals.
+#[tokio::test]
+async fn a_stop_listener_replaces_a_connection_that_went_silent() {
+    let Some((proxied, direct, cache, proxy)) = leases_behind_proxy().await else {
+        return;
+    };
+    let mut listener = proxied.stop_requests();
+    stop_reaching(&direct, &mut listener).await;
+
+    let accepted = proxy.accepted();
+    proxy.set(Link::Frozen);
+    let started = Instant::now();
+    while proxy.accepted() == accepted {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the listener kept a silent connection for {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the listener gave up a silent connection after {:?}",
+        started.elapsed()
+    );
+
+    proxy.set(Link::Up);
+    stop_reaching(&direct, &mut listener).await;
+    cache.clear_prefix().await.unwrap();
 }

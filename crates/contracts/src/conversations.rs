@@ -17,7 +17,7 @@ use waiter_domain::{
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
     InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS, NewConversationRecord,
-    NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
+    NewExchange, NewOpening, ReplySave, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, KeyTaken, Remembered, StoredResponse,
@@ -56,6 +56,13 @@ macro_rules! conversation_store_contract_tests {
             save_reply_writes_progress_then_the_final_state,
             save_reply_after_the_final_state_changes_nothing,
             save_reply_of_a_deleted_conversation_changes_nothing,
+            save_replies_saves_each_reply_and_reports_true,
+            save_replies_leaves_final_and_gone_replies_alone_and_saves_the_others,
+            save_replies_of_an_empty_batch_saves_nothing,
+            a_final_state_in_a_batch_bumps_the_conversation_like_save_reply,
+            a_reply_saved_more_than_once_in_a_batch_is_saved_in_turn,
+            a_batch_larger_than_any_one_statement_saves_every_reply,
+            concurrent_batches_sharing_replies_all_complete,
             interrupt_abandoned_interrupts_only_replies_left_in_progress,
             start_stores_the_conversation_with_its_first_exchange,
             a_start_with_an_opening_key_already_held_is_already_started,
@@ -1142,6 +1149,439 @@ pub async fn save_reply_of_a_deleted_conversation_changes_nothing(
     }
     assert_eq!(find(store, conversation.id).await, None);
     assert!(messages(store, conversation.id).await.is_empty());
+}
+
+/// A new conversation of `owner` with a reply in progress, both sent at
+/// `at`: the conversation as the append left it, and the exchange.
+async fn reply_in_progress(
+    store: &dyn ConversationStore,
+    owner: AccountId,
+    at: Timestamp,
+) -> (Conversation, NewExchange) {
+    let conversation = insert_conversation(store, conversation_at(owner, at)).await;
+    let sent = exchange(conversation.id, at);
+    let appended = append(store, sent.clone()).await;
+    (appended, sent)
+}
+
+/// A save of `sent`'s reply, still in progress with `text` at `at`, its
+/// usage so far in its metadata.
+fn progress(sent: &NewExchange, text: &str, at: Timestamp) -> ReplySave {
+    ReplySave {
+        conversation: sent.reply.conversation_id,
+        reply: sent.reply.id.clone(),
+        update: ReplyUpdate {
+            text: text.to_owned(),
+            status: MessageStatus::InProgress,
+            metadata: MessageMetadata {
+                usage: Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: text.len() as u64,
+                    total_tokens: 12 + text.len() as u64,
+                }),
+                ..sent.reply.metadata.clone()
+            },
+            updated_at: at,
+        },
+    }
+}
+
+/// A save of `sent`'s reply in its final state `status`, with `text` at `at`.
+fn ending(sent: &NewExchange, text: &str, status: MessageStatus, at: Timestamp) -> ReplySave {
+    ReplySave {
+        conversation: sent.reply.conversation_id,
+        reply: sent.reply.id.clone(),
+        update: ReplyUpdate {
+            status,
+            ..finished(text, at)
+        },
+    }
+}
+
+/// `sent`'s reply as `save` writes it.
+fn saved_as(sent: &NewExchange, save: &ReplySave) -> Message {
+    Message {
+        text: save.update.text.clone(),
+        status: save.update.status,
+        metadata: save.update.metadata.clone(),
+        updated_at: save.update.updated_at,
+        ..sent.reply.clone()
+    }
+}
+
+/// The reply of `sent`, as stored.
+async fn stored_reply(store: &dyn ConversationStore, sent: &NewExchange) -> Message {
+    messages(store, sent.reply.conversation_id)
+        .await
+        .into_iter()
+        .find(|message| message.id == sent.reply.id)
+        .expect("the reply is stored")
+}
+
+/// A batch writes each reply in progress, in whatever order it lists them,
+/// reports `true` for each in the batch's order, and leaves their
+/// conversations alone.
+pub async fn save_replies_saves_each_reply_and_reports_true(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(reply_in_progress(store, owner.id, at).await);
+    }
+    // Newest first: in no particular order of conversations or replies.
+    let saves: Vec<ReplySave> = (0..5)
+        .rev()
+        .map(|i: usize| {
+            let text = format!("Part {i} of the answer");
+            progress(&started[i].1, &text, at + Duration::seconds(i as i64 + 1))
+        })
+        .collect();
+
+    let saved = store
+        .save_replies(saves.clone())
+        .await
+        .expect("save the batch");
+
+    assert_eq!(saved, vec![true; 5]);
+    for (save, i) in saves.iter().zip((0..5).rev()) {
+        let (conversation, sent) = &started[i];
+        assert_eq!(
+            stored_reply(store, sent).await,
+            saved_as(sent, save),
+            "reply {i}"
+        );
+        assert_eq!(
+            find(store, conversation.id).await.as_ref(),
+            Some(conversation),
+            "progress leaves conversation {i} alone"
+        );
+    }
+}
+
+/// In a batch, a reply already final, one the conversation does not have
+/// and one whose conversation was deleted report `false` and stay as they
+/// were, in progress or final (a final state does not bump the
+/// conversation either); the other replies are saved.
+pub async fn save_replies_leaves_final_and_gone_replies_alone_and_saves_the_others(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let (first, first_sent) = reply_in_progress(store, owner.id, at).await;
+    let (_, done) = reply_in_progress(store, owner.id, at).await;
+    finish(store, &done, at).await;
+    let done_conversation = find(store, done.reply.conversation_id)
+        .await
+        .expect("stored");
+    let done_before = messages(store, done.reply.conversation_id).await;
+    let (deleted, deleted_sent) = reply_in_progress(store, owner.id, at).await;
+    store.delete(deleted.id, None).await.expect("delete");
+    let (last, last_sent) = reply_in_progress(store, owner.id, at).await;
+    let missing = ReplySave {
+        reply: message_id("no-such-reply"),
+        ..progress(&first_sent, "Nobody's", at)
+    };
+
+    let later = at + Duration::seconds(1);
+    let saves = vec![
+        progress(&first_sent, "A stamp", later),
+        progress(&done, "Overwritten", later),
+        missing,
+        progress(&deleted_sent, "Too late", later),
+        ending(&done, "Overwritten", MessageStatus::Interrupted, later),
+        progress(&last_sent, "A stampede", later),
+        ending(&deleted_sent, "Too late", MessageStatus::Failed, later),
+    ];
+    let saved = store
+        .save_replies(saves.clone())
+        .await
+        .expect("save the batch");
+
+    assert_eq!(saved, [true, false, false, false, false, true, false]);
+    assert_eq!(
+        stored_reply(store, &first_sent).await,
+        saved_as(&first_sent, &saves[0])
+    );
+    assert_eq!(
+        stored_reply(store, &last_sent).await,
+        saved_as(&last_sent, &saves[5])
+    );
+    assert_eq!(messages(store, first.id).await.len(), 2, "nothing added");
+    assert_eq!(find(store, first.id).await, Some(first));
+    assert_eq!(find(store, last.id).await, Some(last));
+    assert_eq!(
+        messages(store, done.reply.conversation_id).await,
+        done_before
+    );
+    assert_eq!(
+        find(store, done.reply.conversation_id).await,
+        Some(done_conversation)
+    );
+    assert_eq!(find(store, deleted.id).await, None);
+    assert!(messages(store, deleted.id).await.is_empty());
+}
+
+/// An empty batch succeeds, reports nothing and changes nothing.
+pub async fn save_replies_of_an_empty_batch_saves_nothing(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let (conversation, sent) = reply_in_progress(store, owner.id, now()).await;
+
+    let saved = store.save_replies(Vec::new()).await.expect("save nothing");
+
+    assert_eq!(saved, Vec::<bool>::new());
+    assert_eq!(stored_reply(store, &sent).await, sent.reply);
+    assert_eq!(find(store, conversation.id).await, Some(conversation));
+}
+
+/// A final state in a batch is saved as `save_reply` saves it: the reply
+/// takes its text, status and metadata, and its conversation's version is
+/// bumped and `updated_at` set to the reply's; progress in the same batch
+/// leaves its own conversation alone.
+pub async fn a_final_state_in_a_batch_bumps_the_conversation_like_save_reply(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let (finishing, finishing_sent) = reply_in_progress(store, owner.id, at).await;
+    let (growing, growing_sent) = reply_in_progress(store, owner.id, at).await;
+    let (failing, failing_sent) = reply_in_progress(store, owner.id, at).await;
+    let mut failure = ending(
+        &failing_sent,
+        "A stam",
+        MessageStatus::Failed,
+        at + Duration::seconds(4),
+    );
+    failure.update.metadata.error = Some("The assistant stopped answering.".to_owned());
+
+    let saves = vec![
+        ending(
+            &finishing_sent,
+            "A stampede is…",
+            MessageStatus::FinishedSuccessfully,
+            at + Duration::seconds(2),
+        ),
+        progress(&growing_sent, "A stamp", at + Duration::seconds(3)),
+        failure,
+    ];
+    let saved = store
+        .save_replies(saves.clone())
+        .await
+        .expect("save the batch");
+
+    assert_eq!(saved, [true, true, true]);
+    for (conversation, sent, save) in [
+        (&finishing, &finishing_sent, &saves[0]),
+        (&failing, &failing_sent, &saves[2]),
+    ] {
+        assert_eq!(stored_reply(store, sent).await, saved_as(sent, save));
+        assert_eq!(
+            find(store, conversation.id).await,
+            Some(Conversation {
+                version: conversation.version.next(),
+                updated_at: save.update.updated_at,
+                ..conversation.clone()
+            })
+        );
+    }
+    assert_eq!(
+        stored_reply(store, &growing_sent).await,
+        saved_as(&growing_sent, &saves[1])
+    );
+    assert_eq!(find(store, growing.id).await, Some(growing));
+}
+
+/// A reply a batch saves more than once is saved in the batch's order, each
+/// save finding what the one before it wrote: progress, then its final
+/// state (bumping its conversation once), then nothing more.
+pub async fn a_reply_saved_more_than_once_in_a_batch_is_saved_in_turn(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let (ended, ended_sent) = reply_in_progress(store, owner.id, at).await;
+    let (growing, growing_sent) = reply_in_progress(store, owner.id, at).await;
+    let second = |seconds| at + Duration::seconds(seconds);
+
+    let saves = vec![
+        progress(&ended_sent, "A", second(1)),
+        progress(&growing_sent, "B", second(1)),
+        ending(
+            &ended_sent,
+            "A stampede",
+            MessageStatus::FinishedSuccessfully,
+            second(2),
+        ),
+        progress(&growing_sent, "B stampede", second(2)),
+        progress(&ended_sent, "A stampede, late", second(3)),
+    ];
+    let saved = store
+        .save_replies(saves.clone())
+        .await
+        .expect("save the batch");
+
+    assert_eq!(saved, [true, true, true, true, false]);
+    assert_eq!(
+        stored_reply(store, &ended_sent).await,
+        saved_as(&ended_sent, &saves[2])
+    );
+    assert_eq!(
+        find(store, ended.id).await,
+        Some(Conversation {
+            version: ended.version.next(),
+            updated_at: second(2),
+            ..ended
+        })
+    );
+    assert_eq!(
+        stored_reply(store, &growing_sent).await,
+        saved_as(&growing_sent, &saves[3])
+    );
+    assert_eq!(find(store, growing.id).await, Some(growing));
+}
+
+/// A batch of thousands of saves (most of replies that do not exist, so
+/// that setting it up stays cheap) reports each in its place and saves the
+/// replies that exist, wherever they are in it.
+pub async fn a_batch_larger_than_any_one_statement_saves_every_reply(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    const SAVES: usize = 2_500;
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let later = at + Duration::seconds(1);
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        started.push(reply_in_progress(store, owner.id, at).await);
+    }
+    let mut saves: Vec<ReplySave> = (0..SAVES)
+        .map(|i| ReplySave {
+            reply: message_id(&format!("missing-{i}")),
+            ..progress(&started[i % 3].1, "Nobody's", later)
+        })
+        .collect();
+    let real = [0, 1_234, SAVES - 1];
+    saves[real[0]] = progress(&started[0].1, "First", later);
+    saves[real[1]] = ending(
+        &started[1].1,
+        "Middle",
+        MessageStatus::FinishedSuccessfully,
+        later,
+    );
+    saves[real[2]] = progress(&started[2].1, "Last", later);
+
+    let saved = store
+        .save_replies(saves.clone())
+        .await
+        .expect("save the batch");
+
+    let expected: Vec<bool> = (0..SAVES).map(|i| real.contains(&i)).collect();
+    assert_eq!(saved, expected);
+    for ((conversation, sent), index) in started.iter().zip(real) {
+        assert_eq!(
+            stored_reply(store, sent).await,
+            saved_as(sent, &saves[index])
+        );
+        assert_eq!(messages(store, conversation.id).await.len(), 2);
+    }
+    let middle = &started[1].0;
+    assert_eq!(
+        find(store, middle.id).await.map(|found| found.version),
+        Some(middle.version.next())
+    );
+}
+
+/// Batches saving the same replies at once, each listing them in an order
+/// of its own and each ending a reply the others keep saving as in
+/// progress, all complete (none deadlocks another or fails): every ended
+/// reply is final, with its conversation bumped once, and every other is
+/// still in progress with one of the batches' texts.
+pub async fn concurrent_batches_sharing_replies_all_complete(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    const BATCHES: usize = 6;
+    const REPLIES: usize = 12;
+    let owner = insert_account(accounts).await;
+    let at = now();
+    let mut started = Vec::new();
+    for _ in 0..REPLIES {
+        started.push(reply_in_progress(store, owner.id, at).await);
+    }
+    let batches: Vec<Vec<ReplySave>> = (0..BATCHES)
+        .map(|batch| {
+            let later = at + Duration::seconds(batch as i64 + 1);
+            let mut order: Vec<usize> = (0..REPLIES).map(|i| (i * 5 + batch) % REPLIES).collect();
+            if batch % 2 == 1 {
+                order.reverse();
+            }
+            order
+                .into_iter()
+                .map(|i| {
+                    let sent = &started[i].1;
+                    if i == batch {
+                        let text = format!("Ended by batch {batch}");
+                        ending(sent, &text, MessageStatus::Interrupted, later)
+                    } else {
+                        progress(sent, &format!("Saved by batch {batch}"), later)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+
+    let outcomes = join_all(
+        batches
+            .iter()
+            .map(|batch| store.save_replies(batch.clone())),
+    )
+    .await;
+
+    let never_ended: Vec<&MessageId> = started[BATCHES..]
+        .iter()
+        .map(|(_, sent)| &sent.reply.id)
+        .collect();
+    for (batch, (saves, outcome)) in batches.iter().zip(outcomes).enumerate() {
+        let saved = outcome.unwrap_or_else(|error| panic!("batch {batch} failed: {error:?}"));
+        assert_eq!(
+            saved.len(),
+            saves.len(),
+            "batch {batch}: one answer per save"
+        );
+        for (save, saved) in saves.iter().zip(saved) {
+            // Its own final state, or a reply no batch ends: nothing can
+            // have made it final first.
+            if save.update.status.is_final() || never_ended.contains(&&save.reply) {
+                assert!(saved, "batch {batch}: {:?} must be saved", save.update.text);
+            }
+        }
+    }
+    for (i, (conversation, sent)) in started.iter().enumerate() {
+        let reply = stored_reply(store, sent).await;
+        let found = find(store, conversation.id).await.expect("stored");
+        if i < BATCHES {
+            assert_eq!(reply.status, MessageStatus::Interrupted, "reply {i}");
+            assert_eq!(reply.text, format!("Ended by batch {i}"));
+            assert_eq!(found.version, conversation.version.next(), "reply {i}");
+        } else {
+            assert_eq!(reply.status, MessageStatus::InProgress, "reply {i}");
+            assert!(
+                (0..BATCHES).any(|batch| reply.text == format!("Saved by batch {batch}")),
+                "reply {i}: {:?}",
+                reply.text
+            );
+            assert_eq!(&found, conversation, "reply {i}");
+        }
+    }
 }
 
 /// Replies in progress last written before the cutoff become `Interrupted`

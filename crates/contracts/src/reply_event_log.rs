@@ -13,7 +13,9 @@ use futures::StreamExt;
 use futures::future::join_all;
 use ulid::Ulid;
 use waiter_domain::{ConversationId, MessageId};
-use waiter_ports::conversations::{LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey};
+use waiter_ports::conversations::{
+    LogSnapshot, LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey,
+};
 
 /// Generates one `#[tokio::test]` per reply event log check.
 ///
@@ -35,6 +37,11 @@ macro_rules! reply_event_log_contract_tests {
             a_follower_dropped_midway_does_not_disturb_the_writer,
             payloads_round_trip_byte_for_byte,
             an_append_out_of_order_or_after_close_is_refused,
+            a_snapshot_of_an_unknown_log_is_empty_and_open,
+            a_snapshot_of_an_open_log_holds_its_events_so_far,
+            a_snapshot_of_a_closed_log_is_closed_and_holds_only_its_events,
+            a_snapshot_of_a_long_log_holds_every_event,
+            a_snapshot_disturbs_neither_followers_nor_the_writer,
         );
     };
 }
@@ -392,4 +399,133 @@ pub async fn an_append_out_of_order_or_after_close_is_refused(log: &dyn ReplyEve
 
     let read = read_to_end(log.follow(&key, 0)).await;
     assert_eq!(read, vec![event(&key, 1), event(&key, 2), event(&key, 3)]);
+}
+
+async fn snapshot(log: &dyn ReplyEventLog, key: &ReplyKey) -> LogSnapshot {
+    log.snapshot(key)
+        .await
+        .unwrap_or_else(|error| panic!("snapshot of {key} failed: {error:?}"))
+}
+
+/// A log of events `seqs` with their standard payloads, `closed` or not.
+fn snapshot_of(key: &ReplyKey, seqs: std::ops::RangeInclusive<u64>, closed: bool) -> LogSnapshot {
+    LogSnapshot {
+        events: seqs.map(|seq| event(key, seq)).collect(),
+        closed,
+    }
+}
+
+/// A log never written, or closed without ever being written, snapshots
+/// as empty and open; taking the snapshot creates nothing.
+pub async fn a_snapshot_of_an_unknown_log_is_empty_and_open(log: &dyn ReplyEventLog) {
+    let never_written = new_key();
+    assert_eq!(snapshot(log, &never_written).await, LogSnapshot::default());
+    let closed_unwritten = new_key();
+    close(log, &closed_unwritten, KEEP).await;
+    assert_eq!(
+        snapshot(log, &closed_unwritten).await,
+        LogSnapshot::default()
+    );
+
+    assert_eq!(read_to_end(log.follow(&never_written, 0)).await, vec![]);
+    append(log, &never_written, 1).await;
+    assert_eq!(
+        snapshot(log, &never_written).await,
+        snapshot_of(&never_written, 1..=1, false)
+    );
+}
+
+/// An open log snapshots as every event so far, in order from the first,
+/// and open; a later snapshot also holds the events appended since.
+pub async fn a_snapshot_of_an_open_log_holds_its_events_so_far(log: &dyn ReplyEventLog) {
+    let key = new_key();
+    append_all(log, &key, 1..=5).await;
+    assert_eq!(snapshot(log, &key).await, snapshot_of(&key, 1..=5, false));
+
+    append(log, &key, 6).await;
+    assert_eq!(snapshot(log, &key).await, snapshot_of(&key, 1..=6, false));
+}
+
+/// A closed log snapshots as closed with exactly its events: whatever marks
+/// its end is never one of them, not even after an event whose payload
+/// reads like that mark.
+pub async fn a_snapshot_of_a_closed_log_is_closed_and_holds_only_its_events(
+    log: &dyn ReplyEventLog,
+) {
+    let key = new_key();
+    append_all(log, &key, 1..=2).await;
+    log.append(&key, 3, b"end").await.expect("append");
+    close(log, &key, KEEP).await;
+    let expected = LogSnapshot {
+        events: vec![
+            event(&key, 1),
+            event(&key, 2),
+            LoggedEvent {
+                seq: 3,
+                payload: b"end".to_vec(),
+            },
+        ],
+        closed: true,
+    };
+    assert_eq!(snapshot(log, &key).await, expected);
+
+    close(log, &key, KEEP).await;
+    assert_eq!(snapshot(log, &key).await, expected, "closed twice");
+    let other = new_key();
+    append(log, &other, 1).await;
+    close(log, &other, KEEP).await;
+    assert_eq!(
+        snapshot(log, &other).await,
+        snapshot_of(&other, 1..=1, true)
+    );
+}
+
+/// A log of thousands of events snapshots whole, open and then closed.
+/// (Two thousand and forty-eight: a multiple of any batch size up to it
+/// that is a power of two, so a read in batches also meets a batch that
+/// ends exactly where the events do.)
+pub async fn a_snapshot_of_a_long_log_holds_every_event(log: &dyn ReplyEventLog) {
+    const EVENTS: u64 = 2_048;
+    let key = new_key();
+    append_all(log, &key, 1..=EVENTS).await;
+    assert_eq!(
+        snapshot(log, &key).await,
+        snapshot_of(&key, 1..=EVENTS, false)
+    );
+
+    close(log, &key, KEEP).await;
+    assert_eq!(
+        snapshot(log, &key).await,
+        snapshot_of(&key, 1..=EVENTS, true)
+    );
+}
+
+/// Taking snapshots, however often, disturbs nothing: a waiting follower
+/// still waits, then sees each event as it comes and ends at the close;
+/// the writer appends where it was; a new follower replays the same log.
+pub async fn a_snapshot_disturbs_neither_followers_nor_the_writer(log: &dyn ReplyEventLog) {
+    let key = new_key();
+    append_all(log, &key, 1..=2).await;
+    let mut waiting = log.follow(&key, 0);
+    for seq in 1..=2 {
+        assert_eq!(next(&mut waiting).await, Some(event(&key, seq)));
+    }
+    assert_waiting(&mut waiting).await;
+
+    for _ in 0..3 {
+        assert_eq!(snapshot(log, &key).await, snapshot_of(&key, 1..=2, false));
+    }
+    assert_waiting(&mut waiting).await;
+    append(log, &key, 3).await;
+    assert_eq!(snapshot(log, &key).await, snapshot_of(&key, 1..=3, false));
+    assert_eq!(next(&mut waiting).await, Some(event(&key, 3)));
+    assert_waiting(&mut waiting).await;
+
+    close(log, &key, KEEP).await;
+    assert_eq!(snapshot(log, &key).await, snapshot_of(&key, 1..=3, true));
+    assert_eq!(next(&mut waiting).await, None);
+    assert_eq!(
+        read_to_end(log.follow(&key, 0)).await,
+        (1..=3).map(|seq| event(&key, seq)).collect::<Vec<_>>()
+    );
 }

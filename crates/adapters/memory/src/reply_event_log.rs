@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use waiter_ports::PortError;
 use waiter_ports::conversations::{
-    ABANDONED_LOG_TTL, LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey,
+    ABANDONED_LOG_TTL, LogSnapshot, LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey,
 };
 
 /// One reply's log, as its followers see it.
@@ -232,6 +232,20 @@ impl ReplyEventLog for MemoryReplyEventLog {
             });
         }
         Ok(())
+    }
+
+    /// Copies the log through a receiver of its own, so no follower is
+    /// woken or marked as having seen anything, and other logs' appends do
+    /// not wait for the copy (the map's lock is held only to find the log).
+    async fn snapshot(&self, key: &ReplyKey) -> Result<LogSnapshot, PortError> {
+        let Some(log) = self.inner.logs().get(key).map(watch::Sender::subscribe) else {
+            return Ok(LogSnapshot::default());
+        };
+        let state = log.borrow();
+        Ok(LogSnapshot {
+            events: state.events.clone(),
+            closed: state.closed,
+        })
     }
 
     /// Looks the log up when first polled, not when called.

@@ -6,6 +6,8 @@
 //! closing are Lua scripts, so the order check, the write and the expiry are
 //! one atomic step: every append sets the stream to expire
 //! [`ABANDONED_LOG_TTL`] later, `close` sets it to expire `keep` later.
+//! A snapshot reads the stream as a follower reads its backlog, in larger
+//! batches, and never waits.
 //!
 //! # Following without a connection per follower
 //!
@@ -45,7 +47,7 @@ use tokio::sync::watch;
 use ulid::Ulid;
 use waiter_ports::PortError;
 use waiter_ports::conversations::{
-    ABANDONED_LOG_TTL, LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey,
+    ABANDONED_LOG_TTL, LogSnapshot, LoggedEvent, LoggedEvents, ReplyEventLog, ReplyKey,
 };
 
 use crate::RedisCache;
@@ -122,6 +124,11 @@ static READ_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(READ));
 
 /// Entries a follower reads per round trip.
 const READ_BATCH: usize = 256;
+/// Entries a snapshot reads per round trip: more events than most replies
+/// have, so most snapshots take one, yet few enough (at the few hundred
+/// bytes an event usually takes, a few hundred kilobytes) that a read stays
+/// far within the call budget and holds Redis up for a millisecond or so.
+const SNAPSHOT_BATCH: usize = 1_024;
 /// How many of each watched stream's latest entries the hub keeps for its
 /// followers, so one that falls a little behind need not read.
 const RECENT: usize = 256;
@@ -202,6 +209,36 @@ impl ReplyEventLog for RedisReplyEventLog {
         let mut invocation = CLOSE_SCRIPT.prepare_invoke();
         invocation.key(self.stream_key(key)).arg(millis(keep));
         self.namespace.invoke::<()>(invocation).await
+    }
+
+    /// Reads the stream with the followers' script, [`SNAPSHOT_BATCH`]
+    /// entries a round trip, never blocking. The entries a read returns are
+    /// the stream's as they were at that moment, and a stream only grows
+    /// until it is dropped, so reads in turn add up to the log as it was at
+    /// the last; a log dropped between two reads is reported as it now is:
+    /// absent, so empty and open.
+    async fn snapshot(&self, key: &ReplyKey) -> Result<LogSnapshot, PortError> {
+        let stream = self.stream_key(key);
+        let mut snapshot = LogSnapshot::default();
+        loop {
+            let after = snapshot.events.last().map_or(0, |event| event.seq);
+            let read = read(&self.namespace, &stream, after, SNAPSHOT_BATCH).await?;
+            if !read.exists {
+                return Ok(LogSnapshot::default());
+            }
+            // Fewer entries than asked for: the read reached the end.
+            let complete = read.entries.len() < SNAPSHOT_BATCH;
+            snapshot.closed = read.closed;
+            for entry in read.entries {
+                match entry {
+                    Entry::Event(event) => snapshot.events.push(event),
+                    Entry::End => snapshot.closed = true,
+                }
+            }
+            if complete || snapshot.closed {
+                return Ok(snapshot);
+            }
+        }
     }
 
     /// Reads nothing until first polled. Redis failing ends the stream with
@@ -324,18 +361,29 @@ struct Follower {
     caught_up: bool,
 }
 
+/// Reads up to `count` entries of `stream` after event `after`, with
+/// [`READ`].
+async fn read(
+    namespace: &Namespace,
+    stream: &str,
+    after: u64,
+    count: usize,
+) -> Result<Read, PortError> {
+    let mut invocation = READ_SCRIPT.prepare_invoke();
+    invocation.key(stream).arg(after).arg(count);
+    let (state, entries, newest): (i64, Vec<RawEntry>, String) =
+        namespace.invoke(invocation).await?;
+    Ok(Read {
+        exists: state != 0,
+        closed: state == 2,
+        entries: entries.into_iter().map(entry).collect::<Result<_, _>>()?,
+        newest: seq_of(&newest),
+    })
+}
+
 impl Follower {
     async fn read(&self) -> Result<Read, PortError> {
-        let mut invocation = READ_SCRIPT.prepare_invoke();
-        invocation.key(&self.stream).arg(self.last).arg(READ_BATCH);
-        let (state, entries, newest): (i64, Vec<RawEntry>, String) =
-            self.log.namespace.invoke(invocation).await?;
-        Ok(Read {
-            exists: state != 0,
-            closed: state == 2,
-            entries: entries.into_iter().map(entry).collect::<Result<_, _>>()?,
-            newest: seq_of(&newest),
-        })
+        read(&self.log.namespace, &self.stream, self.last, READ_BATCH).await
     }
 
     /// The next item: an event, waiting for one when caught up; an error,

@@ -6,11 +6,18 @@
 //! behind the other, each sees the messages of those before it, and all
 //! take their locks in one order, the conversation and then its messages,
 //! the order in which deleting it (or its account) cascades, so none can
-//! deadlock another. (A reply's progress, saved as often as text arrives,
-//! is the one write that skips the conversation: a single statement on the
-//! reply's row, which waits for nothing while holding it.) SQLite
-//! serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]), so the
-//! same statements need no dialect of their own, unlike session rotation.
+//! deadlock another. (Replies' progress is the one write that skips the
+//! conversation: one statement on the replies' rows, saving those of a
+//! batch (an instance saves all the replies it generates at once) in the
+//! order of their conversations and ids, so two batches never wait for
+//! each other in a cycle. A batch that also ends replies first locks their
+//! conversations, in the order of their ids. Only deleting an account
+//! while a batch saves two or more of its replies can still deadlock, as
+//! the cascade reaches their rows in its own order; PostgreSQL then fails
+//! one of the two, which the caller sees as unavailable and retries.)
+//! SQLite serialises write transactions anyway ([`Dialect::BEGIN_WRITE`]),
+//! so the same statements need no dialect of their own, unlike session
+//! rotation.
 //!
 //! A send also counts the replies its owner has in progress, across their
 //! conversations, against a limit; so that two sends to two conversations
@@ -31,9 +38,11 @@
 //! in progress per conversation. Their violations become
 //! [`AppendError::AlreadySent`] and [`AppendError::ReplyInFlight`].
 
+use std::collections::{BTreeMap, HashSet};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, Transaction};
+use sqlx::{AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, QueryBuilder, Transaction};
 use uuid::Uuid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -43,7 +52,7 @@ use waiter_ports::PortError;
 use waiter_ports::conversations::{
     AppendError, ConversationOrder, ConversationPage, ConversationQuery, ConversationStore,
     ConversationSummary, InsertConversationError, InterruptedReply, LAST_MESSAGE_CHARS,
-    NewConversationRecord, NewExchange, NewOpening, ReplyUpdate, WriteConversationError,
+    NewConversationRecord, NewExchange, NewOpening, ReplySave, ReplyUpdate, WriteConversationError,
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
@@ -188,10 +197,37 @@ const MESSAGES: &str = concat!(
     message_columns!(),
     " FROM messages WHERE conversation_id = $1 ORDER BY seq"
 );
-const SAVE_REPLY: &str = "UPDATE messages
-     SET text = $3, status = $4, metadata = $5, updated_at = $6
-     WHERE conversation_id = $1 AND id = $2 AND status = 'in_progress'
-     RETURNING id";
+/// Writes the replies of the `VALUES` placed between this and
+/// [`SAVE_REPLIES_END`], rows of `(conversation_id, id, text, status,
+/// metadata, updated_at)`, where they are still in progress, and returns the
+/// `(conversation_id, id)` of those it wrote. Both databases name the
+/// columns of a `VALUES` `column1`, `column2`…
+const SAVE_REPLIES: &str = "UPDATE messages
+     SET text = saved.column3, status = saved.column4, metadata = saved.column5,
+         updated_at = saved.column6
+     FROM (";
+const SAVE_REPLIES_END: &str = ") AS saved
+     WHERE messages.conversation_id = saved.column1 AND messages.id = saved.column2
+       AND messages.status = 'in_progress'
+     RETURNING conversation_id, id";
+/// Selects the conversations whose ids are listed between this and
+/// [`LOCK_CONVERSATIONS_END`], in the order of their ids; followed by
+/// [`Dialect::LOCK_ROWS`], locks them in that order.
+const LOCK_CONVERSATIONS: &str = "SELECT id FROM conversations WHERE id IN (";
+const LOCK_CONVERSATIONS_END: &str = ") ORDER BY id";
+/// Records the replies a batch ended in their conversations, given by the
+/// `VALUES` placed between this and [`END_REPLIES_END`], rows of
+/// `(id, replies ended, updated_at)`: a version per reply, as
+/// [`TOUCH`] bumps it for one, and the time of the last.
+const END_REPLIES: &str = "UPDATE conversations
+     SET version = version + ended.column2, updated_at = ended.column3
+     FROM (";
+const END_REPLIES_END: &str = ") AS ended WHERE conversations.id = ended.column1";
+/// The most rows one statement of a batch of saves carries: at six
+/// parameters a row, far below both databases' limits (65 535 parameters on
+/// PostgreSQL, 32 766 on SQLite), and room for all the replies an instance
+/// generates at once (about a thousand) in one statement.
+const ROWS_PER_STATEMENT: usize = 1_000;
 const ABANDONED: &str = "SELECT conversation_id, id FROM messages
      WHERE status = 'in_progress' AND updated_at < $1";
 const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at = $3
@@ -486,6 +522,232 @@ where
             Err(error) => D::port_error(error).into(),
         }
     }
+
+    /// Writes `saves`: what both [`ConversationStore::save_reply`] (a batch
+    /// of one) and [`ConversationStore::save_replies`] do.
+    ///
+    /// A batch of progress only, saving each reply once and small enough
+    /// for one statement (every `save_reply` of a reply in progress, and an
+    /// instance's usual batch), is that one statement: a transaction of its
+    /// own, which locks no conversation. Any other batch is one transaction
+    /// that takes its locks in the store's order: first the conversations of
+    /// the replies that end, in the order of their ids; then the replies, in
+    /// the order of their conversations and ids (see [`rounds`]); last, on
+    /// rows it already holds, the version bumps of the conversations whose
+    /// replies ended.
+    async fn save_batch(&self, saves: &[ReplySave]) -> Result<Vec<bool>, PortError> {
+        let metadata = saves
+            .iter()
+            .map(|save| encode_metadata(&save.update.metadata))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rounds = rounds(saves);
+        let mut ending: Vec<Uuid> = saves
+            .iter()
+            .filter(|save| save.update.status.is_final())
+            .map(|save| save.conversation.as_uuid())
+            .collect();
+        ending.sort_unstable();
+        ending.dedup();
+        let mut saved = vec![false; saves.len()];
+
+        if let [round] = rounds.as_slice()
+            && round.len() <= ROWS_PER_STATEMENT
+            && ending.is_empty()
+        {
+            let written = save_rows::<D>(&self.pool, saves, &metadata, round).await?;
+            mark_saved(&mut saved, saves, round, &written);
+            return Ok(saved);
+        }
+
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(D::port_error)?;
+        for ids in ending.chunks(ROWS_PER_STATEMENT) {
+            lock_conversations::<D>(&mut tx, ids).await?;
+        }
+        for round in &rounds {
+            for rows in round.chunks(ROWS_PER_STATEMENT) {
+                let written = save_rows::<D>(&mut *tx, saves, &metadata, rows).await?;
+                mark_saved(&mut saved, saves, rows, &written);
+            }
+        }
+        let ended = ended_replies(saves, &saved);
+        for rows in ended.chunks(ROWS_PER_STATEMENT) {
+            end_replies::<D>(&mut tx, rows).await?;
+        }
+        tx.commit().await.map_err(D::port_error)?;
+        Ok(saved)
+    }
+}
+
+/// The saves of a batch, as indices into it, in rounds written one after
+/// the other, a statement per [`ROWS_PER_STATEMENT`] saves of a round.
+///
+/// Each round is in the order of conversations and replies. That is the
+/// order of its `VALUES`, which PostgreSQL's join walks as its outer side
+/// (whether it hashes the replies or looks each up), so it is the order in
+/// which every batch locks the replies: two batches sharing replies never
+/// wait for each other in a cycle. A statement writes a row once only, so
+/// a reply the batch saves again goes into the next round, where it finds
+/// what the save before it wrote, as it would in the batch's order.
+fn rounds(saves: &[ReplySave]) -> Vec<Vec<usize>> {
+    let key = |index: &usize| {
+        let save = &saves[*index];
+        (save.conversation.as_uuid(), save.reply.as_str())
+    };
+    let mut order: Vec<usize> = (0..saves.len()).collect();
+    // Stable: the saves of one reply keep the batch's order.
+    order.sort_by_key(key);
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut repeat = 0;
+    for (position, index) in order.iter().enumerate() {
+        let again = position > 0 && key(&order[position - 1]) == key(index);
+        repeat = if again { repeat + 1 } else { 0 };
+        if rounds.len() == repeat {
+            rounds.push(Vec::new());
+        }
+        rounds[repeat].push(*index);
+    }
+    rounds
+}
+
+/// Writes the saves `rows` (indices into `saves` and their encoded
+/// `metadata`; no reply twice) where their replies are still in progress,
+/// in one statement; returns the `(conversation, reply)` of those written.
+async fn save_rows<'e, D: Dialect>(
+    executor: impl Executor<'e, Database = Db<D>>,
+    saves: &[ReplySave],
+    metadata: &[String],
+    rows: &[usize],
+) -> Result<HashSet<(Uuid, String)>, PortError>
+where
+    usize: ColumnIndex<Row<D>>,
+    Uuid: Column<Db<D>>,
+    String: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+{
+    // `push_bind` panics if a value fails to encode; none of these can
+    // (the instants are UTC, whose encodings are total).
+    let mut statement = QueryBuilder::<Db<D>>::new(SAVE_REPLIES);
+    statement.push_values(rows, |mut row, &index| {
+        let save = &saves[index];
+        row.push_bind(save.conversation.as_uuid())
+            .push_bind(save.reply.as_str())
+            .push_bind(save.update.text.as_str())
+            .push_bind(save.update.status.as_str())
+            .push_bind(metadata[index].as_str())
+            .push_bind(D::Timestamp::from(save.update.updated_at));
+    });
+    statement.push(SAVE_REPLIES_END);
+    let written = statement
+        .build_query_as::<(Uuid, String)>()
+        // The one-row statement (every `save_reply`) is the same text each
+        // time, worth keeping prepared; a longer one's text varies with the
+        // size of its batch and would only crowd the statement cache.
+        .persistent(rows.len() == 1)
+        .fetch_all(executor)
+        .await
+        .map_err(D::port_error)?;
+    Ok(written.into_iter().collect())
+}
+
+/// Marks in `saved` the saves among `rows` whose replies a statement wrote
+/// (`written`, as [`save_rows`] returns them).
+fn mark_saved(
+    saved: &mut [bool],
+    saves: &[ReplySave],
+    rows: &[usize],
+    written: &HashSet<(Uuid, String)>,
+) {
+    for &index in rows {
+        let save = &saves[index];
+        saved[index] =
+            written.contains(&(save.conversation.as_uuid(), save.reply.as_str().to_owned()));
+    }
+}
+
+/// Locks the conversations `ids` (sorted, none twice) until `tx` ends, in
+/// that order (PostgreSQL; SQLite's write transactions run one at a time
+/// anyway). Those deleted meanwhile are skipped: their replies are gone.
+async fn lock_conversations<D: Dialect>(
+    tx: &mut Transaction<'static, Db<D>>,
+    ids: &[Uuid],
+) -> Result<(), PortError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    Uuid: Column<Db<D>>,
+{
+    let mut statement = QueryBuilder::<Db<D>>::new(LOCK_CONVERSATIONS);
+    let mut listed = statement.separated(", ");
+    for id in ids {
+        listed.push_bind(*id);
+    }
+    statement.push(LOCK_CONVERSATIONS_END).push(D::LOCK_ROWS);
+    statement
+        .build()
+        .persistent(false)
+        .execute(&mut **tx)
+        .await
+        .map_err(D::port_error)?;
+    Ok(())
+}
+
+/// A conversation whose replies a batch ended: how many, and when the last
+/// of them (in the batch's order) was written.
+struct Ended {
+    conversation: Uuid,
+    replies: i64,
+    at: Timestamp,
+}
+
+/// The conversations whose replies `saves` ended, by id: the final saves
+/// that were `saved`.
+fn ended_replies(saves: &[ReplySave], saved: &[bool]) -> Vec<Ended> {
+    let mut ended: BTreeMap<Uuid, Ended> = BTreeMap::new();
+    for (save, _) in saves
+        .iter()
+        .zip(saved)
+        .filter(|(save, saved)| **saved && save.update.status.is_final())
+    {
+        let conversation = save.conversation.as_uuid();
+        let entry = ended.entry(conversation).or_insert(Ended {
+            conversation,
+            replies: 0,
+            at: save.update.updated_at,
+        });
+        entry.replies += 1;
+        entry.at = save.update.updated_at;
+    }
+    ended.into_values().collect()
+}
+
+/// Bumps the version and `updated_at` of each conversation of `ended`, as
+/// a final [`ConversationStore::save_reply`] does once per reply.
+async fn end_replies<D: Dialect>(
+    tx: &mut Transaction<'static, Db<D>>,
+    ended: &[Ended],
+) -> Result<(), PortError>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    Uuid: Column<Db<D>>,
+    i64: Column<Db<D>>,
+{
+    let mut statement = QueryBuilder::<Db<D>>::new(END_REPLIES);
+    statement.push_values(ended, |mut row, ended| {
+        row.push_bind(ended.conversation)
+            .push_bind(ended.replies)
+            .push_bind(D::Timestamp::from(ended.at));
+    });
+    statement.push(END_REPLIES_END);
+    statement
+        .build()
+        .persistent(false)
+        .execute(&mut **tx)
+        .await
+        .map_err(D::port_error)?;
+    Ok(())
 }
 
 /// Locks account `owner` until `tx` ends (PostgreSQL; SQLite's write
@@ -804,47 +1066,25 @@ where
         reply: MessageId,
         update: ReplyUpdate,
     ) -> Result<bool, PortError> {
+        let save = [ReplySave {
+            conversation,
+            reply,
+            update,
+        }];
+        let saved = self
+            .writes
+            .run("conversations.save_reply", self.save_batch(&save))
+            .await?;
+        Ok(saved == [true])
+    }
+
+    /// An empty batch asks nothing of the database.
+    async fn save_replies(&self, saves: Vec<ReplySave>) -> Result<Vec<bool>, PortError> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
         self.writes
-            .run("conversations.save_reply", async {
-                let metadata = encode_metadata(&update.metadata)?;
-                let save = sqlx::query_scalar::<_, String>(SAVE_REPLY)
-                    .bind(conversation.as_uuid())
-                    .bind(reply.as_str())
-                    .bind(update.text.as_str())
-                    .bind(update.status.as_str())
-                    .bind(metadata)
-                    .bind(D::Timestamp::from(update.updated_at));
-                if !update.status.is_final() {
-                    // Progress touches the reply alone: one statement, no lock on
-                    // the conversation, as often as chunks arrive.
-                    let saved = save
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(D::port_error)?;
-                    return Ok(saved.is_some());
-                }
-                let mut tx = self
-                    .pool
-                    .begin_with(D::BEGIN_WRITE)
-                    .await
-                    .map_err(D::port_error)?;
-                let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
-                    .bind(conversation.as_uuid())
-                    .bind(D::Timestamp::from(update.updated_at))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(D::port_error)?;
-                if touched.is_none() {
-                    return Ok(false);
-                }
-                let saved = save.fetch_optional(&mut *tx).await.map_err(D::port_error)?;
-                if saved.is_none() {
-                    // Already final: dropping `tx` undoes the version bump.
-                    return Ok(false);
-                }
-                tx.commit().await.map_err(D::port_error)?;
-                Ok(true)
-            })
+            .run("conversations.save_replies", self.save_batch(&saves))
             .await
     }
 
@@ -906,6 +1146,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn save(conversation: u128, reply: &str) -> ReplySave {
+        ReplySave {
+            conversation: ConversationId::from_uuid(Uuid::from_u128(conversation)),
+            reply: MessageId::parse(reply).unwrap(),
+            update: ReplyUpdate {
+                text: String::new(),
+                status: waiter_domain::MessageStatus::InProgress,
+                metadata: MessageMetadata::default(),
+                updated_at: Timestamp::UNIX_EPOCH,
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_in_key_order_each_repeat_a_round_later_in_batch_order() {
+        let saves = [
+            save(2, "msg_a"),
+            save(1, "msg_b"),
+            save(2, "msg_a"),
+            save(1, "msg_a"),
+            save(2, "msg_a"),
+            save(1, "msg_b"),
+        ];
+        assert_eq!(rounds(&saves), vec![vec![3, 1, 0], vec![5, 2], vec![4]]);
+        assert_eq!(rounds(&saves[..1]), vec![vec![0]]);
+        assert!(rounds(&[]).is_empty());
+    }
 
     #[test]
     fn absent_metadata_fields_are_omitted_and_read_back_as_absent() {

@@ -13,7 +13,7 @@ use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
 use waiter_ports::conversations::{
-    ConversationStore, ConversationUseCases, ReplyEventLog, ReplyGenerator, ReplyLeases,
+    ConversationStore, ReplyEventLog, ReplyGenerator, ReplyLeases,
 };
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};

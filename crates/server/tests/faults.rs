@@ -10,24 +10,19 @@
 //! database and Redis key prefix; the shared PostgreSQL and Redis are never
 //! stopped (outages happen in a proxy in front of them).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ETAG, LOCATION};
-use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
-use waiter_contracts::external::redis_url;
-use waiter_contracts::fault::{FaultyProxy, Link};
-use waiter_postgres::TestDatabase;
-use waiter_redis::RedisCache;
+use waiter_contracts::fault::Link;
 
 mod process;
 
-use process::{PASSWORD, Server, Session, Setup};
+use process::{PASSWORD, Server, Setup};
 
 impl Server {
     async fn create_book(&self, token: &str, key: &str, isbn: &str) -> Response {

@@ -12,9 +12,7 @@ use waiter_ports::PortError;
 use waiter_ports::cache::Cache;
 use waiter_ports::catalog::{BookStore, CatalogUseCases};
 use waiter_ports::clock::Clock;
-use waiter_ports::conversations::{
-    ConversationStore, ReplyEventLog, ReplyGenerator, ReplyLeases,
-};
+use waiter_ports::conversations::{ConversationStore, ReplyEventLog, ReplyGenerator, ReplyLeases};
 use waiter_ports::health::{HealthUseCases, Probe};
 use waiter_ports::idempotency::{IdempotencyStore, IdempotencyUseCases};
 use waiter_ports::identity::{AccountStore, IdentityUseCases, SessionStore};
@@ -23,9 +21,9 @@ use waiter_postgres::PostgresDatabase;
 use waiter_redis::{RedisCache, RedisRateLimiter, RedisReplyEventLog, RedisReplyLeases};
 use waiter_services::{
     AccountEventsFanOut, CatalogService, ConversationPorts, ConversationService,
-    ConversationSettings,
-    FailoverRateLimiter, HealthService, IdempotencyService, IdempotencySettings, IdentityPorts,
-    IdentityService, IdentitySettings, JwtSecret, RateLimitService,
+    ConversationSettings, FailoverRateLimiter, HealthService, IdempotencyService,
+    IdempotencySettings, IdentityPorts, IdentityService, IdentitySettings, JwtSecret,
+    RateLimitService,
 };
 use waiter_sqlite::SqliteDatabase;
 

@@ -155,7 +155,7 @@ impl EventStream {
     }
 
     /// Every event to the stream's end, each with when it arrived.
-    async fn to_end(&mut self) -> Vec<(SseEvent, Instant)> {
+    async fn rest(&mut self) -> Vec<(SseEvent, Instant)> {
         let mut events = Vec::new();
         while let Some(event) = self.next().await {
             events.push((event, Instant::now()));
@@ -171,7 +171,10 @@ fn text_of<'a>(events: impl IntoIterator<Item = &'a SseEvent>) -> String {
 
 /// Asserts the events' ids go up by one from `first`.
 fn assert_numbered_from(first: u64, events: &[SseEvent]) {
-    let ids: Vec<u64> = events.iter().map(|event| event.id.expect("an id")).collect();
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|event| event.id.expect("an id"))
+        .collect();
     let expected: Vec<u64> = (first..first + ids.len() as u64).collect();
     assert_eq!(ids, expected, "no event lost or repeated");
 }
@@ -203,7 +206,8 @@ impl Server {
 
     /// Sends [`QUESTION`] and streams its reply.
     async fn ask(&self, token: &str, conversation: &str) -> EventStream {
-        let message = json!({"role": "user", "content": {"content_type": "text", "parts": [QUESTION]}});
+        let message =
+            json!({"role": "user", "content": {"content_type": "text", "parts": [QUESTION]}});
         let path = format!("/conversations/{conversation}/messages");
         EventStream::open(self.api(Method::POST, &path, token).json(&message)).await
     }
@@ -220,13 +224,22 @@ impl Server {
     /// The conversation's last message, as stored.
     async fn last_message(&self, token: &str, conversation: &str) -> Value {
         let response = self
-            .api(Method::GET, &format!("/conversations/{conversation}"), token)
+            .api(
+                Method::GET,
+                &format!("/conversations/{conversation}"),
+                token,
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let detail: Value = response.json().await.unwrap();
-        detail["messages"].as_array().unwrap().last().unwrap().clone()
+        detail["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone()
     }
 
     /// SIGTERM, waiting for a clean exit off the async threads; how long
@@ -259,7 +272,7 @@ async fn a_reply_goes_on_when_its_instance_is_killed() {
 
     let killed = Instant::now();
     a.kill();
-    let rest = b.resume(&token, &conversation, last).await.to_end().await;
+    let rest = b.resume(&token, &conversation, last).await.rest().await;
     let gap = rest
         .iter()
         .find(|(event, _)| event.appended().is_some())
@@ -298,7 +311,7 @@ async fn restart_under_load(from: Server, to: &Server, token: &str, replies: usi
     let (shutdown, cut) = tokio::join!(from.terminate(), async {
         let mut cut = Vec::new();
         for (_, stream) in &mut streams {
-            cut.push(stream.to_end().await);
+            cut.push(stream.rest().await);
         }
         cut
     });
@@ -314,7 +327,7 @@ async fn restart_under_load(from: Server, to: &Server, token: &str, replies: usi
         let rest: Vec<SseEvent> = to
             .resume(token, &conversation, last)
             .await
-            .to_end()
+            .rest()
             .await
             .into_iter()
             .map(|(event, _)| event)
@@ -342,7 +355,7 @@ async fn a_rolling_restart_of_two_instances_loses_no_reply() {
     // A stopping instance refuses no request it accepted, and starts
     // nothing new: the new A serves alone, replies and all.
     let conversation = a.new_conversation(&token).await;
-    let events = a.ask(&token, &conversation).await.to_end().await;
+    let events = a.ask(&token, &conversation).await.rest().await;
     assert!(events.last().unwrap().0.is_done());
     drop(a);
     setup.cleanup().await;
@@ -366,7 +379,7 @@ async fn a_reply_is_stopped_from_another_instance_at_once() {
             let response = b.api(Method::DELETE, &path, &token).send().await.unwrap();
             (response.status(), asked.elapsed())
         },
-        on_a.to_end()
+        on_a.rest()
     );
     let (status, answered_in) = stopped;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -381,7 +394,11 @@ async fn a_reply_is_stopped_from_another_instance_at_once() {
     let stored = b.last_message(&token, &conversation).await;
     assert_eq!(stored["status"], "interrupted");
     let streamed = text_of(seen.iter().chain(rest.iter().map(|(event, _)| event)));
-    assert_eq!(text(&stored), streamed, "what was streamed is what was kept");
+    assert_eq!(
+        text(&stored),
+        streamed,
+        "what was streamed is what was kept"
+    );
     assert!(whole_reply().await.starts_with(&streamed));
     drop((a, b));
     setup.cleanup().await;
@@ -414,7 +431,7 @@ async fn a_reply_no_instance_could_continue_is_interrupted_by_the_next_to_start(
     assert!(kept.starts_with(&text_of(&seen)), "{kept:?}");
     assert!(whole_reply().await.starts_with(kept));
     // Its stream, followed now, ends with the interruption.
-    let events = b.resume(&token, &conversation, 0).await.to_end().await;
+    let events = b.resume(&token, &conversation, 0).await.rest().await;
     assert!(events.last().unwrap().0.is_done());
     drop(b);
     setup.cleanup().await;

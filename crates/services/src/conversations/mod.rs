@@ -335,7 +335,11 @@ impl ConversationService {
         let shared = &self.shared;
         let keys = shared.running.keys();
         if !keys.is_empty() {
-            match shared.leases.renew(&shared.instance, &keys, LEASE_TTL).await {
+            match shared
+                .leases
+                .renew(&shared.instance, &keys, LEASE_TTL)
+                .await
+            {
                 Ok(lost) => {
                     for key in lost {
                         shared.running.signal(&key, Signal::Superseded);

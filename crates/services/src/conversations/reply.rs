@@ -20,7 +20,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use waiter_domain::{AccountId, ConversationId, Message, MessageMetadata, MessageRole, MessageStatus, Timestamp};
+use waiter_domain::{
+    AccountId, ConversationId, Message, MessageMetadata, MessageRole, MessageStatus, Timestamp,
+};
 use waiter_ports::PortError;
 use waiter_ports::conversations::{
     ClaimedLease, Finish, GenerateError, LogSnapshot, ReplyChunk, ReplyEvent, ReplyKey,
@@ -498,8 +500,7 @@ impl ReplyTask {
         // The log is what followers saw; the store may hold a little more
         // if appending failed for a while. The longer text is the reply's,
         // as long as one begins with the other.
-        let text = if reply.text.len() > logged.text.len() && reply.text.starts_with(&logged.text)
-        {
+        let text = if reply.text.len() > logged.text.len() && reply.text.starts_with(&logged.text) {
             reply.text.clone()
         } else {
             logged.text.clone()

@@ -282,7 +282,6 @@ impl ConversationStore for FakeStore {
             .collect())
     }
 
-
     async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
         let NewOpening {
             conversation: record,
@@ -1484,7 +1483,8 @@ async fn a_reply_orphaned_while_every_instance_was_down_is_interrupted() {
     let id = sent.conversation.id;
     a.wait_for_text(id).await;
     a.die();
-    a.leases.expire_all(reply::CONTINUE_WITHIN + Duration::from_secs(1));
+    a.leases
+        .expire_all(reply::CONTINUE_WITHIN + Duration::from_secs(1));
     b.service.keep_leases().await;
     let events = b.events(id, 0).await;
     assert_eq!(closing(&events).0, MessageStatus::Interrupted);
@@ -1527,7 +1527,10 @@ async fn a_claimed_reply_that_already_ended_only_gets_its_missing_closing_events
     assert_eq!(closing(&events).0, MessageStatus::Interrupted);
     assert_eq!(b.generations(), 0);
     assert_eq!(
-        kinds(&whole_log(&b, &sent)).iter().filter(|kind| **kind == "ended").count(),
+        kinds(&whole_log(&b, &sent))
+            .iter()
+            .filter(|kind| **kind == "ended")
+            .count(),
         1
     );
 }
@@ -1560,9 +1563,7 @@ async fn a_shutting_down_instance_hands_its_replies_over() {
         .unwrap();
     // A's follower is told to reconnect, after the last event it was given.
     let last = seen.last().unwrap().seq;
-    let rest_on_a: Vec<SequencedEvent> = tokio::time::timeout(WAIT, on_a.collect())
-        .await
-        .unwrap();
+    let rest_on_a: Vec<SequencedEvent> = tokio::time::timeout(WAIT, on_a.collect()).await.unwrap();
     assert_eq!(
         rest_on_a,
         [SequencedEvent {
@@ -1585,7 +1586,10 @@ async fn a_shutting_down_instance_hands_its_replies_over() {
         format!("{}{}", text_of(&seen), text_of(&rest)),
         "Once upon a time."
     );
-    assert_eq!(b.generator.requests.lock().unwrap()[0].continue_from, "Once");
+    assert_eq!(
+        b.generator.requests.lock().unwrap()[0].continue_from,
+        "Once"
+    );
     whole_log(&b, &sent);
 }
 

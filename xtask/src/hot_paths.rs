@@ -8,9 +8,10 @@
 //! - the bare app, the ceiling every ratio is taken against;
 //! - Waiter on the embedded default (SQLite, in-process cache and limits);
 //! - Waiter on PostgreSQL and Redis (a scratch database, a key prefix of its own);
-//! - with `--baseline PATH`, another `waiter` binary (say, main's) in both
-//!   configurations too, so a change is judged against the code it changes
-//!   in the same run rather than against figures from a quieter hour.
+//! - with `--baseline [LABEL=]PATH` (as often as wanted), other `waiter`
+//!   binaries (say, main's) in both configurations too, so a change is
+//!   judged against the code it changes in the same run rather than against
+//!   figures from a quieter hour.
 //!
 //! Waiter runs as in production: JSON request logs on (`info`), written to a
 //! file; the metrics listener on; every rate limit on, the per-client one
@@ -95,12 +96,13 @@ struct Options {
     postgres: String,
     redis: String,
     setups: Vec<Setup>,
-    baseline: Option<PathBuf>,
+    /// Other `waiter` binaries to measure beside this one, with their labels.
+    baselines: Vec<(String, PathBuf)>,
     keep: bool,
 }
 
 const HELP: &str = "use --duration 10s, --threads N, --connections N, --rounds N, --books N, \
-     --postgres URL, --redis URL, --only bare,embedded,postgres, --baseline PATH, --keep";
+     --postgres URL, --redis URL, --only bare,embedded,postgres, --baseline [LABEL=]PATH, --keep";
 
 fn parse(args: &[&str]) -> Result<Options> {
     let mut options = Options {
@@ -112,7 +114,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         postgres: "postgres://postgres@127.0.0.1:5432".to_owned(),
         redis: "redis://127.0.0.1:6379".to_owned(),
         setups: vec![Setup::Bare, Setup::Embedded, Setup::PostgresRedis],
-        baseline: None,
+        baselines: Vec::new(),
         keep: false,
     };
     fn number<T: std::str::FromStr>(value: Option<&&str>, flag: &str) -> Result<T> {
@@ -155,12 +157,16 @@ fn parse(args: &[&str]) -> Result<Options> {
                     .collect::<Result<_>>()?;
             }
             "--baseline" => {
-                let path = args
+                let raw = args
                     .next()
                     .ok_or("--baseline needs the path of a waiter binary")?;
+                let (label, path) = match raw.split_once('=') {
+                    Some((label, path)) => (label.to_owned(), path),
+                    None => (format!("baseline {}", options.baselines.len() + 1), *raw),
+                };
                 let path = std::fs::canonicalize(path)
                     .map_err(|err| format!("--baseline {path}: {err}"))?;
-                options.baseline = Some(path);
+                options.baselines.push((label, path));
             }
             "--keep" => options.keep = true,
             other => return Err(format!("unknown bench option {other}; {HELP}")),
@@ -243,6 +249,8 @@ impl Request {
 #[derive(Debug, Clone, Default)]
 struct Load {
     requests_per_second: f64,
+    /// `requests_per_second` over the bare app's, for the same request in the same round.
+    ratio: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// Responses answered in that time (wrk's count).
@@ -308,10 +316,8 @@ pub(crate) fn bench(args: &[&str]) -> Result {
     let script = scratch.dir.join("create_book.lua");
     std::fs::write(&script, CREATE_BOOK_SCRIPT).map_err(|err| err.to_string())?;
 
-    let mut binaries = vec![("Waiter", release.join("waiter"))];
-    if let Some(baseline) = &options.baseline {
-        binaries.push(("baseline", baseline.clone()));
-    }
+    let mut binaries = vec![("Waiter".to_owned(), release.join("waiter"))];
+    binaries.extend(options.baselines.iter().cloned());
     let mut targets = vec![bare(&release.join("bench-ceiling"))?];
     for setup in [Setup::Embedded, Setup::PostgresRedis] {
         if !options.setups.contains(&setup) {
@@ -354,6 +360,10 @@ pub(crate) fn bench(args: &[&str]) -> Result {
                     load.requests_per_second
                 );
                 row.push(load);
+            }
+            let ceiling = row[0].requests_per_second;
+            for load in &mut row {
+                load.ratio = load.requests_per_second / ceiling;
             }
             loads.push(row);
         }
@@ -584,6 +594,7 @@ fn parse_wrk(text: &str) -> Option<Load> {
     });
     Some(Load {
         requests_per_second: rate,
+        ratio: 1.0,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
         answered,
@@ -606,12 +617,9 @@ fn milliseconds(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-/// The median of each cell over the rounds; a ratio is taken per round first.
+/// Each cell's median over the rounds, its ratio included: the median of
+/// the rounds' ratios, each taken within its round.
 fn medians(rounds: &[Vec<Vec<Load>>]) -> Vec<Vec<Load>> {
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
     let first = &rounds[0];
     first
         .iter()
@@ -620,30 +628,12 @@ fn medians(rounds: &[Vec<Vec<Load>>]) -> Vec<Vec<Load>> {
             (0..row.len())
                 .map(|target| {
                     let cells: Vec<&Load> = rounds.iter().map(|r| &r[request][target]).collect();
-                    let ratio = median(
-                        rounds
-                            .iter()
-                            .map(|r| {
-                                r[request][target].requests_per_second
-                                    / r[request][0].requests_per_second
-                            })
-                            .collect(),
-                    );
-                    let ceiling = median(
-                        rounds
-                            .iter()
-                            .map(|r| r[request][0].requests_per_second)
-                            .collect(),
-                    );
+                    let of = |figure: fn(&Load) -> f64| median(cells.iter().map(|c| figure(c)));
                     Load {
-                        // Kept so that the table's ratio is the median ratio.
-                        requests_per_second: if target == 0 {
-                            ceiling
-                        } else {
-                            ratio * ceiling
-                        },
-                        p50_ms: median(cells.iter().map(|c| c.p50_ms).collect()),
-                        p99_ms: median(cells.iter().map(|c| c.p99_ms).collect()),
+                        requests_per_second: of(|c| c.requests_per_second),
+                        ratio: of(|c| c.ratio),
+                        p50_ms: of(|c| c.p50_ms),
+                        p99_ms: of(|c| c.p99_ms),
                         answered: cells.iter().map(|c| c.answered).sum(),
                         non_2xx: cells.iter().map(|c| c.non_2xx).sum(),
                         socket_errors: cells.iter().map(|c| c.socket_errors).sum(),
@@ -652,6 +642,17 @@ fn medians(rounds: &[Vec<Vec<Load>>]) -> Vec<Vec<Load>> {
                 .collect()
         })
         .collect()
+}
+
+/// The middle value, or the mean of the two middle values.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// A markdown table: a row per request, a column per target.
@@ -672,12 +673,11 @@ fn table(options: &Options, targets: &[Target], loads: &[Vec<Load>]) -> String {
     out.push('\n');
     for (request, row) in REQUESTS.iter().zip(loads) {
         let _ = write!(out, "| {} |", request.label());
-        let ceiling = row[0].requests_per_second;
         for (index, load) in row.iter().enumerate() {
             let ratio = if index == 0 {
                 String::new()
             } else {
-                format!(" ({:.0} %)", 100.0 * load.requests_per_second / ceiling)
+                format!(" ({:.0} %)", 100.0 * load.ratio)
             };
             let _ = write!(
                 out,
@@ -902,5 +902,20 @@ Transfer/sec:     29.95MB
         assert_eq!(decimals(0.523), "0.52");
         assert_eq!(decimals(25.44), "25.4");
         assert_eq!(decimals(128.4), "128");
+    }
+
+    #[test]
+    fn medians_take_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        let round = |rate: f64, ratio: f64| {
+            vec![vec![Load {
+                requests_per_second: rate,
+                ratio,
+                ..Load::default()
+            }]]
+        };
+        let cell = &medians(&[round(100.0, 0.5), round(300.0, 0.1), round(200.0, 0.3)])[0][0];
+        assert_eq!((cell.requests_per_second, cell.ratio), (200.0, 0.3));
     }
 }

@@ -30,8 +30,10 @@
 //! - `POST /api/v1/books`, a different book (title and ISBN) each time.
 //!
 //! It prints a table per round (`--rounds N`, and then the medians of all
-//! rounds): requests per second with the ratio to the ceiling, and the p50
-//! and p99 latencies `wrk` reports. Answers other than 2xx and socket errors
+//! rounds): requests per second with the ratio to the ceiling, the p50
+//! and p99 latencies `wrk` reports, and the CPU time the server's process
+//! spent per request (from `/proc`), which a machine busy with other work
+//! disturbs far less than the rate. Answers other than 2xx and socket errors
 //! are shown in the cell they happened in. Last it compares each Waiter's
 //! request log with the requests `wrk` saw answered: a log line is owed for
 //! every request. Everything it creates it removes, unless `--keep` is given.
@@ -53,6 +55,9 @@ const EMAIL: &str = "bench@example.com";
 const PASSWORD: &str = "a benchmark password";
 /// The books per page of the list the bench loads.
 const PAGE_SIZE: u32 = 10;
+/// The unit of `/proc/PID/stat`'s CPU times (`getconf CLK_TCK`), 100 on
+/// every Linux this runs on.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 /// How far apart the ISBN numbers of two wrk threads start, in one POST run:
 /// more books than one thread could create in it.
 const ISBNS_PER_THREAD: u64 = 1_000_000;
@@ -202,7 +207,7 @@ struct Target {
     /// Where its request log goes (Waiter only).
     log: Option<PathBuf>,
     /// Ends the process when the bench is done with it.
-    _server: Server,
+    server: Server,
 }
 
 /// The requests measured.
@@ -255,6 +260,11 @@ struct Load {
     p99_ms: f64,
     /// Responses answered in that time (wrk's count).
     answered: u64,
+    /// The CPU time the server's process spent per answered request, in
+    /// microseconds: less at the mercy of a busy machine than the rate,
+    /// which also depends on the share of the cores the server got. On
+    /// PostgreSQL + Redis it leaves out their own processes.
+    cpu_us: f64,
     /// Answers other than 2xx or 3xx, and socket errors.
     non_2xx: u64,
     socket_errors: u64,
@@ -352,7 +362,10 @@ pub(crate) fn bench(args: &[&str]) -> Result {
         for request in REQUESTS {
             let mut row = Vec::with_capacity(targets.len());
             for target in &targets {
-                let load = wrk(&options, target, request, &script, round)?;
+                let cpu_before = cpu_seconds(target.server.0.id())?;
+                let mut load = wrk(&options, target, request, &script, round)?;
+                let cpu = cpu_seconds(target.server.0.id())? - cpu_before;
+                load.cpu_us = cpu * 1e6 / load.answered.max(1) as f64;
                 eprintln!(
                     "{} on {}: {:.0} req/s",
                     request.label(),
@@ -403,7 +416,7 @@ fn bare(binary: &Path) -> Result<Target> {
         book_id: "book_01JD0W5ZK3J2S8Q4V6X7Y9ZABC".to_owned(),
         token: String::new(),
         log: None,
-        _server: server,
+        server,
     })
 }
 
@@ -518,7 +531,7 @@ fn waiter(
         book_id,
         token,
         log: Some(log),
-        _server: server,
+        server,
     })
 }
 
@@ -597,6 +610,7 @@ fn parse_wrk(text: &str) -> Option<Load> {
         ratio: 1.0,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
+        cpu_us: 0.0,
         answered,
         non_2xx,
         socket_errors,
@@ -634,6 +648,7 @@ fn medians(rounds: &[Vec<Vec<Load>>]) -> Vec<Vec<Load>> {
                         ratio: of(|c| c.ratio),
                         p50_ms: of(|c| c.p50_ms),
                         p99_ms: of(|c| c.p99_ms),
+                        cpu_us: of(|c| c.cpu_us),
                         answered: cells.iter().map(|c| c.answered).sum(),
                         non_2xx: cells.iter().map(|c| c.non_2xx).sum(),
                         socket_errors: cells.iter().map(|c| c.socket_errors).sum(),
@@ -660,7 +675,7 @@ fn table(options: &Options, targets: &[Target], loads: &[Vec<Load>]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "req/s (ratio to the bare app) · p50 / p99; wrk -t{} -c{} -d{}",
+        "req/s (ratio to the bare app) · p50 / p99 · server CPU per request; wrk -t{} -c{} -d{}",
         options.threads, options.connections, options.duration
     );
     out.push('\n');
@@ -681,10 +696,11 @@ fn table(options: &Options, targets: &[Target], loads: &[Vec<Load>]) -> String {
             };
             let _ = write!(
                 out,
-                " {}{ratio} · {} / {} ms",
+                " {}{ratio} · {} / {} ms · {} µs",
                 thousands(load.requests_per_second),
                 decimals(load.p50_ms),
                 decimals(load.p99_ms),
+                thousands(load.cpu_us),
             );
             if load.non_2xx > 0 {
                 let _ = write!(out, ", {} not 2xx", load.non_2xx);
@@ -755,6 +771,25 @@ fn check_logs(targets: &[Target], rounds: &[Vec<Vec<Load>>]) -> Result {
     } else {
         Err(format!("request logs are incomplete: {}", lost.join("; ")))
     }
+}
+
+/// The CPU time (user and system) process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|err| format!("cannot read the CPU time of process {pid}: {err}"))?;
+    // The command name, in parentheses, may hold spaces: fields count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .ok_or_else(|| format!("an unexpected /proc/{pid}/stat: {stat}"))?
+        .iter()
+        .map(|field| field.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / CLOCK_TICKS_PER_SECOND)
 }
 
 /// Polls `path` until it answers 200, for up to 30 s.
@@ -902,6 +937,16 @@ Transfer/sec:     29.95MB
         assert_eq!(decimals(0.523), "0.52");
         assert_eq!(decimals(25.44), "25.4");
         assert_eq!(decimals(128.4), "128");
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_read_and_an_absent_process_is_an_error() {
+        let started = cpu_seconds(std::process::id()).expect("this process's CPU time");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(100) {}
+        let spun = cpu_seconds(std::process::id()).expect("this process's CPU time");
+        assert!(started >= 0.0 && spun > started, "{started} then {spun}");
+        assert!(cpu_seconds(u32::MAX).is_err());
     }
 
     #[test]

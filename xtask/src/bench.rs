@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: HTTP latency of the catalog on PostgreSQL with a
+//! `cargo xtask bench --catalog`: HTTP latency of the catalog on PostgreSQL with a
 //! large seeded catalog, measured from outside the server.
 //!
 //! It builds the release binary, creates and seeds a scratch database (or
@@ -70,7 +70,8 @@ pub(crate) fn run(command: &mut Command) -> Result {
     }
 }
 
-fn postgres(tool: &str, database: &str) -> Command {
+/// `tool` (`psql`, `createdb`, `dropdb`) on the local PostgreSQL, for `database`.
+pub(crate) fn postgres(tool: &str, database: &str) -> Command {
     let mut command = Command::new(tool);
     command.args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", database]);
     command

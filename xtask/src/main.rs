@@ -5,7 +5,12 @@
 //! - `tidy`: the architecture's invariants, from `cargo metadata` and the sources (see `tidy.rs`).
 //! - `fuzz [--seconds N]`: Schemathesis against a scratch server (see `fuzz.rs`).
 //! - `ci`: tidy, format check, clippy with warnings denied, tests, the fuzzer, and the OpenAPI check.
-//! - `bench [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
+//! - `bench [--duration 10s] [--rounds N] [--baseline PATH] [--only bare,embedded,postgres] …`:
+//!   the hot paths (a cached book, the own account, the first page, a new
+//!   book) under `wrk`, on a bare actix-web app and on Waiter, embedded and on
+//!   PostgreSQL + Redis, side by side in one run, with the ratios to the bare
+//!   app (see `hot_paths.rs`).
+//! - `bench --catalog [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
 //! - `bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]`:
 //!   N assistant replies streaming at once from one scratch server (SQLite and
@@ -19,6 +24,7 @@
 
 mod bench;
 mod fuzz;
+mod hot_paths;
 mod streams;
 mod tidy;
 
@@ -27,7 +33,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--books N] [--database NAME] [--reuse] [--keep] | bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--duration 10s] [--threads N] [--connections N] [--rounds N] [--books N] [--postgres URL] [--redis URL] [--only bare,embedded,postgres] [--baseline PATH] [--keep] | bench --catalog [--books N] [--database NAME] [--reuse] [--keep] | bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +46,8 @@ fn main() -> ExitCode {
         ["ci"] => ci(),
         ["fuzz", rest @ ..] => fuzz::fuzz(rest),
         ["bench", rest @ ..] if rest.contains(&"--streams") => streams::bench(rest),
-        ["bench", rest @ ..] => bench::bench(rest),
+        ["bench", "--catalog", rest @ ..] => bench::bench(rest),
+        ["bench", rest @ ..] => hot_paths::bench(rest),
         _ => Err(USAGE.to_owned()),
     };
     match outcome {
@@ -59,9 +66,32 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Runs cargo as a developer would from the workspace root.
+///
+/// `cargo xtask` runs this program through `cargo run`, which describes the
+/// xtask package to it in `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME` and the like.
+/// Passed on, they would reach build scripts that watch them (ring's reruns
+/// when `CARGO_MANIFEST_DIR` changes), and every build from here would
+/// rebuild ring and all that depends on it, and again the next build outside.
 fn cargo(args: &[&str]) -> Result {
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let describes_xtask = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE";
+        if describes_xtask {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .args(args)
         .current_dir(root())
         .status()

@@ -56,10 +56,12 @@ use crate::cache_aside::CacheAside;
 mod codec;
 mod reply;
 mod resume;
+mod saves;
 
 use codec::{CachedDetail, CachedPage, decode_event};
 use reply::{LEASE_TTL, ReplyTask, RunningReplies, Signal};
 use resume::ResumeTokens;
+use saves::ReplySaves;
 
 /// How long a cached list or history lives (the seed's 10 minutes).
 const CACHE_TTL: Duration = Duration::from_secs(600);
@@ -138,6 +140,8 @@ pub struct ConversationPorts {
 /// What the service and its reply tasks share.
 struct Shared {
     store: Arc<dyn ConversationStore>,
+    /// Replies' saves, written in batches.
+    saves: ReplySaves,
     log: Arc<dyn ReplyEventLog>,
     leases: Arc<dyn ReplyLeases>,
     /// This instance, as its leases name it.
@@ -207,6 +211,7 @@ impl ConversationService {
         let instance = InstanceId::new(new_ulid(ports.clock.now()).to_string());
         Self {
             shared: Arc::new(Shared {
+                saves: ReplySaves::new(Arc::clone(&ports.store)),
                 store: ports.store,
                 log: ports.log,
                 leases: ports.leases,
@@ -304,19 +309,16 @@ impl ConversationService {
                 reply: save.reply.clone(),
             })
             .collect();
-        let saved = match self.shared.store.save_replies(saves).await {
-            Ok(saved) => saved,
-            Err(err) => {
-                tracing::warn!(%err, replies = keys.len(), "cannot save the replies in progress");
-                return;
-            }
-        };
+        let saved = self.shared.saves.save(saves).await;
         let mut stale = Vec::new();
         for ((key, owner), saved) in keys.into_iter().zip(owners).zip(saved) {
-            if saved {
-                stale.push((owner, key.conversation));
-            } else {
-                self.shared.running.signal(&key, Signal::Lost);
+            match saved {
+                Some(true) => stale.push((owner, key.conversation)),
+                Some(false) => {
+                    self.shared.running.signal(&key, Signal::Lost);
+                }
+                // Logged with its batch; the next round saves it again.
+                None => {}
             }
         }
         futures::future::join_all(

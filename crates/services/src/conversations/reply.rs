@@ -788,33 +788,26 @@ impl ReplyTask {
         }
     }
 
-    /// Writes the text so far; `None` when the store failed (logged).
+    /// Writes the text so far (in a batch with other replies' saves);
+    /// `None` when the store failed (logged).
     async fn save(&self, status: MessageStatus, metadata: MessageMetadata) -> Option<bool> {
-        let update = ReplyUpdate {
-            text: self.running.text(),
-            status,
-            metadata,
-            updated_at: self.shared.clock.now(),
+        let save = ReplySave {
+            conversation: self.key.conversation,
+            reply: self.key.reply.clone(),
+            update: ReplyUpdate {
+                text: self.running.text(),
+                status,
+                metadata,
+                updated_at: self.shared.clock.now(),
+            },
         };
-        match self
-            .shared
-            .store
-            .save_reply(self.key.conversation, self.key.reply.clone(), update)
-            .await
-        {
-            Ok(saved) => {
-                if saved {
-                    self.shared
-                        .invalidate(self.owner, self.key.conversation)
-                        .await;
-                }
-                Some(saved)
-            }
-            Err(err) => {
-                tracing::warn!(%err, reply = %self.key, "cannot save a reply");
-                None
-            }
+        let saved = self.shared.saves.save_one(save).await;
+        if saved == Some(true) {
+            self.shared
+                .invalidate(self.owner, self.key.conversation)
+                .await;
         }
+        saved
     }
 
     /// Appends the next event to the log, trying a few times. The log

@@ -54,6 +54,8 @@ struct StoreState {
     refuse_batches: bool,
     /// How many batches `save_replies` was given, and their sizes.
     batches: Vec<usize>,
+    /// When set, each `save_replies` waits for a permit of it first.
+    batch_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// A conversation store in a `HashMap`, keeping the port's contract.
@@ -269,6 +271,10 @@ impl ConversationStore for FakeStore {
     }
 
     async fn save_replies(&self, saves: Vec<ReplySave>) -> Result<Vec<bool>, PortError> {
+        let gate = self.state().batch_gate.clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         {
             let mut state = self.state();
             state.batches.push(saves.len());
@@ -1340,6 +1346,78 @@ async fn replies_in_progress_are_saved_together_in_one_batch() {
         assert_eq!(stored.text, "Working");
         assert_eq!(stored.status, MessageStatus::InProgress);
     }
+}
+
+#[tokio::test]
+async fn saves_queued_while_a_batch_is_written_go_together_in_the_next() {
+    let store = Arc::new(FakeStore::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    store.state().batch_gate = Some(Arc::clone(&gate));
+    let saves = Arc::new(super::saves::ReplySaves::new(
+        Arc::clone(&store) as Arc<dyn ConversationStore>
+    ));
+    let save = |n: u128| ReplySave {
+        conversation: ConversationId::from_ulid(Ulid::from(n)),
+        reply: MessageId::generated(Ulid::from(n)),
+        update: ReplyUpdate {
+            text: format!("reply {n}"),
+            status: MessageStatus::FinishedSuccessfully,
+            metadata: MessageMetadata::default(),
+            updated_at: datetime!(2026-12-01 12:00 UTC),
+        },
+    };
+    let first = tokio::spawn({
+        let saves = Arc::clone(&saves);
+        async move { saves.save_one(save(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later: Vec<_> = [vec![save(2)], vec![save(3)], vec![save(4), save(5)]]
+        .into_iter()
+        .map(|batch| {
+            let saves = Arc::clone(&saves);
+            tokio::spawn(async move { saves.save(batch).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.state().batches, Vec::<usize>::new());
+    gate.add_permits(10);
+    // None of these replies is stored, so none was still in progress.
+    assert_eq!(first.await.unwrap(), Some(false));
+    for saver in later {
+        assert!(
+            saver
+                .await
+                .unwrap()
+                .iter()
+                .all(|saved| *saved == Some(false))
+        );
+    }
+    assert_eq!(store.state().batches, vec![1, 4]);
+}
+
+#[tokio::test]
+async fn a_failed_batch_fails_each_of_its_saves() {
+    let store = Arc::new(FakeStore::default());
+    store.state().refuse_batches = true;
+    let saves = super::saves::ReplySaves::new(Arc::clone(&store) as Arc<dyn ConversationStore>);
+    let update = ReplyUpdate {
+        text: String::new(),
+        status: MessageStatus::InProgress,
+        metadata: MessageMetadata::default(),
+        updated_at: datetime!(2026-12-01 12:00 UTC),
+    };
+    let saved = saves
+        .save(
+            (1..=3u128)
+                .map(|n| ReplySave {
+                    conversation: ConversationId::from_ulid(Ulid::from(n)),
+                    reply: MessageId::generated(Ulid::from(n)),
+                    update: update.clone(),
+                })
+                .collect(),
+        )
+        .await;
+    assert_eq!(saved, vec![None, None, None]);
 }
 
 #[tokio::test]

@@ -15,11 +15,11 @@ mod test_support;
 
 use std::time::Duration;
 
+use sqlx::Postgres;
 use sqlx::migrate::Migrator;
-use sqlx::{PgPool, Postgres};
 use waiter_domain::Timestamp;
 use waiter_ports::PortError;
-use waiter_sql::{Dialect, SqlDatabase, UniqueKey, pool_options};
+use waiter_sql::{Dialect, Pools, SqlDatabase, UniqueKey, pool_options};
 
 #[cfg(feature = "test-support")]
 pub use test_support::TestDatabase;
@@ -55,10 +55,11 @@ impl Dialect for PostgresDialect {
     const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
-    async fn connect(url: &str) -> Result<PgPool, PortError> {
+    async fn connect(url: &str) -> Result<Pools<Postgres>, PortError> {
         pool_options(MAX_CONNECTIONS, ACQUIRE_TIMEOUT)
             .connect(url)
             .await
+            .map(Pools::shared)
             .map_err(Self::port_error)
     }
 

@@ -85,7 +85,7 @@ const LIST_AFTER: &str = concat!(
 #[derive(Debug)]
 pub struct SqlAccountStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes,
+    pub(crate) writes: Writes<D>,
 }
 
 /// An `accounts` row without its password hash, with instants stored as `T`.
@@ -158,7 +158,7 @@ where
     ) -> Result<Account, InsertAccountError> {
         self.writes
             .run("accounts.insert", async {
-                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
                 let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.email.as_str())
@@ -239,7 +239,7 @@ where
                     .bind(changes.role.map(Role::as_str))
                     .bind(changes.password_hash.as_ref().map(PasswordHash::as_str))
                     .bind(D::Timestamp::from(changes.updated_at))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, EMAIL_KEY) => UpdateAccountError::EmailTaken,
@@ -249,8 +249,12 @@ where
                     return Ok(row.try_into()?);
                 }
 
-                let stale =
-                    stale_version::<D>(&self.pool, VERSION, id.as_uuid(), changes.expected_version);
+                let stale = stale_version::<D>(
+                    self.writes.pool(),
+                    VERSION,
+                    id.as_uuid(),
+                    changes.expected_version,
+                );
                 Err(match stale.await? {
                     Some(current) => UpdateAccountError::VersionMismatch { current },
                     None => UpdateAccountError::NotFound,
@@ -264,7 +268,7 @@ where
             .run("accounts.delete", async {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 Ok(deleted.is_some())

@@ -82,7 +82,7 @@ pub trait BookLoading: Dialect {
 #[derive(Debug)]
 pub struct SqlBookStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes,
+    pub(crate) writes: Writes<D>,
 }
 
 /// A `books` row, with instants stored as `T`.
@@ -196,7 +196,8 @@ where
 {
     /// Why a conditional write of book `id` matched no row.
     async fn refusal(&self, id: BookId, expected_version: Option<Version>) -> WriteBookError {
-        match stale_version::<D>(&self.pool, VERSION, id.as_uuid(), expected_version).await {
+        match stale_version::<D>(self.writes.pool(), VERSION, id.as_uuid(), expected_version).await
+        {
             Ok(Some(current)) => WriteBookError::VersionMismatch { current },
             Ok(None) => WriteBookError::NotFound,
             Err(error) => error.into(),
@@ -227,7 +228,7 @@ where
         self.writes
             .run("books.insert", async {
                 let row = NewBookRow::from(record);
-                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
                 let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
                     .bind(row.id)
                     .bind(row.title)
@@ -259,7 +260,7 @@ where
                 if rows.peek().is_none() {
                     return Ok(0);
                 }
-                D::bulk_insert(&self.pool, rows).await
+                D::bulk_insert(self.writes.pool(), rows).await
             })
             .await
     }
@@ -396,7 +397,7 @@ where
                     .bind(draft.published_date)
                     .bind(draft.price.cents())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
@@ -420,7 +421,7 @@ where
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {

@@ -238,7 +238,7 @@ const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at 
 #[derive(Debug)]
 pub struct SqlConversationStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes,
+    pub(crate) writes: Writes<D>,
 }
 
 /// A `conversations` row, with instants stored as `T`.
@@ -416,7 +416,8 @@ where
         id: ConversationId,
         expected_version: Option<Version>,
     ) -> WriteConversationError {
-        match stale_version::<D>(&self.pool, VERSION, id.as_uuid(), expected_version).await {
+        match stale_version::<D>(self.writes.pool(), VERSION, id.as_uuid(), expected_version).await
+        {
             Ok(Some(current)) => WriteConversationError::VersionMismatch { current },
             Ok(None) => WriteConversationError::NotFound,
             Err(error) => error.into(),
@@ -509,7 +510,7 @@ where
             .bind(message.conversation_id.as_uuid())
             .bind(message.id.as_str())
             .bind(retry_key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.writes.pool())
             .await;
         match sent {
             Ok(Some(id)) => match MessageId::parse(&id) {
@@ -554,13 +555,14 @@ where
             && round.len() <= ROWS_PER_STATEMENT
             && ending.is_empty()
         {
-            let written = save_rows::<D>(&self.pool, saves, &metadata, round).await?;
+            let written = save_rows::<D>(self.writes.pool(), saves, &metadata, round).await?;
             mark_saved(&mut saved, saves, round, &written);
             return Ok(saved);
         }
 
         let mut tx = self
-            .pool
+            .writes
+            .pool()
             .begin_with(D::BEGIN_WRITE)
             .await
             .map_err(D::port_error)?;
@@ -858,7 +860,7 @@ where
     ) -> Result<Conversation, InsertConversationError> {
         self.writes
             .run("conversations.insert", async {
-                let mut tx = begin_creating::<D>(&self.pool, remember.as_ref()).await??;
+                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
                 let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.owner.as_uuid())
@@ -931,7 +933,7 @@ where
                     .bind(expected_version.map(Version::get))
                     .bind(title.as_str())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match renamed {
@@ -952,7 +954,7 @@ where
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {
@@ -981,7 +983,8 @@ where
         self.writes
             .run("conversations.append_exchange", async {
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -1013,7 +1016,8 @@ where
                 } = opening;
                 let owner = record.owner.as_uuid();
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -1049,7 +1053,7 @@ where
                     // the databases here): the key's holder has committed.
                     if let Some(key) = opening_key.as_deref()
                         && D::violates(&error, OPENING_KEY_KEY)
-                        && let Some(started) = opened::<D>(&self.pool, owner, key).await?
+                        && let Some(started) = opened::<D>(self.writes.pool(), owner, key).await?
                     {
                         return Err(started);
                     }
@@ -1097,7 +1101,7 @@ where
             .run("conversations.interrupt_abandoned", async {
                 let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                     .bind(D::Timestamp::from(written_before))
-                    .fetch_all(&self.pool)
+                    .fetch_all(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 let mut interrupted = Vec::new();
@@ -1106,7 +1110,8 @@ where
                 // final status, so it bumps the conversation's version too.
                 for (conversation, reply) in abandoned {
                     let mut tx = self
-                        .pool
+                        .writes
+                        .pool()
                         .begin_with(D::BEGIN_WRITE)
                         .await
                         .map_err(D::port_error)?;

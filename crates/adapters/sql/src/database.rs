@@ -1,4 +1,4 @@
-//! [`SqlDatabase`]: one pool, and the stores that share it.
+//! [`SqlDatabase`]: its pools, and the stores that share them.
 
 use std::time::Duration;
 
@@ -15,15 +15,17 @@ use crate::{
     SqlSessionStore,
 };
 
-/// A connection pool of dialect `D` and the stores built on it.
+/// The connection pools of dialect `D` and the stores built on them.
 ///
 /// The adapter crates name it for their database (`PostgresDatabase`,
 /// `SqliteDatabase`), so this is the type the server connects and wires.
 #[derive(Debug)]
 pub struct SqlDatabase<D: Dialect> {
+    /// What reads use.
     pool: Pool<D::Database>,
-    /// Where this process's writes queue, on a database with one writer.
-    writes: Writes,
+    /// Where this process's writes queue, on a database with one writer,
+    /// and the connections they use.
+    writes: Writes<D>,
 }
 
 /// How long start-up keeps trying to reach the database.
@@ -49,10 +51,10 @@ impl<D: Dialect> SqlDatabase<D> {
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         loop {
             match D::connect(url).await {
-                Ok(pool) => {
+                Ok(pools) => {
                     return Ok(Self {
-                        pool,
-                        writes: Writes::for_dialect::<D>(),
+                        writes: Writes::new(&pools),
+                        pool: pools.readers,
                     });
                 }
                 Err(PortError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
@@ -66,7 +68,7 @@ impl<D: Dialect> SqlDatabase<D> {
     /// Applies every embedded migration not yet applied; safe to run on every start.
     pub async fn migrate(&self) -> Result<(), PortError> {
         D::MIGRATOR
-            .run(&self.pool)
+            .run(self.writes.pool())
             .await
             .map_err(|error| match error {
                 // The database could not run it: classified like any other failure.
@@ -126,6 +128,7 @@ impl<D: Dialect> SqlDatabase<D> {
     /// last connection closes, so a closed database is one self-contained file.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writes.pool().close().await;
     }
 }
 

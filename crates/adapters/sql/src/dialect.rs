@@ -49,9 +49,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// binary migrates itself.
     const MIGRATOR: &'static Migrator;
 
-    /// Opens a pool of connections to the database at `url` (starting from
-    /// [`pool_options`]), failing as `Unavailable` when it cannot be reached.
-    fn connect(url: &str) -> impl Future<Output = Result<Pool<Self::Database>, PortError>> + Send;
+    /// Opens the pools of connections to the database at `url` (starting
+    /// from [`pool_options`]), failing as `Unavailable` when it cannot be
+    /// reached.
+    fn connect(url: &str) -> impl Future<Output = Result<Pools<Self::Database>, PortError>> + Send;
 
     /// True when the database aborted the statement over a conflict with a
     /// concurrent transaction, so that running it again may succeed.
@@ -118,6 +119,28 @@ pub fn pool_options<DB: Database>(
 /// (`EmailTaken`, `IsbnTaken`, `AlreadySent`). PostgreSQL reports the
 /// constraint's (or unique index's) name; SQLite reports only the table and
 /// columns, so a key carries both.
+/// The connections a database is used through.
+#[derive(Debug, Clone)]
+pub struct Pools<DB: Database> {
+    /// What reads use.
+    pub readers: Pool<DB>,
+    /// What writes use: on a database with one writer
+    /// ([`Dialect::ONE_WRITER`]), a pool of one connection of its own, so
+    /// that the write whose turn it is never waits for a connection behind
+    /// a crowd of reads; elsewhere the readers' pool.
+    pub writer: Pool<DB>,
+}
+
+impl<DB: Database> Pools<DB> {
+    /// One pool for reads and writes alike.
+    pub fn shared(pool: Pool<DB>) -> Self {
+        Self {
+            writer: pool.clone(),
+            readers: pool,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UniqueKey {
     /// The constraint's name in the migrations.

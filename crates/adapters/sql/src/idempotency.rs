@@ -35,7 +35,7 @@ const PRUNE: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 #[derive(Debug)]
 pub struct SqlIdempotencyStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes,
+    pub(crate) writes: Writes<D>,
 }
 
 /// A row of `idempotency_keys`.
@@ -171,7 +171,7 @@ where
             .run("idempotency.prune", async {
                 sqlx::query(PRUNE)
                     .bind(D::Timestamp::from(now))
-                    .execute(&self.pool)
+                    .execute(self.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 Ok(())

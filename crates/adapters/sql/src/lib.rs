@@ -39,7 +39,7 @@ pub use accounts::SqlAccountStore;
 pub use books::{BookLoading, NewBookRow, SqlBookStore};
 pub use conversations::SqlConversationStore;
 pub use database::SqlDatabase;
-pub use dialect::{Column, Dialect, Param, UniqueKey, pool_options};
+pub use dialect::{Column, Dialect, Param, Pools, UniqueKey, pool_options};
 pub use idempotency::SqlIdempotencyStore;
 pub use sessions::{SessionLocking, SqlSessionStore};
 

@@ -95,7 +95,7 @@ pub trait SessionLocking: Dialect {
 #[derive(Debug)]
 pub struct SqlSessionStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes,
+    pub(crate) writes: Writes<D>,
 }
 
 /// A `sessions` row, with instants stored as `T`.
@@ -154,7 +154,8 @@ where
             .run("sessions.create", async {
                 let session = record.session;
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -222,7 +223,8 @@ where
         self.writes
             .run("sessions.rotate_refresh_token", async {
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -308,7 +310,8 @@ where
         self.writes
             .run("sessions.delete", async {
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -333,7 +336,8 @@ where
         self.writes
             .run("sessions.delete_for_account", async {
                 let mut tx = self
-                    .pool
+                    .writes
+                    .pool()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;

@@ -1,4 +1,5 @@
-//! The queue a database's writers wait in, inside the process.
+//! The queue a database's writers wait in, inside the process, and the
+//! connection they write on.
 //!
 //! SQLite takes one writer at a time. Left to SQLite, this server's own
 //! writers would queue on the file's lock, each for up to its busy timeout,
@@ -7,20 +8,26 @@
 //! seconds before a 503. So on such a database the stores' writes queue
 //! here instead, one at a time, and only a lock held *elsewhere* ever meets
 //! SQLite's (then short) busy timeout. When it does, the writers queued
-//! behind fail at once rather than each waiting the timeout in turn.
+//! behind fail at once rather than each waiting the timeout in turn. The
+//! write whose turn it is writes on a connection of its own
+//! ([`Pools::writer`]): were it to wait for one of the readers'
+//! connections, it would wait behind every read queued for them, and
+//! under load the whole queue of writes with it.
 //!
 //! PostgreSQL locks rows, not the database: its writes do not queue here.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use sqlx::Pool;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use waiter_ports::PortError;
 
-use crate::Dialect;
 use crate::timed::{StoreError, timed};
+use crate::{Dialect, Pools};
 
 /// How long a write waits for its turn: far longer than a queue of this
 /// server's own writes takes to drain (each takes milliseconds), so only a
@@ -32,9 +39,30 @@ const TURN_WAIT: Duration = Duration::from_secs(5);
 /// would meet the same lock.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(1);
 
-/// One database's queue of writers; cloned into each store.
-#[derive(Debug, Clone)]
-pub(crate) struct Writes(Option<Arc<Queue>>);
+/// One database's queue of writers and their connection; cloned into each
+/// store.
+pub(crate) struct Writes<D: Dialect> {
+    writer: Pool<D::Database>,
+    /// `None` where the database takes many writers at once.
+    queue: Option<Arc<Queue>>,
+}
+
+impl<D: Dialect> Clone for Writes<D> {
+    fn clone(&self) -> Self {
+        Self {
+            writer: self.writer.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> fmt::Debug for Writes<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writes")
+            .field("queued", &self.queue.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 #[derive(Debug)]
 struct Queue {
@@ -43,15 +71,24 @@ struct Queue {
     failing_until: Mutex<Option<Instant>>,
 }
 
-impl Writes {
-    /// A queue if dialect `D` takes one writer at a time, else none.
-    pub(crate) fn for_dialect<D: Dialect>() -> Self {
-        Self(D::ONE_WRITER.then(|| {
-            Arc::new(Queue {
-                turn: Semaphore::new(1),
-                failing_until: Mutex::new(None),
-            })
-        }))
+impl<D: Dialect> Writes<D> {
+    /// Writes on `pools`' writer, queued if dialect `D` takes one writer
+    /// at a time.
+    pub(crate) fn new(pools: &Pools<D::Database>) -> Self {
+        Self {
+            writer: pools.writer.clone(),
+            queue: D::ONE_WRITER.then(|| {
+                Arc::new(Queue {
+                    turn: Semaphore::new(1),
+                    failing_until: Mutex::new(None),
+                })
+            }),
+        }
+    }
+
+    /// The connections writes use: only within [`Self::run`].
+    pub(crate) fn pool(&self) -> &Pool<D::Database> {
+        &self.writer
     }
 
     /// Runs the store method `operation` (recorded like [`timed`]) once it
@@ -66,7 +103,7 @@ impl Writes {
     where
         E: StoreError + From<PortError>,
     {
-        let Some(queue) = &self.0 else {
+        let Some(queue) = &self.queue else {
             return timed(operation, write).await;
         };
         timed(operation, async {

@@ -22,14 +22,14 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 use waiter_ports::PortError;
-use waiter_sql::{Dialect, SqlDatabase, UniqueKey, pool_options};
+use waiter_sql::{Dialect, Pools, SqlDatabase, UniqueKey, pool_options};
 
 use timestamp::StoredTimestamp;
 
 /// The schema, embedded at compile time so the binary migrates itself.
 static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations/sqlite");
 
-/// Readers run in parallel in WAL mode; writes are serialised by SQLite anyway.
+/// Readers run in parallel in WAL mode, beside the one writer connection.
 const MAX_CONNECTIONS: u32 = 8;
 
 /// How long a writer waits for the file's write lock before SQLite gives
@@ -70,13 +70,15 @@ impl Dialect for SqliteDialect {
     const LOCK_ROWS: &'static str = "";
     const MIGRATOR: &'static Migrator = &MIGRATOR;
 
-    async fn connect(url: &str) -> Result<SqlitePool, PortError> {
+    async fn connect(url: &str) -> Result<Pools<Sqlite>, PortError> {
         if url == IN_MEMORY {
-            return in_memory().await;
+            return Ok(Pools::shared(in_memory().await?));
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(Self::port_error)?
-            .create_if_missing(true);
+        let options = configure(
+            SqliteConnectOptions::from_str(url)
+                .map_err(Self::port_error)?
+                .create_if_missing(true),
+        );
         if let Some(directory) = options.get_filename().parent()
             && !directory.as_os_str().is_empty()
         {
@@ -84,10 +86,16 @@ impl Dialect for SqliteDialect {
                 .await
                 .map_err(PortError::unexpected)?;
         }
-        pool_options(MAX_CONNECTIONS, ACQUIRE_TIMEOUT)
-            .connect_with(configure(options))
+        // The writer first: it creates the file and turns WAL on.
+        let writer = pool_options(1, ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
             .await
-            .map_err(Self::port_error)
+            .map_err(Self::port_error)?;
+        let readers = pool_options(MAX_CONNECTIONS, ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(Self::port_error)?;
+        Ok(Pools { readers, writer })
     }
 
     fn is_transient(error: &sqlx::Error) -> bool {

@@ -4,10 +4,11 @@
 //! It builds the release binary and starts `waiter serve` on a free loopback
 //! port with a scratch data dir: the embedded default (SQLite and the
 //! in-process cache and event logs) unless `--database URL` or `--redis URL`
-//! say otherwise, every rate limit and the metrics listener off (and the one
-//! account's replies in flight allowed up to N), logs at
+//! say otherwise, every rate limit and the metrics listener off (and the
+//! accounts' replies in flight allowed up to their share of N), logs at
 //! `warn`, and the built-in assistant at its default pace (`--delay` to change
-//! it). It signs one account up and in, creates N conversations, and then
+//! it). It signs `--accounts K` accounts up and in (one per ten streams
+//! unless told), creates N conversations shared among them, and then
 //! opens N streams at once, one per conversation (a conversation has one reply
 //! in flight at a time), each sending `--replies M` messages one after the
 //! other, each answered as an event stream. `--streams 1 --replies 100` gives
@@ -58,6 +59,7 @@ const FAILURES_SHOWN: usize = 5;
 struct Options {
     streams: usize,
     replies: usize,
+    accounts: Option<usize>,
     ramp: Duration,
     delay: Option<String>,
     database: Option<String>,
@@ -65,7 +67,7 @@ struct Options {
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
-    const HELP: &str = "use --streams N, --replies M, --ramp DURATION, --delay DURATION, --database URL, --redis URL";
+    const HELP: &str = "use --streams N, --replies M, --accounts K, --ramp DURATION, --delay DURATION, --database URL, --redis URL";
     let count = |value: Option<&&str>, flag: &str| -> Result<usize> {
         value
             .and_then(|n| n.parse().ok())
@@ -75,6 +77,7 @@ fn parse(args: &[&str]) -> Result<Options> {
     let mut options = Options {
         streams: 0,
         replies: 1,
+        accounts: None,
         ramp: Duration::ZERO,
         delay: None,
         database: None,
@@ -85,6 +88,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         match *arg {
             "--streams" => options.streams = count(args.next(), "--streams")?,
             "--replies" => options.replies = count(args.next(), "--replies")?,
+            "--accounts" => options.accounts = Some(count(args.next(), "--accounts")?),
             "--ramp" => {
                 options.ramp = args
                     .next()
@@ -106,7 +110,21 @@ fn parse(args: &[&str]) -> Result<Options> {
     if options.streams == 0 {
         return Err(format!("--streams is required; {HELP}"));
     }
+    if options
+        .accounts
+        .is_some_and(|accounts| accounts > options.streams)
+    {
+        return Err("--accounts cannot exceed --streams".to_owned());
+    }
     Ok(options)
+}
+
+impl Options {
+    /// How many accounts share the streams: `--accounts`, or one per ten
+    /// streams, as on a server many people use at once.
+    fn accounts(&self) -> usize {
+        self.accounts.unwrap_or(self.streams.div_ceil(10))
+    }
 }
 
 /// `500ms` or `2s`.
@@ -148,9 +166,11 @@ pub(crate) fn bench(args: &[&str]) -> Result {
     ] {
         command.env(format!("WAITER_RATE_LIMIT_{policy}"), "off");
     }
-    // One account sends every stream's messages, so it may have them all
-    // in progress at once.
-    command.env("WAITER_REPLIES_IN_FLIGHT", options.streams.to_string());
+    // Each account may have all of its streams' replies in progress at once.
+    command.env(
+        "WAITER_REPLIES_IN_FLIGHT",
+        options.streams.div_ceil(options.accounts()).to_string(),
+    );
     if let Some(delay) = &options.delay {
         command.env("WAITER_ASSISTANT_DELAY", delay);
     }
@@ -188,29 +208,18 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
     if !ready {
         return Err("the server did not become ready in 30 s".to_owned());
     }
-    // Unique, so that a database named with --database can be reused.
-    let email = format!(
-        "bench-{}-{}@example.com",
-        std::process::id(),
-        unix_seconds()
+    let started = Instant::now();
+    let tokens = (0..options.accounts())
+        .map(|account| sign_up(addr, account))
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!(
+        "signed {} accounts up and in in {:.1} s",
+        tokens.len(),
+        started.elapsed().as_secs_f64()
     );
-    let account = json!({"email": email, "password": PASSWORD, "display_name": "Bench"});
-    expect(
-        201,
-        call(addr, "POST", "/api/v1/accounts", None, Some(&account)),
-    )?;
-    let sign_in = json!({"email": email, "password": PASSWORD});
-    let tokens = expect(
-        201,
-        call(addr, "POST", "/api/v1/sessions", None, Some(&sign_in)),
-    )?;
-    let token: Arc<str> = tokens["access_token"]
-        .as_str()
-        .ok_or("the sign-in answered no access_token")?
-        .into();
     let started = Instant::now();
     let mut conversations = Vec::with_capacity(options.streams);
-    for _ in 0..options.streams {
+    for token in tokens.iter().cycle().take(options.streams) {
         let title = json!({"title": "bench"});
         let conversation = expect(
             201,
@@ -218,14 +227,14 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
                 addr,
                 "POST",
                 "/api/v1/conversations",
-                Some(&token),
+                Some(token),
                 Some(&title),
             ),
         )?;
         let id = conversation["id"]
             .as_str()
             .ok_or("a created conversation has no id")?;
-        conversations.push(id.to_owned());
+        conversations.push((Arc::clone(token), id.to_owned()));
     }
     eprintln!(
         "created {} conversations in {:.1} s",
@@ -254,8 +263,8 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
     let start = Arc::new(Barrier::new(options.streams + 1));
     let mut clients = Vec::with_capacity(options.streams);
     let streams = u32::try_from(options.streams).map_err(|_| "too many streams")?;
-    for (index, conversation) in (0..streams).zip(conversations) {
-        let (token, open, start) = (Arc::clone(&token), Arc::clone(&open), Arc::clone(&start));
+    for (index, (token, conversation)) in (0..streams).zip(conversations) {
+        let (open, start) = (Arc::clone(&open), Arc::clone(&start));
         let replies = options.replies;
         let wait = options.ramp * index / streams;
         let client = std::thread::Builder::new()
@@ -298,6 +307,31 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
         },
     );
     Ok(())
+}
+
+/// Signs up account number `account` of this run and signs it in; returns
+/// its access token.
+fn sign_up(addr: SocketAddr, account: usize) -> Result<Arc<str>> {
+    // Unique, so that a database named with --database can be reused.
+    let email = format!(
+        "bench-{}-{}-{account}@example.com",
+        std::process::id(),
+        unix_seconds()
+    );
+    let account = json!({"email": email, "password": PASSWORD, "display_name": "Bench"});
+    expect(
+        201,
+        call(addr, "POST", "/api/v1/accounts", None, Some(&account)),
+    )?;
+    let sign_in = json!({"email": email, "password": PASSWORD});
+    let tokens = expect(
+        201,
+        call(addr, "POST", "/api/v1/sessions", None, Some(&sign_in)),
+    )?;
+    Ok(tokens["access_token"]
+        .as_str()
+        .ok_or("the sign-in answered no access_token")?
+        .into())
 }
 
 /// How many streams are open now, and the most that were at once.
@@ -725,8 +759,9 @@ fn report(options: &Options, figures: &Figures<'_>) {
     };
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "streams: {}, {ramp}, {} {} each ({store}, {cache}; built-in assistant, {delay} a word)",
+        "streams: {} of {} accounts, {ramp}, {} {} each ({store}, {cache}; built-in assistant, {delay} a word)",
         options.streams,
+        options.accounts(),
         options.replies,
         if options.replies == 1 {
             "reply"

@@ -37,6 +37,7 @@ macro_rules! reply_event_log_contract_tests {
             a_follower_dropped_midway_does_not_disturb_the_writer,
             payloads_round_trip_byte_for_byte,
             an_append_out_of_order_or_after_close_is_refused,
+            appending_the_last_event_again_changes_nothing,
             a_snapshot_of_an_unknown_log_is_empty_and_open,
             a_snapshot_of_an_open_log_holds_its_events_so_far,
             a_snapshot_of_a_closed_log_is_closed_and_holds_only_its_events,
@@ -396,6 +397,28 @@ pub async fn an_append_out_of_order_or_after_close_is_refused(log: &dyn ReplyEve
         log.append(&key, 4, b"late").await.is_err(),
         "an append after close must be refused"
     );
+
+    let read = read_to_end(log.follow(&key, 0)).await;
+    assert_eq!(read, vec![event(&key, 1), event(&key, 2), event(&key, 3)]);
+}
+
+/// A writer whose append timed out retries it: the log took it or not,
+/// and either way the retry leaves one copy.
+pub async fn appending_the_last_event_again_changes_nothing(log: &dyn ReplyEventLog) {
+    let key = new_key();
+    append_all(log, &key, 1..=2).await;
+    log.append(&key, 2, &payload(&key, 2))
+        .await
+        .expect("the last event again must be taken as a retry");
+    append(log, &key, 3).await;
+    log.append(&key, 3, &payload(&key, 3))
+        .await
+        .expect("the last event again must be taken as a retry");
+    assert!(
+        log.append(&key, 2, &payload(&key, 2)).await.is_err(),
+        "an event before the last must be refused, even unchanged"
+    );
+    close(log, &key, KEEP).await;
 
     let read = read_to_end(log.follow(&key, 0)).await;
     assert_eq!(read, vec![event(&key, 1), event(&key, 2), event(&key, 3)]);

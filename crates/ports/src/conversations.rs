@@ -587,7 +587,10 @@ pub type LoggedEvents = Pin<Box<dyn Stream<Item = Result<LoggedEvent, PortError>
 #[async_trait]
 pub trait ReplyEventLog: Send + Sync {
     /// Appends `payload` as event `seq`, which MUST be one more than the last
-    /// appended to this log (1 for the first).
+    /// appended to this log (1 for the first). Appending the last event
+    /// again, with the same payload, succeeds and changes nothing: it is
+    /// the retry of an append whose answer was lost (a timeout), which the
+    /// writer cannot tell from one that failed.
     async fn append(&self, key: &ReplyKey, seq: u64, payload: &[u8]) -> Result<(), PortError>;
 
     /// Ends the log: nothing more is appended, followers end after the last

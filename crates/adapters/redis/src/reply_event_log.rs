@@ -55,8 +55,9 @@ use crate::connection::{CALL_BUDGET, Namespace, millis, port_error};
 
 /// Appends `ARGV[2]` as event `ARGV[1]` if that is one more than the last
 /// event (1 for a new stream) and the log is not closed, then sets the
-/// stream to expire in `ARGV[3]` ms. Redis would itself refuse an entry id
-/// not above the last, but not a gap.
+/// stream to expire in `ARGV[3]` ms; the last event again, unchanged, is a
+/// retry and changes nothing. Redis would itself refuse an entry id not
+/// above the last, but not a gap.
 const APPEND: &str = r"
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local expected = 1
@@ -65,6 +66,9 @@ if #last > 0 then
     return redis.error_reply('ERR the reply event log is closed')
   end
   expected = tonumber(string.match(last[1][1], '^0%-(%d+)$')) + 1
+  if tonumber(ARGV[1]) == expected - 1 and last[1][2][2] == ARGV[2] then
+    return 1
+  end
 end
 if tonumber(ARGV[1]) ~= expected then
   return redis.error_reply('ERR expected event ' .. string.format('%.0f', expected) .. ', got ' .. ARGV[1])

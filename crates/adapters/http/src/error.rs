@@ -148,7 +148,10 @@ impl ApiError {
     fn from_port(err: PortError) -> Self {
         match err {
             PortError::Unavailable(source) => {
-                tracing::error!(error = ?source, "dependency unavailable");
+                // Its causes, without the backtrace `?` would print: under
+                // overload every shed request lands here, and resolving a
+                // backtrace's symbols costs far more than the request did.
+                tracing::error!(error = %format!("{source:#}"), "dependency unavailable");
                 ApiError::Unavailable
             }
             PortError::Unexpected(source) => {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use waiter_ports::cache::Cache;
+use waiter_ports::cache::{Cache, GenerationalRead, generation_key};
 
 /// Generates one `#[tokio::test]` per cache check.
 ///
@@ -31,6 +31,7 @@ macro_rules! cache_contract_tests {
             keys_are_independent,
             concurrent_access_is_consistent,
             concurrent_set_if_absent_stores_once,
+            generational_reads_follow_the_generations,
         );
     };
 }
@@ -64,6 +65,51 @@ async fn delete(cache: &dyn Cache, key: &str) {
         .delete(key)
         .await
         .unwrap_or_else(|error| panic!("delete {key:?} failed: {error:?}"));
+}
+
+async fn get_generational(cache: &dyn Cache, names: &[&str]) -> GenerationalRead {
+    cache
+        .get_generational(names)
+        .await
+        .unwrap_or_else(|error| panic!("get_generational {names:?} failed: {error:?}"))
+}
+
+fn slot(slot: &str, value: Option<&[u8]>) -> GenerationalRead {
+    GenerationalRead {
+        slot: slot.to_owned(),
+        value: value.map(<[u8]>::to_vec),
+    }
+}
+
+/// A generational read names the slot of the current generations (`0` for
+/// a name never written), in order, and reads what that slot holds.
+pub async fn generational_reads_follow_the_generations(cache: &dyn Cache) {
+    let names = ["group", "item"];
+    assert_eq!(
+        get_generational(cache, &names).await,
+        slot("item:0:0", None)
+    );
+    set(cache, "item:0:0", b"zero", LONG).await;
+    assert_eq!(
+        get_generational(cache, &names).await,
+        slot("item:0:0", Some(b"zero"))
+    );
+
+    set(cache, &generation_key("group"), b"g1", LONG).await;
+    assert_eq!(
+        get_generational(cache, &names).await,
+        slot("item:g1:0", None)
+    );
+    set(cache, &generation_key("item"), b"i2", LONG).await;
+    set(cache, "item:g1:i2", b"two", LONG).await;
+    assert_eq!(
+        get_generational(cache, &names).await,
+        slot("item:g1:i2", Some(b"two"))
+    );
+    assert_eq!(
+        get_generational(cache, &["item"]).await,
+        slot("item:i2", None)
+    );
 }
 
 /// Values come back byte for byte: empty, non-UTF-8, every byte value, large.

@@ -6,6 +6,25 @@ use async_trait::async_trait;
 
 use crate::PortError;
 
+/// The generation of a name whose generation key holds nothing: no write
+/// has touched it, or its token expired.
+pub const UNWRITTEN_GENERATION: &str = "0";
+
+/// The key holding the generation of `name` (see [`Cache::get_generational`]).
+pub fn generation_key(name: &str) -> String {
+    format!("{name}:generation")
+}
+
+/// What [`Cache::get_generational`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationalRead {
+    /// The key of the value for the generations read: the last name, then
+    /// `:` and the generation of each name, in order.
+    pub slot: String,
+    /// What the slot holds.
+    pub value: Option<Vec<u8>>,
+}
+
 /// A byte cache whose entries expire.
 ///
 /// An entry may also vanish early when the cache is full (moka's eviction, a
@@ -38,4 +57,26 @@ pub trait Cache: Send + Sync {
 
     /// Removes `key`; removing an absent key is not an error.
     async fn delete(&self, key: &str) -> Result<(), PortError>;
+
+    /// A read through generations, the services' cache-aside scheme: the
+    /// generation of each of `names` is what [`generation_key`] holds for
+    /// it ([`UNWRITTEN_GENERATION`] when nothing); the value is read from
+    /// the slot those generations name ([`GenerationalRead::slot`]).
+    ///
+    /// The default reads key by key, which costs nothing in process; a cache
+    /// across the network should read everything in one round trip, since
+    /// this is the path of every cached read.
+    async fn get_generational<'a>(&self, names: &[&'a str]) -> Result<GenerationalRead, PortError> {
+        let mut slot = names.last().copied().unwrap_or_default().to_owned();
+        for name in names {
+            let generation = self.get(&generation_key(name)).await?;
+            slot.push(':');
+            match generation {
+                Some(token) => slot.push_str(&String::from_utf8_lossy(&token)),
+                None => slot.push_str(UNWRITTEN_GENERATION),
+            }
+        }
+        let value = self.get(&slot).await?;
+        Ok(GenerationalRead { slot, value })
+    }
 }

@@ -1,12 +1,13 @@
 //! `waiter`: serve the API, migrate, export the OpenAPI document, or bootstrap an admin.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::{BufRead as _, BufWriter, IsTerminal as _};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use waiter::config::{AdminCommand, AdminCreate, LogFormat, SeedBooks, SeedCommand};
 use waiter::{Application, Cli, Command, Config, Database, Serving, Wiring};
@@ -14,9 +15,21 @@ use waiter_domain::{DisplayName, Email, Password};
 use waiter_ports::identity::AccountError;
 use waiter_services::SystemClock;
 
+/// mimalloc rather than the system allocator: every request allocates and
+/// frees many small buffers (headers, JSON, log lines) across worker
+/// threads, where glibc's malloc spent a tenth of the CPU of a cached read.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Lines the log writer may hold before a thread that logs waits for it: a
+/// second of the busiest traffic, so waiting only happens when the disk
+/// cannot keep up at all (and then no line is dropped).
+const LOG_QUEUE_LINES: usize = 65_536;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.config);
+    // Writes out the queued log lines when `main` returns.
+    let _log_writer = init_tracing(&cli.config);
     let runtime = actix_web::rt::System::new();
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -28,18 +41,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+/// Logs to stderr through a thread of its own: the threads serving requests
+/// format each line and queue it, the log thread writes them out, many lines
+/// per `write` when they come fast. The queue never drops a line: when it is
+/// full, whoever logs waits. The returned guard flushes it when dropped.
+fn init_tracing(config: &Config) -> WorkerGuard {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|err| {
         eprintln!("waiter: WAITER_LOG is not a valid filter ({err}); using `info`");
         EnvFilter::new("info")
     });
+    // The log thread flushes the buffer whenever the queue runs empty.
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("waiter-log")
+        .finish(BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The request span (request id, method, route, client…) once, as
+        // `span`: the list of enclosing spans would only repeat it.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
+    guard
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

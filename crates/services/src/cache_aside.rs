@@ -31,10 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ulid::Ulid;
 use waiter_ports::PortError;
-use waiter_ports::cache::Cache;
-
-/// The generation of a name no write has touched (or whose token expired).
-const UNWRITTEN: &str = "0";
+use waiter_ports::cache::{Cache, GenerationalRead, generation_key};
 
 /// How long a generation token lives: far longer than any value.
 const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -76,29 +73,18 @@ impl CacheAside {
         self.read_in(&[group, name], load).await
     }
 
-    /// Reads through the slot named by the current generations of all `names`.
+    /// Reads through the slot named by the current generations of all
+    /// `names`, which the cache looks up in one step (one round trip to Redis).
     async fn read_in<T, F>(&self, names: &[&str], load: F) -> Result<T, PortError>
     where
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T, PortError>>,
     {
-        let name = names.last().copied().unwrap_or_default();
-        let mut slot = name.to_owned();
-        for part in names {
-            match self.generation(part).await {
-                Ok(generation) => {
-                    slot.push(':');
-                    slot.push_str(&generation);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, name, "cache unavailable; reading from the store");
-                    count("error");
-                    return load.await;
-                }
-            }
-        }
-        match self.cache.get(&slot).await {
-            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+        let slot = match self.cache.get_generational(names).await {
+            Ok(GenerationalRead {
+                slot,
+                value: Some(bytes),
+            }) => match serde_json::from_slice(&bytes) {
                 Ok(value) => {
                     count("hit");
                     return Ok(value);
@@ -106,14 +92,20 @@ impl CacheAside {
                 Err(err) => {
                     tracing::warn!(%err, slot, "undecodable cache entry; reloading");
                     count("error");
+                    slot
                 }
             },
-            Ok(None) => count("miss"),
-            Err(err) => {
-                tracing::warn!(%err, slot, "cache read failed; reading from the store");
-                count("error");
+            Ok(GenerationalRead { slot, value: None }) => {
+                count("miss");
+                slot
             }
-        }
+            Err(err) => {
+                let name = names.last().copied().unwrap_or_default();
+                tracing::warn!(%err, name, "cache unavailable; reading from the store");
+                count("error");
+                return load.await;
+            }
+        };
         let value = load.await?;
         match serde_json::to_vec(&value) {
             Ok(bytes) if bytes == b"null" => {}
@@ -139,25 +131,12 @@ impl CacheAside {
             tracing::error!(%err, name, "cache invalidation failed");
         }
     }
-
-    /// The current generation of `name`: [`UNWRITTEN`] until a write sets one.
-    async fn generation(&self, name: &str) -> Result<String, PortError> {
-        let token = self.cache.get(&generation_key(name)).await?;
-        Ok(token.map_or_else(
-            || UNWRITTEN.to_owned(),
-            |token| String::from_utf8_lossy(&token).into_owned(),
-        ))
-    }
 }
 
 /// Counts a cache-aside read by outcome: `hit`, `miss`, or `error` (the
 /// cache unreachable or its entry unreadable; the store answered).
 fn count(outcome: &'static str) {
     metrics::counter!("waiter_cache_reads_total", "outcome" => outcome).increment(1);
-}
-
-fn generation_key(name: &str) -> String {
-    format!("{name}:generation")
 }
 
 #[cfg(test)]

@@ -1,14 +1,38 @@
 //! The Redis [`Cache`].
 
 use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use anyhow::anyhow;
 use async_trait::async_trait;
+use redis::Script;
 use waiter_ports::PortError;
-use waiter_ports::cache::Cache;
+use waiter_ports::cache::{Cache, GenerationalRead, UNWRITTEN_GENERATION, generation_key};
 use waiter_ports::health::Probe;
 
 use crate::connection::{Namespace, millis};
+
+/// [`Cache::get_generational`] in one round trip. `KEYS` are the generation
+/// keys, in order; `ARGV[1]` is the (prefixed) last name, `ARGV[2]` the
+/// generation of a name never written. Replies the generations, then the
+/// slot's value (nil when absent).
+///
+/// The slot is a key the script composes, not one of `KEYS`: fine on a
+/// single Redis server, which is what Waiter supports (not Redis Cluster).
+const GENERATIONAL_READ: &str = r"
+local slot = ARGV[1]
+local reply = {}
+for i, key in ipairs(KEYS) do
+  local generation = redis.call('GET', key) or ARGV[2]
+  reply[i] = generation
+  slot = slot .. ':' .. generation
+end
+reply[#KEYS + 1] = redis.call('GET', slot)
+return reply
+";
+
+static GENERATIONAL_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GENERATIONAL_READ));
 
 /// A [`Cache`] in Redis, shared by every instance configured with the same key prefix.
 ///
@@ -113,6 +137,33 @@ impl Cache for RedisCache {
         self.namespace
             .query(redis::cmd("DEL").arg(self.namespace.key(key)))
             .await
+    }
+
+    /// One script call instead of a `GET` per generation and one for the value.
+    async fn get_generational<'a>(&self, names: &[&'a str]) -> Result<GenerationalRead, PortError> {
+        let name = names.last().copied().unwrap_or_default();
+        let mut invocation = GENERATIONAL_SCRIPT.prepare_invoke();
+        for part in names {
+            invocation.key(self.namespace.key(&generation_key(part)));
+        }
+        invocation
+            .arg(self.namespace.key(name))
+            .arg(UNWRITTEN_GENERATION);
+        let mut reply: Vec<Option<Vec<u8>>> = self.namespace.invoke(invocation).await?;
+        if reply.len() != names.len() + 1 {
+            return Err(PortError::unexpected(anyhow!(
+                "the generational read replied {} items for {} names",
+                reply.len(),
+                names.len()
+            )));
+        }
+        let value = reply.pop().flatten();
+        let mut slot = name.to_owned();
+        for generation in reply {
+            slot.push(':');
+            slot.push_str(&String::from_utf8_lossy(&generation.unwrap_or_default()));
+        }
+        Ok(GenerationalRead { slot, value })
     }
 }
 

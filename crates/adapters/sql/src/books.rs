@@ -18,8 +18,8 @@ use waiter_domain::{
 };
 use waiter_ports::PortError;
 use waiter_ports::catalog::{
-    BookQuery, BookRecords, BookSort, BookSortKey, BookStore, InsertBookError, NewBookRecord,
-    SortValue, WriteBookError,
+    BookFilter, BookQuery, BookRecords, BookSort, BookSortKey, BookStore, InsertBookError,
+    NewBookRecord, SortValue, WriteBookError,
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
@@ -228,8 +228,7 @@ where
         self.writes
             .run("books.insert", async {
                 let row = NewBookRow::from(record);
-                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
-                let stored = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
+                let insert = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
                     .bind(row.id)
                     .bind(row.title)
                     .bind(row.title_folded)
@@ -240,14 +239,27 @@ where
                     .bind(row.price_cents)
                     .bind(row.owner_id)
                     .bind(D::Timestamp::from(row.created_at))
-                    .bind(Version::INITIAL.get())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|error| match error {
+                    .bind(Version::INITIAL.get());
+                let refused = |error: sqlx::Error| -> InsertBookError {
+                    match error {
                         error if D::violates(&error, ISBN_KEY) => InsertBookError::IsbnTaken,
                         error => D::port_error(error).into(),
-                    })?;
-                tx.commit().await.map_err(D::port_error)?;
+                    }
+                };
+                // A lone INSERT commits by itself, as durably: a transaction
+                // is only needed to write the idempotency record with it, and
+                // would cost two more round trips (BEGIN, COMMIT) holding a
+                // pooled connection.
+                let stored = match remember {
+                    None => insert.fetch_one(self.writes.pool()).await.map_err(refused)?,
+                    Some(remember) => {
+                        let mut tx =
+                            begin_creating::<D>(self.writes.pool(), Some(&remember)).await??;
+                        let stored = insert.fetch_one(&mut *tx).await.map_err(refused)?;
+                        tx.commit().await.map_err(D::port_error)?;
+                        stored
+                    }
+                };
                 Ok(stored.try_into()?)
             })
             .await
@@ -287,6 +299,7 @@ where
                 limit,
             } = query;
             let column = sort_column(sort.key);
+            let unfiltered = filter == BookFilter::default();
             // `push_bind` panics if a value fails to encode; none of these can
             // (a cursor's instant is UTC, whose encodings are total).
             let mut statement = QueryBuilder::<Db<D>>::new(LIST);
@@ -341,16 +354,19 @@ where
                 .push(direction)
                 .push(" LIMIT ")
                 .push_bind(i64::from(limit));
-            // A one-off statement, so PostgreSQL plans it with the actual values
-            // every time. A cached statement may switch to a generic plan after
-            // five runs, and a generic plan cannot tell a rare `q` (best found
-            // through the trigram indexes) from a common one (best found by
-            // walking the sort index): at 1 000 000 books the generic plan took
-            // 430 ms for a rare word, the planned-per-value one 1 ms. (SQLite
-            // merely prepares it again, which costs microseconds.)
+            // A filtered list is a one-off statement, so PostgreSQL plans it
+            // with the actual values every time. A cached statement may
+            // switch to a generic plan after five runs, and a generic plan
+            // cannot tell a rare `q` (best found through the trigram indexes)
+            // from a common one (best found by walking the sort index): at
+            // 1 000 000 books the generic plan took 430 ms for a rare word,
+            // the planned-per-value one 1 ms. An unfiltered list is a walk of
+            // its `(column, id)` index whatever the cursor, so it is prepared
+            // once per connection: a one-off statement costs another round
+            // trip (parse and describe before binding) and a plan per call.
             statement
                 .build_query_as::<BookRow<D::Timestamp>>()
-                .persistent(false)
+                .persistent(unfiltered)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(D::port_error)?

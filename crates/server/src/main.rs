@@ -28,13 +28,18 @@ const LOG_QUEUE_LINES: usize = 65_536;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Writes out the queued log lines when `main` returns.
-    let _log_writer = init_tracing(&cli.config);
+    let log_writer = init_tracing(&cli.config);
     let runtime = actix_web::rt::System::new();
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    if let Err(err) = &outcome {
+        tracing::error!("{err:#}");
+    }
+    // Writes out the queued log lines first, so that a failure's summary
+    // below is the last line on stderr.
+    drop(log_writer);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("waiter: {err:#}");
             ExitCode::FAILURE
         }

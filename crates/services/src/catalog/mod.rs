@@ -70,10 +70,7 @@ impl CatalogService {
     /// once (with Redis, two commands in flight rather than one after the other).
     async fn invalidate(&self, id: BookId) {
         let book = book_cache_name(id);
-        futures::join!(
-            self.cache.invalidate(&book),
-            self.cache.invalidate(RECENT)
-        );
+        futures::join!(self.cache.invalidate(&book), self.cache.invalidate(RECENT));
     }
 
     /// Makes every cached view of the catalogue stale, for changes to more

@@ -251,7 +251,10 @@ where
                 // would cost two more round trips (BEGIN, COMMIT) holding a
                 // pooled connection.
                 let stored = match remember {
-                    None => insert.fetch_one(self.writes.pool()).await.map_err(refused)?,
+                    None => insert
+                        .fetch_one(self.writes.pool())
+                        .await
+                        .map_err(refused)?,
                     Some(remember) => {
                         let mut tx =
                             begin_creating::<D>(self.writes.pool(), Some(&remember)).await??;

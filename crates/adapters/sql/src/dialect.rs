@@ -115,10 +115,6 @@ pub fn pool_options<DB: Database>(
         })
 }
 
-/// A unique constraint whose violation a store turns into a typed error
-/// (`EmailTaken`, `IsbnTaken`, `AlreadySent`). PostgreSQL reports the
-/// constraint's (or unique index's) name; SQLite reports only the table and
-/// columns, so a key carries both.
 /// The connections a database is used through.
 #[derive(Debug, Clone)]
 pub struct Pools<DB: Database> {
@@ -141,6 +137,10 @@ impl<DB: Database> Pools<DB> {
     }
 }
 
+/// A unique constraint whose violation a store turns into a typed error
+/// (`EmailTaken`, `IsbnTaken`, `AlreadySent`). PostgreSQL reports the
+/// constraint's (or unique index's) name; SQLite reports only the table and
+/// columns, so a key carries both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UniqueKey {
     /// The constraint's name in the migrations.

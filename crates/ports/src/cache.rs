@@ -15,6 +15,20 @@ pub fn generation_key(name: &str) -> String {
     format!("{name}:generation")
 }
 
+/// The slot of `name` for the `generations` of its names, in order (`None`
+/// for one never written): see [`GenerationalRead::slot`].
+pub fn generational_slot(name: &str, generations: &[Option<Vec<u8>>]) -> String {
+    let mut slot = name.to_owned();
+    for generation in generations {
+        slot.push(':');
+        match generation {
+            Some(token) => slot.push_str(&String::from_utf8_lossy(token)),
+            None => slot.push_str(UNWRITTEN_GENERATION),
+        }
+    }
+    slot
+}
+
 /// What [`Cache::get_generational`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationalRead {
@@ -67,15 +81,11 @@ pub trait Cache: Send + Sync {
     /// across the network should read everything in one round trip, since
     /// this is the path of every cached read.
     async fn get_generational<'a>(&self, names: &[&'a str]) -> Result<GenerationalRead, PortError> {
-        let mut slot = names.last().copied().unwrap_or_default().to_owned();
+        let mut generations = Vec::with_capacity(names.len());
         for name in names {
-            let generation = self.get(&generation_key(name)).await?;
-            slot.push(':');
-            match generation {
-                Some(token) => slot.push_str(&String::from_utf8_lossy(&token)),
-                None => slot.push_str(UNWRITTEN_GENERATION),
-            }
+            generations.push(self.get(&generation_key(name)).await?);
         }
+        let slot = generational_slot(names.last().copied().unwrap_or_default(), &generations);
         let value = self.get(&slot).await?;
         Ok(GenerationalRead { slot, value })
     }

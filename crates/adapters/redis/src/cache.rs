@@ -8,7 +8,9 @@ use anyhow::anyhow;
 use async_trait::async_trait;
 use redis::Script;
 use waiter_ports::PortError;
-use waiter_ports::cache::{Cache, GenerationalRead, UNWRITTEN_GENERATION, generation_key};
+use waiter_ports::cache::{
+    Cache, GenerationalRead, UNWRITTEN_GENERATION, generation_key, generational_slot,
+};
 use waiter_ports::health::Probe;
 
 use crate::connection::{Namespace, millis};
@@ -158,11 +160,7 @@ impl Cache for RedisCache {
             )));
         }
         let value = reply.pop().flatten();
-        let mut slot = name.to_owned();
-        for generation in reply {
-            slot.push(':');
-            slot.push_str(&String::from_utf8_lossy(&generation.unwrap_or_default()));
-        }
+        let slot = generational_slot(name, &reply);
         Ok(GenerationalRead { slot, value })
     }
 }

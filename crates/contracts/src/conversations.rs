@@ -53,6 +53,7 @@ macro_rules! conversation_store_contract_tests {
             an_owner_has_at_most_the_limit_of_replies_in_progress,
             of_concurrent_appends_across_an_owners_conversations_at_most_the_limit_start,
             a_full_conversation_refuses_more_messages,
+            a_send_refused_for_several_reasons_is_refused_for_the_first,
             save_reply_writes_progress_then_the_final_state,
             save_reply_after_the_final_state_changes_nothing,
             save_reply_of_a_deleted_conversation_changes_nothing,
@@ -69,6 +70,7 @@ macro_rules! conversation_store_contract_tests {
             of_concurrent_starts_with_one_opening_key_exactly_one_starts,
             a_refused_start_stores_no_conversation,
             deleting_an_account_deletes_its_conversations,
+            a_send_to_a_conversation_of_a_deleted_account_is_not_found,
         );
     };
 }
@@ -1011,6 +1013,78 @@ pub async fn a_full_conversation_refuses_more_messages(
     append(store, limited(6)).await;
 }
 
+/// A send refused for several reasons is refused for the first of them, in
+/// this order: `AlreadySent`, `ReplyInFlight`, `TooManyMessages`,
+/// `TooManyReplies`; and stores nothing. The replies' limit counts those in
+/// progress before the send, this one added: under a limit of one, a send
+/// is appended while none is in progress, and refused while one is.
+pub async fn a_send_refused_for_several_reasons_is_refused_for_the_first(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let owner = insert_account(accounts).await;
+    let full = insert_conversation(store, new_conversation(owner.id)).await;
+    let other = insert_conversation(store, new_conversation(owner.id)).await;
+    // The conversation holds at most 2 messages, the owner one reply in progress.
+    let limited = |conversation: ConversationId| NewExchange {
+        max_messages: 2,
+        max_replies_in_flight: 1,
+        ..exchange(conversation, now())
+    };
+    let first = limited(full.id);
+    append(store, first.clone()).await;
+
+    let retry = NewExchange {
+        message: first.message.clone(),
+        ..limited(full.id)
+    };
+    let result = store.append_exchange(retry).await;
+    assert!(
+        matches!(&result, Err(AppendError::AlreadySent(id)) if *id == first.message.id),
+        "a retry, while a reply is in progress and both limits are reached: {result:?}"
+    );
+    let result = store.append_exchange(limited(full.id)).await;
+    assert!(
+        matches!(result, Err(AppendError::ReplyInFlight)),
+        "a reply in progress, and both limits reached: {result:?}"
+    );
+
+    finish(store, &first, now()).await;
+    let beside = NewExchange {
+        max_replies_in_flight: 1,
+        ..exchange(other.id, now())
+    };
+    append(store, beside.clone()).await;
+    let current = find(store, full.id).await;
+    let result = store.append_exchange(limited(full.id)).await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyMessages { limit: 2 })),
+        "both limits reached: {result:?}"
+    );
+    let result = store
+        .append_exchange(NewExchange {
+            max_messages: ROOMY,
+            ..limited(full.id)
+        })
+        .await;
+    assert!(
+        matches!(result, Err(AppendError::TooManyReplies { limit: 1 })),
+        "the replies' limit reached: {result:?}"
+    );
+    assert_eq!(find(store, full.id).await, current);
+    assert_eq!(messages(store, full.id).await.len(), 2);
+
+    finish(store, &beside, now()).await;
+    append(
+        store,
+        NewExchange {
+            max_messages: ROOMY,
+            ..limited(full.id)
+        },
+    )
+    .await;
+}
+
 /// Progress writes a reply's text, metadata and `updated_at` and leaves the
 /// conversation alone; the final write also bumps the conversation's
 /// version and `updated_at`.
@@ -1887,4 +1961,43 @@ pub async fn deleting_an_account_deletes_its_conversations(
     assert_eq!(page.total, 0);
     assert_eq!(find(store, kept.id).await, Some(kept.clone()));
     assert_eq!(messages(store, kept.id).await.len(), 2);
+}
+
+/// A send to a conversation of an account deleted before it, or at the same
+/// time, is `NotFound` (or appended, before the account was deleted): never
+/// another error, and nothing of the account's is left.
+pub async fn a_send_to_a_conversation_of_a_deleted_account_is_not_found(
+    accounts: &dyn AccountStore,
+    store: &dyn ConversationStore,
+) {
+    let leaving = insert_account(accounts).await;
+    let conversation = insert_conversation(store, new_conversation(leaving.id)).await;
+    assert!(accounts.delete(leaving.id).await.expect("delete account"));
+    let result = store
+        .append_exchange(exchange(conversation.id, now()))
+        .await;
+    assert!(matches!(result, Err(AppendError::NotFound)), "{result:?}");
+
+    let leaving = insert_account(accounts).await;
+    let mut sends = Vec::new();
+    for _ in 0..4 {
+        let conversation = insert_conversation(store, new_conversation(leaving.id)).await;
+        sends.push(exchange(conversation.id, now()));
+    }
+    let (deleted, results) = futures::join!(
+        accounts.delete(leaving.id),
+        join_all(sends.iter().map(|send| store.append_exchange(send.clone())))
+    );
+    assert!(deleted.expect("delete account"));
+    for result in &results {
+        assert!(
+            matches!(result, Ok(_) | Err(AppendError::NotFound)),
+            "{result:?}"
+        );
+    }
+    for send in &sends {
+        let id = send.message.conversation_id;
+        assert_eq!(find(store, id).await, None);
+        assert!(messages(store, id).await.is_empty());
+    }
 }

@@ -173,8 +173,18 @@ const TOUCH: &str = concat!(
      RETURNING ",
     conversation_columns!()
 );
-/// The owner of conversation `$1`: never changed, so read without a lock.
-const OWNER: &str = "SELECT owner_id FROM conversations WHERE id = $1";
+/// Account `$1`; followed by [`Dialect::LOCK_ROWS`], locks it (see [`lock_owner`]).
+const ACCOUNT: &str = "SELECT id FROM accounts WHERE id = $1";
+/// The account that owns conversation `$1`; followed by
+/// [`Dialect::LOCK_ROWS`], locks that account and not the conversation
+/// (see [`lock_owner`]): PostgreSQL locks the rows a `SELECT` reads from its
+/// `FROM`, not those a sub-select reads. The owner of a conversation never
+/// changes, so the sub-select reads it without a lock; a conversation
+/// deleted meanwhile is found missing when it is locked next ([`TOUCH`]).
+/// One statement where reading the owner and then locking their account
+/// would be two round trips on every send.
+const OWNER_OF: &str =
+    "SELECT id FROM accounts WHERE id = (SELECT owner_id FROM conversations WHERE id = $1)";
 /// How many replies of owner `$1` are in progress, across their conversations.
 const REPLIES_IN_FLIGHT: &str = "SELECT COUNT(*) FROM messages
      WHERE status = 'in_progress'
@@ -752,28 +762,30 @@ where
     Ok(())
 }
 
-/// Locks account `owner` until `tx` ends (PostgreSQL; SQLite's write
-/// transactions run one at a time anyway): the sends of one owner queue one
-/// behind the other, so each counts the replies in progress of those
-/// before it. An account is locked before its conversations and their
-/// messages, the order in which deleting it cascades. False when the
-/// account does not exist.
+/// Locks the account of a send's owner until `tx` ends (PostgreSQL;
+/// SQLite's write transactions run one at a time anyway) and returns its
+/// id: the sends of one owner queue one behind the other, so each counts
+/// the replies in progress of those before it. An account is locked before
+/// its conversations and their messages, the order in which deleting it
+/// cascades. `owner` selects the account's id, and only from `accounts`
+/// ([`ACCOUNT`] by its id, [`OWNER_OF`] by a conversation's), `$1` being
+/// `id`. `None` when there is no such account.
 async fn lock_owner<D: Dialect>(
     tx: &mut Transaction<'static, Db<D>>,
-    owner: Uuid,
-) -> Result<bool, PortError>
+    owner: &'static str,
+    id: Uuid,
+) -> Result<Option<Uuid>, PortError>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
     usize: ColumnIndex<Row<D>>,
     Uuid: Column<Db<D>>,
 {
-    let lock = format!("SELECT id FROM accounts WHERE id = $1{}", D::LOCK_ROWS);
-    let locked = sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(lock))
-        .bind(owner)
+    let lock = format!("{owner}{}", D::LOCK_ROWS);
+    sqlx::query_scalar::<_, Uuid>(AssertSqlSafe(lock))
+        .bind(id)
         .fetch_optional(&mut **tx)
         .await
-        .map_err(D::port_error)?;
-    Ok(locked.is_some())
+        .map_err(D::port_error)
 }
 
 /// The conversation of `owner` holding opening key `key`, as the refusal of
@@ -988,18 +1000,12 @@ where
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
-                let owner = sqlx::query_scalar::<_, Uuid>(OWNER)
-                    .bind(exchange.message.conversation_id.as_uuid())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(D::port_error)?;
-                let Some(owner) = owner else {
+                let conversation = exchange.message.conversation_id.as_uuid();
+                // No owner: the conversation is gone, or its account (and the
+                // conversation with it).
+                let Some(owner) = lock_owner::<D>(&mut tx, OWNER_OF, conversation).await? else {
                     return Err(AppendError::NotFound);
                 };
-                if !lock_owner::<D>(&mut tx, owner).await? {
-                    // The account is gone, and its conversations with it.
-                    return Err(AppendError::NotFound);
-                }
                 self.append_locked(tx, owner, exchange).await
             })
             .await
@@ -1023,7 +1029,7 @@ where
                     .map_err(D::port_error)?;
                 // The owner's lock also queues concurrent starts with one key: each
                 // sees whether one before it took the key.
-                if !lock_owner::<D>(&mut tx, owner).await? {
+                if lock_owner::<D>(&mut tx, ACCOUNT, owner).await?.is_none() {
                     return Err(AppendError::NotFound);
                 }
                 if let Some(key) = opening_key.as_deref() {

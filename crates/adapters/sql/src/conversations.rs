@@ -164,14 +164,37 @@ const RENAME: &str = concat!(
 const DELETE: &str =
     "DELETE FROM conversations WHERE id = $1 AND version = COALESCE($2, version) RETURNING id";
 const VERSION: &str = "SELECT version FROM conversations WHERE id = $1";
+/// [`TOUCH`], written once for it and [`TOUCH_COUNTING`].
+macro_rules! touch {
+    () => {
+        concat!(
+            "UPDATE conversations SET version = version + 1, updated_at = $2
+             WHERE id = $1
+             RETURNING ",
+            conversation_columns!()
+        )
+    };
+}
+
 /// Records a change to conversation `$1` at `$2`, and on PostgreSQL locks it
 /// until the transaction ends: the first statement of every transaction
 /// that writes its messages.
-const TOUCH: &str = concat!(
-    "UPDATE conversations SET version = version + 1, updated_at = $2
-     WHERE id = $1
-     RETURNING ",
-    conversation_columns!()
+const TOUCH: &str = touch!();
+/// [`TOUCH`] for a send, also returning how many messages the conversation
+/// holds and the last `seq` given: one round trip where two were.
+///
+/// On PostgreSQL the counts are read in the statement's snapshot, taken
+/// before it waited for the conversation's lock, so they miss what the
+/// holder of that lock changed. They are current all the same: only a send
+/// adds messages, and a send holds its owner's lock ([`lock_owner`]),
+/// which this transaction holds already; deleting the conversation meanwhile
+/// leaves no row to update. The replies in progress are not counted here,
+/// as the lock's holder may have ended one; [`REPLIES_IN_FLIGHT`] counts them.
+const TOUCH_COUNTING: &str = concat!(
+    touch!(),
+    ",
+     (SELECT COUNT(*) FROM messages WHERE conversation_id = $1) AS message_count,
+     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1) AS last_seq"
 );
 /// Account `$1`; followed by [`Dialect::LOCK_ROWS`], locks it (see [`lock_owner`]).
 const ACCOUNT: &str = "SELECT id FROM accounts WHERE id = $1";
@@ -189,9 +212,6 @@ const OWNER_OF: &str =
 const REPLIES_IN_FLIGHT: &str = "SELECT COUNT(*) FROM messages
      WHERE status = 'in_progress'
        AND conversation_id IN (SELECT id FROM conversations WHERE owner_id = $1)";
-/// How many messages conversation `$1` holds, and the last `seq` given.
-const MESSAGE_COUNT: &str =
-    "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1";
 const INSERT_MESSAGE: &str = "INSERT INTO messages
          (conversation_id, id, seq, role, text, status, parent_id, metadata, retry_key,
           created_at, updated_at)
@@ -295,6 +315,16 @@ impl<T: Into<Timestamp>> TryFrom<SummaryRow<T>> for ConversationSummary {
             last_message: row.last_message,
         })
     }
+}
+
+/// A conversation as [`TOUCH_COUNTING`] returns it: with how many messages
+/// it holds and the last `seq` given.
+#[derive(Debug, FromRow)]
+struct CountedRow<T> {
+    #[sqlx(flatten)]
+    conversation: ConversationRow<T>,
+    message_count: i64,
+    last_seq: i64,
 }
 
 /// A `messages` row, with instants stored as `T`.
@@ -451,20 +481,20 @@ where
         } = exchange;
         // Locks the conversation next: concurrent appends to it wait here,
         // then see what the one before them stored.
-        let touched = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(TOUCH)
+        let touched = sqlx::query_as::<_, CountedRow<D::Timestamp>>(TOUCH_COUNTING)
             .bind(message.conversation_id.as_uuid())
             .bind(D::Timestamp::from(message.created_at))
             .fetch_optional(&mut *tx)
             .await
             .map_err(D::port_error)?;
-        let Some(conversation) = touched else {
+        let Some(CountedRow {
+            conversation,
+            message_count,
+            last_seq,
+        }) = touched
+        else {
             return Err(AppendError::NotFound);
         };
-        let (count, last_seq) = sqlx::query_as::<_, (i64, i64)>(MESSAGE_COUNT)
-            .bind(message.conversation_id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
 
         // The message goes first, so a retry is `AlreadySent` even while
         // its own reply is still in progress, or a limit is reached.
@@ -480,7 +510,7 @@ where
                 .await);
         }
         // Dropping `tx` on a refusal rolls the inserts back.
-        if count + 2 > i64::from(max_messages) {
+        if message_count + 2 > i64::from(max_messages) {
             return Err(AppendError::TooManyMessages {
                 limit: max_messages,
             });

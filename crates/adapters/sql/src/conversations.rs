@@ -42,7 +42,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sqlx::{AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, QueryBuilder, Transaction};
+use sqlx::error::BoxDynError;
+use sqlx::{
+    Arguments as _, AssertSqlSafe, ColumnIndex, Executor, FromRow, Pool, QueryBuilder, Transaction,
+};
 use uuid::Uuid;
 use waiter_domain::{
     AccountId, Conversation, ConversationId, ConversationTitle, Message, MessageId,
@@ -189,7 +192,7 @@ const TOUCH: &str = touch!();
 /// adds messages, and a send holds its owner's lock ([`lock_owner`]),
 /// which this transaction holds already; deleting the conversation meanwhile
 /// leaves no row to update. The replies in progress are not counted here,
-/// as the lock's holder may have ended one; [`REPLIES_IN_FLIGHT`] counts them.
+/// as the lock's holder may have ended one; [`INSERT_EXCHANGE`] counts them.
 const TOUCH_COUNTING: &str = concat!(
     touch!(),
     ",
@@ -208,14 +211,29 @@ const ACCOUNT: &str = "SELECT id FROM accounts WHERE id = $1";
 /// would be two round trips on every send.
 const OWNER_OF: &str =
     "SELECT id FROM accounts WHERE id = (SELECT owner_id FROM conversations WHERE id = $1)";
-/// How many replies of owner `$1` are in progress, across their conversations.
-const REPLIES_IN_FLIGHT: &str = "SELECT COUNT(*) FROM messages
-     WHERE status = 'in_progress'
-       AND conversation_id IN (SELECT id FROM conversations WHERE owner_id = $1)";
-const INSERT_MESSAGE: &str = "INSERT INTO messages
+/// Inserts an exchange: the user message (`$1` to `$10`), then its reply
+/// (`$11` to `$20`), each as [`add_message`] gives it; and returns, on each
+/// row, how many replies of owner `$21` are in progress across their
+/// conversations, the inserted reply left out. One round trip where three
+/// were (two inserts and the count).
+///
+/// The user message's row goes first so that, as when it was inserted
+/// alone first, a unique violation in it is the one reported before any in
+/// the reply's: a retry is `AlreadySent` even while its reply is in
+/// progress (see [`append_refusal`](SqlConversationStore::append_refusal)).
+/// The count is read in a snapshot taken after the conversation's lock,
+/// unlike [`TOUCH_COUNTING`]'s. PostgreSQL reads it before the insert;
+/// SQLite may read it after the rows are inserted, which leaving the reply
+/// out makes the same (the user message is never in progress).
+const INSERT_EXCHANGE: &str = "INSERT INTO messages
          (conversation_id, id, seq, role, text, status, parent_id, metadata, retry_key,
           created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10),
+            ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)
+     RETURNING (SELECT COUNT(*) FROM messages
+                WHERE status = 'in_progress'
+                  AND conversation_id IN (SELECT id FROM conversations WHERE owner_id = $21)
+                  AND NOT (conversation_id = $11 AND id = $12))";
 /// The message of conversation `$1` with id `$2` or retry key `$3`,
 /// preferring the id.
 const SENT_BEFORE: &str = "SELECT id FROM messages
@@ -465,7 +483,11 @@ where
     }
 
     /// Appends `exchange` in `tx`, which holds the lock on the conversation's
-    /// owner, and commits; see [`ConversationStore::append_exchange`].
+    /// owner, and commits; see [`ConversationStore::append_exchange`]. Three
+    /// round trips, as a send is on the path to its first token: one
+    /// statement locks the conversation and counts its messages
+    /// ([`TOUCH_COUNTING`]), one inserts both messages and counts the
+    /// owner's replies in progress ([`INSERT_EXCHANGE`]), then the commit.
     async fn append_locked(
         &self,
         mut tx: Transaction<'static, Db<D>>,
@@ -496,31 +518,35 @@ where
             return Err(AppendError::NotFound);
         };
 
-        // The message goes first, so a retry is `AlreadySent` even while
-        // its own reply is still in progress, or a limit is reached.
-        let mut inserted =
-            insert_message::<D>(&mut tx, &message, last_seq + 1, retry_key.as_deref()).await;
-        if inserted.is_ok() {
-            inserted = insert_message::<D>(&mut tx, &reply, last_seq + 2, None).await;
-        }
-        if let Err(error) = inserted {
-            drop(tx);
-            return Err(self
-                .append_refusal(error, &message, retry_key.as_deref())
-                .await);
-        }
+        // The messages go in before the limits are checked, so a retry is
+        // `AlreadySent` (and a second reply `ReplyInFlight`) even when a
+        // limit is reached.
+        let inserted = insert_exchange::<D>(
+            &mut tx,
+            owner,
+            &message,
+            &reply,
+            last_seq,
+            retry_key.as_deref(),
+        )
+        .await;
+        let in_flight_before = match inserted {
+            Ok(in_flight_before) => in_flight_before,
+            Err(error) => {
+                drop(tx);
+                return Err(self
+                    .append_refusal(error, &message, retry_key.as_deref())
+                    .await);
+            }
+        };
         // Dropping `tx` on a refusal rolls the inserts back.
         if message_count + 2 > i64::from(max_messages) {
             return Err(AppendError::TooManyMessages {
                 limit: max_messages,
             });
         }
-        let in_flight = sqlx::query_scalar::<_, i64>(REPLIES_IN_FLIGHT)
-            .bind(owner)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(D::port_error)?;
-        if in_flight > i64::from(max_replies_in_flight) {
+        // This exchange's reply is one more.
+        if in_flight_before + 1 > i64::from(max_replies_in_flight) {
             return Err(AppendError::TooManyReplies {
                 limit: max_replies_in_flight,
             });
@@ -847,37 +873,62 @@ where
         .transpose()
 }
 
-/// Inserts `message` as message `seq` of its conversation, in `tx`.
-async fn insert_message<D: Dialect>(
+/// Inserts `message` and its `reply` as messages `last_seq + 1` and
+/// `last_seq + 2` of their conversation, in `tx` ([`INSERT_EXCHANGE`]);
+/// returns how many other replies of `owner` are in progress.
+async fn insert_exchange<D: Dialect>(
     tx: &mut Transaction<'static, Db<D>>,
+    owner: Uuid,
     message: &Message,
-    seq: i64,
+    reply: &Message,
+    last_seq: i64,
     retry_key: Option<&str>,
-) -> Result<(), sqlx::Error>
+) -> Result<i64, sqlx::Error>
 where
     for<'c> &'c mut Connection<D>: Executor<'c, Database = Db<D>>,
+    usize: ColumnIndex<Row<D>>,
     Uuid: Column<Db<D>>,
-    String: Column<Db<D>>,
     i64: Column<Db<D>>,
     for<'q> &'q str: Param<'q, Db<D>>,
     for<'q> Option<&'q str>: Param<'q, Db<D>>,
 {
-    let metadata =
-        encode_metadata(&message.metadata).map_err(|error| sqlx::Error::Encode(error.into()))?;
-    sqlx::query(INSERT_MESSAGE)
-        .bind(message.conversation_id.as_uuid())
-        .bind(message.id.as_str())
-        .bind(seq)
-        .bind(message.role.as_str())
-        .bind(message.text.as_str())
-        .bind(message.status.as_str())
-        .bind(message.parent_id.as_ref().map(MessageId::as_str))
-        .bind(metadata)
-        .bind(retry_key)
-        .bind(D::Timestamp::from(message.created_at))
-        .execute(&mut **tx)
+    let mut arguments = <Db<D> as sqlx::Database>::Arguments::default();
+    add_message::<D>(&mut arguments, message, last_seq + 1, retry_key)
+        .and_then(|()| add_message::<D>(&mut arguments, reply, last_seq + 2, None))
+        .and_then(|()| arguments.add(owner))
+        .map_err(sqlx::Error::Encode)?;
+    let in_flight = sqlx::query_scalar_with::<_, i64, _>(INSERT_EXCHANGE, arguments)
+        .fetch_all(&mut **tx)
         .await?;
-    Ok(())
+    // One count per row inserted, the same on each.
+    in_flight.first().copied().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Adds the ten parameters of `message`'s row of [`INSERT_EXCHANGE`] to
+/// `arguments`, as message `seq` of its conversation, sent with `retry_key`.
+fn add_message<D: Dialect>(
+    arguments: &mut <Db<D> as sqlx::Database>::Arguments,
+    message: &Message,
+    seq: i64,
+    retry_key: Option<&str>,
+) -> Result<(), BoxDynError>
+where
+    Uuid: Column<Db<D>>,
+    i64: Column<Db<D>>,
+    for<'q> &'q str: Param<'q, Db<D>>,
+    for<'q> Option<&'q str>: Param<'q, Db<D>>,
+{
+    let metadata = encode_metadata(&message.metadata)?;
+    arguments.add(message.conversation_id.as_uuid())?;
+    arguments.add(message.id.as_str())?;
+    arguments.add(seq)?;
+    arguments.add(message.role.as_str())?;
+    arguments.add(message.text.as_str())?;
+    arguments.add(message.status.as_str())?;
+    arguments.add(message.parent_id.as_ref().map(MessageId::as_str))?;
+    arguments.add(metadata.as_str())?;
+    arguments.add(retry_key)?;
+    arguments.add(D::Timestamp::from(message.created_at))
 }
 
 #[async_trait]

@@ -88,6 +88,16 @@ pub struct SqlAccountStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
+/// A handle on the same pools, as a write takes along to the writer thread.
+impl<D: Dialect> Clone for SqlAccountStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
 /// An `accounts` row without its password hash, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct AccountRow<T> {
@@ -156,9 +166,10 @@ where
         record: NewAccountRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Account, InsertAccountError> {
+        let store = self.clone();
         self.writes
-            .run("accounts.insert", async {
-                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
+            .run("accounts.insert", async move {
+                let mut tx = begin_creating::<D>(store.writes.pool(), remember.as_ref()).await??;
                 let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.email.as_str())
@@ -229,8 +240,9 @@ where
         id: AccountId,
         changes: AccountChanges,
     ) -> Result<Account, UpdateAccountError> {
+        let store = self.clone();
         self.writes
-            .run("accounts.update", async {
+            .run("accounts.update", async move {
                 let updated = sqlx::query_as::<_, AccountRow<D::Timestamp>>(UPDATE)
                     .bind(id.as_uuid())
                     .bind(changes.expected_version.map(Version::get))
@@ -239,7 +251,7 @@ where
                     .bind(changes.role.map(Role::as_str))
                     .bind(changes.password_hash.as_ref().map(PasswordHash::as_str))
                     .bind(D::Timestamp::from(changes.updated_at))
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, EMAIL_KEY) => UpdateAccountError::EmailTaken,
@@ -250,7 +262,7 @@ where
                 }
 
                 let stale = stale_version::<D>(
-                    self.writes.pool(),
+                    store.writes.pool(),
                     VERSION,
                     id.as_uuid(),
                     changes.expected_version,
@@ -264,11 +276,12 @@ where
     }
 
     async fn delete(&self, id: AccountId) -> Result<bool, PortError> {
+        let store = self.clone();
         self.writes
-            .run("accounts.delete", async {
+            .run("accounts.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 Ok(deleted.is_some())

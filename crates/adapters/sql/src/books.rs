@@ -85,6 +85,16 @@ pub struct SqlBookStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
+/// A handle on the same pools, as a write takes along to the writer thread.
+impl<D: Dialect> Clone for SqlBookStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
 /// A `books` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct BookRow<T> {
@@ -225,8 +235,9 @@ where
         record: NewBookRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Book, InsertBookError> {
+        let store = self.clone();
         self.writes
-            .run("books.insert", async {
+            .run("books.insert", async move {
                 let row = NewBookRow::from(record);
                 let insert = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
                     .bind(row.id)
@@ -252,12 +263,12 @@ where
                 // pooled connection.
                 let stored = match remember {
                     None => insert
-                        .fetch_one(self.writes.pool())
+                        .fetch_one(store.writes.pool())
                         .await
                         .map_err(refused)?,
                     Some(remember) => {
                         let mut tx =
-                            begin_creating::<D>(self.writes.pool(), Some(&remember)).await??;
+                            begin_creating::<D>(store.writes.pool(), Some(&remember)).await??;
                         let stored = insert.fetch_one(&mut *tx).await.map_err(refused)?;
                         tx.commit().await.map_err(D::port_error)?;
                         stored
@@ -269,13 +280,14 @@ where
     }
 
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {
+        let store = self.clone();
         self.writes
-            .run("books.bulk_insert", async {
+            .run("books.bulk_insert", async move {
                 let mut rows = records.map(NewBookRow::from).peekable();
                 if rows.peek().is_none() {
                     return Ok(0);
                 }
-                D::bulk_insert(self.writes.pool(), rows).await
+                D::bulk_insert(store.writes.pool(), rows).await
             })
             .await
     }
@@ -403,8 +415,9 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Book, WriteBookError> {
+        let store = self.clone();
         self.writes
-            .run("books.update", async {
+            .run("books.update", async move {
                 let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
@@ -416,7 +429,7 @@ where
                     .bind(draft.published_date)
                     .bind(draft.price.cents())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
@@ -424,7 +437,7 @@ where
                     })?;
                 match updated {
                     Some(row) => Ok(row.try_into()?),
-                    None => Err(self.refusal(id, expected_version).await),
+                    None => Err(store.refusal(id, expected_version).await),
                 }
             })
             .await
@@ -435,17 +448,18 @@ where
         id: BookId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteBookError> {
+        let store = self.clone();
         self.writes
-            .run("books.delete", async {
+            .run("books.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {
                     Some(_) => Ok(()),
-                    None => Err(self.refusal(id, expected_version).await),
+                    None => Err(store.refusal(id, expected_version).await),
                 }
             })
             .await

@@ -289,6 +289,16 @@ pub struct SqlConversationStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
+/// A handle on the same pools, as a write takes along to the writer thread.
+impl<D: Dialect> Clone for SqlConversationStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
 /// A `conversations` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct ConversationRow<T> {
@@ -951,9 +961,10 @@ where
         record: NewConversationRecord,
         remember: Option<IdempotencyRecord>,
     ) -> Result<Conversation, InsertConversationError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.insert", async {
-                let mut tx = begin_creating::<D>(self.writes.pool(), remember.as_ref()).await??;
+            .run("conversations.insert", async move {
+                let mut tx = begin_creating::<D>(store.writes.pool(), remember.as_ref()).await??;
                 let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.owner.as_uuid())
@@ -1019,19 +1030,20 @@ where
         expected_version: Option<Version>,
         updated_at: Timestamp,
     ) -> Result<Conversation, WriteConversationError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.rename", async {
+            .run("conversations.rename", async move {
                 let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
                     .bind(title.as_str())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match renamed {
                     Some(row) => Ok(row.try_into()?),
-                    None => Err(self.refusal(id, expected_version).await),
+                    None => Err(store.refusal(id, expected_version).await),
                 }
             })
             .await
@@ -1042,17 +1054,18 @@ where
         id: ConversationId,
         expected_version: Option<Version>,
     ) -> Result<(), WriteConversationError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.delete", async {
+            .run("conversations.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(self.writes.pool())
+                    .fetch_optional(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {
                     Some(_) => Ok(()),
-                    None => Err(self.refusal(id, expected_version).await),
+                    None => Err(store.refusal(id, expected_version).await),
                 }
             })
             .await
@@ -1073,9 +1086,10 @@ where
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.append_exchange", async {
-                let mut tx = self
+            .run("conversations.append_exchange", async move {
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)
@@ -1087,14 +1101,15 @@ where
                 let Some(owner) = lock_owner::<D>(&mut tx, OWNER_OF, conversation).await? else {
                     return Err(AppendError::NotFound);
                 };
-                self.append_locked(tx, owner, exchange).await
+                store.append_locked(tx, owner, exchange).await
             })
             .await
     }
 
     async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.start", async {
+            .run("conversations.start", async move {
                 let NewOpening {
                     conversation: record,
                     exchange,
@@ -1102,7 +1117,7 @@ where
                     opening_key_since,
                 } = opening;
                 let owner = record.owner.as_uuid();
-                let mut tx = self
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)
@@ -1140,13 +1155,13 @@ where
                     // the databases here): the key's holder has committed.
                     if let Some(key) = opening_key.as_deref()
                         && D::violates(&error, OPENING_KEY_KEY)
-                        && let Some(started) = opened::<D>(self.writes.pool(), owner, key).await?
+                        && let Some(started) = opened::<D>(store.writes.pool(), owner, key).await?
                     {
                         return Err(started);
                     }
                     return Err(D::port_error(error).into());
                 }
-                self.append_locked(tx, owner, exchange).await
+                store.append_locked(tx, owner, exchange).await
             })
             .await
     }
@@ -1162,9 +1177,12 @@ where
             reply,
             update,
         }];
+        let store = self.clone();
         let saved = self
             .writes
-            .run("conversations.save_reply", self.save_batch(&save))
+            .run("conversations.save_reply", async move {
+                store.save_batch(&save).await
+            })
             .await?;
         Ok(saved == [true])
     }
@@ -1174,8 +1192,11 @@ where
         if saves.is_empty() {
             return Ok(Vec::new());
         }
+        let store = self.clone();
         self.writes
-            .run("conversations.save_replies", self.save_batch(&saves))
+            .run("conversations.save_replies", async move {
+                store.save_batch(&saves).await
+            })
             .await
     }
 
@@ -1184,11 +1205,12 @@ where
         written_before: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<InterruptedReply>, PortError> {
+        let store = self.clone();
         self.writes
-            .run("conversations.interrupt_abandoned", async {
+            .run("conversations.interrupt_abandoned", async move {
                 let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                     .bind(D::Timestamp::from(written_before))
-                    .fetch_all(self.writes.pool())
+                    .fetch_all(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 let mut interrupted = Vec::new();
@@ -1196,7 +1218,7 @@ where
                 // every other write of its messages; interrupting a reply is a
                 // final status, so it bumps the conversation's version too.
                 for (conversation, reply) in abandoned {
-                    let mut tx = self
+                    let mut tx = store
                         .writes
                         .pool()
                         .begin_with(D::BEGIN_WRITE)

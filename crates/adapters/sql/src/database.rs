@@ -53,7 +53,7 @@ impl<D: Dialect> SqlDatabase<D> {
             match D::connect(url).await {
                 Ok(pools) => {
                     return Ok(Self {
-                        writes: Writes::new(&pools),
+                        writes: Writes::new(&pools)?,
                         pool: pools.readers,
                     });
                 }

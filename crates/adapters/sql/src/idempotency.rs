@@ -38,6 +38,16 @@ pub struct SqlIdempotencyStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
+/// A handle on the same pools, as a write takes along to the writer thread.
+impl<D: Dialect> Clone for SqlIdempotencyStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
 /// A row of `idempotency_keys`.
 #[derive(Debug, FromRow)]
 struct RememberedRow {
@@ -167,11 +177,12 @@ where
     }
 
     async fn prune(&self, now: Timestamp) -> Result<(), PortError> {
+        let store = self.clone();
         self.writes
-            .run("idempotency.prune", async {
+            .run("idempotency.prune", async move {
                 sqlx::query(PRUNE)
                     .bind(D::Timestamp::from(now))
-                    .execute(self.writes.pool())
+                    .execute(store.writes.pool())
                     .await
                     .map_err(D::port_error)?;
                 Ok(())

@@ -98,6 +98,16 @@ pub struct SqlSessionStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
+/// A handle on the same pools, as a write takes along to the writer thread.
+impl<D: Dialect> Clone for SqlSessionStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
 /// A `sessions` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct SessionRow<T> {
@@ -150,10 +160,11 @@ where
     for<'q> &'q [u8]: Param<'q, Db<D>>,
 {
     async fn create(&self, record: NewSessionRecord) -> Result<(), PortError> {
+        let store = self.clone();
         self.writes
-            .run("sessions.create", async {
+            .run("sessions.create", async move {
                 let session = record.session;
-                let mut tx = self
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)
@@ -220,9 +231,10 @@ where
         &self,
         rotation: RefreshTokenRotation,
     ) -> Result<Session, RotateRefreshTokenError> {
+        let store = self.clone();
         self.writes
-            .run("sessions.rotate_refresh_token", async {
-                let mut tx = self
+            .run("sessions.rotate_refresh_token", async move {
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)
@@ -307,9 +319,10 @@ where
     }
 
     async fn delete(&self, id: SessionId, ending: SessionEnding) -> Result<bool, PortError> {
+        let store = self.clone();
         self.writes
-            .run("sessions.delete", async {
-                let mut tx = self
+            .run("sessions.delete", async move {
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)
@@ -333,9 +346,10 @@ where
         keep: Option<SessionId>,
         ending: SessionEnding,
     ) -> Result<Vec<SessionId>, PortError> {
+        let store = self.clone();
         self.writes
-            .run("sessions.delete_for_account", async {
-                let mut tx = self
+            .run("sessions.delete_for_account", async move {
+                let mut tx = store
                     .writes
                     .pool()
                     .begin_with(D::BEGIN_WRITE)

@@ -1,5 +1,5 @@
 //! The queue a database's writers wait in, inside the process, and the
-//! connection they write on.
+//! connection and thread they write on.
 //!
 //! SQLite takes one writer at a time. Left to SQLite, this server's own
 //! writers would queue on the file's lock, each for up to its busy timeout,
@@ -8,13 +8,24 @@
 //! seconds before a 503. So on such a database the stores' writes queue
 //! here instead, one at a time, and only a lock held *elsewhere* ever meets
 //! SQLite's (then short) busy timeout. When it does, the writers queued
-//! behind fail at once rather than each waiting the timeout in turn. The
-//! write whose turn it is writes on a connection of its own
-//! ([`Pools::writer`]): were it to wait for one of the readers'
-//! connections, it would wait behind every read queued for them, and
-//! under load the whole queue of writes with it.
+//! behind fail at once rather than each waiting the timeout in turn.
 //!
-//! PostgreSQL locks rows, not the database: its writes do not queue here.
+//! The write whose turn it is holds the database's only writer for as long
+//! as it runs, so two things keep that short:
+//!
+//! - it writes on a connection of its own ([`Pools::writer`]): were it to
+//!   wait for one of the readers' connections, it would wait behind every
+//!   read queued for them, and under load the whole queue of writes with it;
+//! - it runs on a thread of its own ([`WriterThread`]). Each statement is a
+//!   round trip to the connection's thread, and the write resumes after
+//!   each one only when a runtime polls it again; on the HTTP workers,
+//!   busy with a thousand event streams, that wait was most of a write's
+//!   time (3 ms for a send's five statements, 0.3 ms with the workers idle),
+//!   and every write queued behind paid it too. The writer thread polls
+//!   nothing but writes.
+//!
+//! PostgreSQL locks rows, not the database: its writes do not queue here,
+//! and run where they are called.
 
 use std::fmt;
 use std::future::Future;
@@ -22,7 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::Pool;
-use tokio::sync::Semaphore;
+use tokio::runtime::{self, Handle};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use waiter_ports::PortError;
 
@@ -69,21 +81,55 @@ struct Queue {
     turn: Semaphore,
     /// Until when writes fail at once, after one failed as unavailable.
     failing_until: Mutex<Option<Instant>>,
+    /// Where the writes run.
+    thread: WriterThread,
+}
+
+/// A thread with a runtime of its own, where a database's queued writes
+/// run; it ends when the last store of its database is dropped.
+#[derive(Debug)]
+struct WriterThread {
+    runtime: Handle,
+    /// Dropped with the queue, which tells the thread to end.
+    _stop: oneshot::Sender<()>,
+}
+
+impl WriterThread {
+    fn start() -> Result<Self, PortError> {
+        let runtime = runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PortError::unexpected)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("db-writer".to_owned())
+            .spawn(move || runtime.block_on(async move { stopped.await.ok() }))
+            .map_err(PortError::unexpected)?;
+        Ok(Self {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
 }
 
 impl<D: Dialect> Writes<D> {
-    /// Writes on `pools`' writer, queued if dialect `D` takes one writer
-    /// at a time.
-    pub(crate) fn new(pools: &Pools<D::Database>) -> Self {
-        Self {
+    /// Writes on `pools`' writer, queued on a [`WriterThread`] if dialect
+    /// `D` takes one writer at a time.
+    pub(crate) fn new(pools: &Pools<D::Database>) -> Result<Self, PortError> {
+        let queue = if D::ONE_WRITER {
+            Some(Arc::new(Queue {
+                turn: Semaphore::new(1),
+                failing_until: Mutex::new(None),
+                thread: WriterThread::start()?,
+            }))
+        } else {
+            None
+        };
+        Ok(Self {
             writer: pools.writer.clone(),
-            queue: D::ONE_WRITER.then(|| {
-                Arc::new(Queue {
-                    turn: Semaphore::new(1),
-                    failing_until: Mutex::new(None),
-                })
-            }),
-        }
+            queue,
+        })
     }
 
     /// The connections writes use: only within [`Self::run`].
@@ -92,42 +138,57 @@ impl<D: Dialect> Writes<D> {
     }
 
     /// Runs the store method `operation` (recorded like [`timed`]) once it
-    /// is this write's turn. A write that waited [`TURN_WAIT`], or that
-    /// follows a write the database refused as unavailable within
-    /// [`FAIL_FAST_FOR`], fails as `Unavailable` without running.
+    /// is this write's turn, on the writer thread. A write that waited
+    /// [`TURN_WAIT`], or that follows a write the database refused as
+    /// unavailable within [`FAIL_FAST_FOR`], fails as `Unavailable` without
+    /// running. Once started, a write runs to its end even if its caller
+    /// stops waiting for it.
     pub(crate) async fn run<T, E>(
         &self,
         operation: &'static str,
+        write: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: StoreError + From<PortError> + Send + 'static,
+    {
+        let Some(queue) = &self.queue else {
+            return timed(operation, write).await;
+        };
+        let queued = timed(operation, Arc::clone(queue).write_in_turn(write));
+        match queue.thread.runtime.spawn(queued).await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(unavailable("the writer thread has ended").into()),
+        }
+    }
+}
+
+impl Queue {
+    async fn write_in_turn<T, E>(
+        self: Arc<Self>,
         write: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E>
     where
         E: StoreError + From<PortError>,
     {
-        let Some(queue) = &self.queue else {
-            return timed(operation, write).await;
-        };
-        timed(operation, async {
-            let _turn = tokio::time::timeout(TURN_WAIT, queue.turn.acquire())
-                .await
-                .map_err(|_| unavailable("no turn to write within the wait"))?
-                .map_err(|_| unavailable("the write queue is closed"))?;
-            if queue
-                .failing_until()
-                .is_some_and(|until| Instant::now() < until)
-            {
-                return Err(unavailable("the database refused the write before this one").into());
-            }
-            let outcome = write.await;
-            if let Some(PortError::Unavailable(_)) = outcome.as_ref().err().and_then(E::failure) {
-                queue.fail_fast();
-            }
-            outcome
-        })
-        .await
+        let _turn = tokio::time::timeout(TURN_WAIT, self.turn.acquire())
+            .await
+            .map_err(|_| unavailable("no turn to write within the wait"))?
+            .map_err(|_| unavailable("the write queue is closed"))?;
+        if self
+            .failing_until()
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Err(unavailable("the database refused the write before this one").into());
+        }
+        let outcome = write.await;
+        if let Some(PortError::Unavailable(_)) = outcome.as_ref().err().and_then(E::failure) {
+            self.fail_fast();
+        }
+        outcome
     }
-}
 
-impl Queue {
     fn failing_until(&self) -> Option<Instant> {
         *self
             .failing_until

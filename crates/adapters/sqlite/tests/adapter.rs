@@ -1,6 +1,8 @@
 //! SQLite-specific behaviour beyond the store contracts.
 
 use sqlx::{Connection, SqliteConnection};
+use std::time::Duration;
+
 use waiter_contracts::accounts::{insert_account, new_account};
 use waiter_contracts::{conversations, sessions};
 use waiter_ports::PortError;
@@ -60,6 +62,29 @@ async fn an_in_memory_database_keeps_its_data_and_honours_the_contract() {
         &database.sessions(),
     )
     .await;
+}
+
+/// Writes run on the database's writer thread: one whose caller stops
+/// waiting for it (a client gone, a timeout) still ends, committed, rather
+/// than being cut off where its caller left it.
+#[tokio::test]
+async fn a_write_whose_caller_stops_waiting_still_commits() {
+    let database = SqliteDatabase::connect("sqlite::memory:")
+        .await
+        .expect("connect");
+    database.migrate().await.expect("migrate");
+    let accounts = database.accounts();
+    let account = new_account();
+    let id = account.id;
+    // Polled once, which starts the write, and then dropped.
+    let _ = tokio::time::timeout(Duration::ZERO, accounts.insert(account, None)).await;
+    for _ in 0..200 {
+        if accounts.find(id).await.expect("find").is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the write was dropped with its caller");
 }
 
 /// Refused appends read the message already sent after abandoning their

@@ -19,25 +19,31 @@
 //! them are sent while nearly all the others are streaming: the first-token
 //! latency of a steady load of N open streams.
 //!
-//! The client is a thread per stream speaking HTTP/1.1 by hand over a
-//! `TcpStream` (a connection per reply), so the measurement needs nothing
-//! beyond the standard library. For each reply it times the first `append`
-//! delta from the moment the request is written (first-token latency) and
-//! the gaps between consecutive `append` deltas (inter-chunk latency), and
-//! checks that the stream ends with `data: [DONE]`. Meanwhile it samples the
-//! server's resident memory from `/proc/PID/status`. The client shares the
-//! machine with the server, so on a small machine its own threads are part
-//! of the load the figures show.
+//! The client is a task per stream on one thread (a single-threaded tokio
+//! runtime), speaking HTTP/1.1 by hand over a `TcpStream` (a connection per
+//! reply). For each reply it times the first `append` delta from the moment
+//! the request is written (first-token latency) and the gaps between
+//! consecutive `append` deltas (inter-chunk latency), and checks that the
+//! stream ends with `data: [DONE]`. Meanwhile it samples the server's
+//! resident memory from `/proc/PID/status`. The client shares the machine
+//! with the server, so on a small machine its work is part of the load the
+//! figures show; one thread waiting on all its sockets at once keeps that
+//! part small. (It was a thread per stream: a thousand threads, each woken
+//! for every event, which the kernel scheduled as the server's equals.)
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
 
 use crate::bench::{Server, percentile};
 use crate::{Result, root};
@@ -51,8 +57,6 @@ const PASSWORD: &str = "a benchmark password";
 const SILENCE: Duration = Duration::from_secs(120);
 /// How often the server's memory is sampled during the load.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-/// Each client thread's stack: it parses one small event at a time.
-const CLIENT_STACK: usize = 256 * 1024;
 /// The most stream failures printed in full.
 const FAILURES_SHOWN: usize = 5;
 
@@ -187,7 +191,11 @@ pub(crate) fn bench(args: &[&str]) -> Result {
             .spawn()
             .map_err(|err| format!("cannot start waiter: {err}"))?,
     );
-    let outcome = measure(&options, addr, server.0.id());
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the client's runtime: {err}"))?
+        .block_on(measure(&options, addr, server.0.id()));
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
     if let Some(url) = &options.redis {
@@ -200,18 +208,23 @@ pub(crate) fn bench(args: &[&str]) -> Result {
 }
 
 /// Sets up the account and conversations, runs the streams, prints the figures.
-fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
-    let ready = (0..300).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        matches!(call(addr, "GET", "/readyz", None, None), Ok((200, _)))
-    });
+async fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
+    let mut ready = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if matches!(call(addr, "GET", "/readyz", None, None).await, Ok((200, _))) {
+            ready = true;
+            break;
+        }
+    }
     if !ready {
         return Err("the server did not become ready in 30 s".to_owned());
     }
     let started = Instant::now();
-    let tokens = (0..options.accounts())
-        .map(|account| sign_up(addr, account))
-        .collect::<Result<Vec<_>>>()?;
+    let mut tokens = Vec::with_capacity(options.accounts());
+    for account in 0..options.accounts() {
+        tokens.push(sign_up(addr, account).await?);
+    }
     eprintln!(
         "signed {} accounts up and in in {:.1} s",
         tokens.len(),
@@ -229,12 +242,13 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
                 "/api/v1/conversations",
                 Some(token),
                 Some(&title),
-            ),
+            )
+            .await,
         )?;
         let id = conversation["id"]
             .as_str()
             .ok_or("a created conversation has no id")?;
-        conversations.push((Arc::clone(token), id.to_owned()));
+        conversations.push((Rc::clone(token), id.to_owned()));
     }
     eprintln!(
         "created {} conversations in {:.1} s",
@@ -259,32 +273,33 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
         })
     };
 
-    let open = Arc::new(OpenStreams::default());
-    let start = Arc::new(Barrier::new(options.streams + 1));
-    let mut clients = Vec::with_capacity(options.streams);
+    let open = Rc::new(OpenStreams::default());
     let streams = u32::try_from(options.streams).map_err(|_| "too many streams")?;
-    for (index, (token, conversation)) in (0..streams).zip(conversations) {
-        let (open, start) = (Arc::clone(&open), Arc::clone(&start));
-        let replies = options.replies;
-        let wait = options.ramp * index / streams;
-        let client = std::thread::Builder::new()
-            .stack_size(CLIENT_STACK)
-            .spawn(move || {
-                start.wait();
-                std::thread::sleep(wait);
-                (0..replies)
-                    .map(|_| reply(addr, &token, &conversation, &open))
-                    .collect::<Vec<_>>()
-            })
-            .map_err(|err| format!("cannot start a client thread: {err}"))?;
-        clients.push(client);
-    }
-    start.wait();
     let started = Instant::now();
-    let mut replies = Vec::with_capacity(options.streams * options.replies);
-    for client in clients {
-        replies.extend(client.join().map_err(|_| "a client thread panicked")?);
+    let clients = tokio::task::LocalSet::new();
+    let mut handles = Vec::with_capacity(options.streams);
+    for (index, (token, conversation)) in (0..streams).zip(conversations) {
+        let open = Rc::clone(&open);
+        let replies = options.replies;
+        let start = started + options.ramp * index / streams;
+        handles.push(clients.spawn_local(async move {
+            tokio::time::sleep_until(start).await;
+            let mut done = Vec::with_capacity(replies);
+            for _ in 0..replies {
+                done.push(reply(addr, &token, &conversation, &open).await);
+            }
+            done
+        }));
     }
+    let replies = clients
+        .run_until(async {
+            let mut replies = Vec::with_capacity(options.streams * options.replies);
+            for handle in handles {
+                replies.extend(handle.await.map_err(|_| "a client task panicked")?);
+            }
+            Ok::<_, String>(replies)
+        })
+        .await?;
     let duration = started.elapsed();
     sampling.store(false, Ordering::Relaxed);
     let peak_rss = sampler.join().map_err(|_| "the memory sampler panicked")?;
@@ -298,7 +313,7 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
         options,
         &Figures {
             replies: &replies,
-            most_open: open.most.load(Ordering::Relaxed),
+            most_open: open.most.get(),
             duration,
             cpu,
             before,
@@ -311,7 +326,7 @@ fn measure(options: &Options, addr: SocketAddr, pid: u32) -> Result {
 
 /// Signs up account number `account` of this run and signs it in; returns
 /// its access token.
-fn sign_up(addr: SocketAddr, account: usize) -> Result<Arc<str>> {
+async fn sign_up(addr: SocketAddr, account: usize) -> Result<Rc<str>> {
     // Unique, so that a database named with --database can be reused.
     let email = format!(
         "bench-{}-{}-{account}@example.com",
@@ -321,12 +336,12 @@ fn sign_up(addr: SocketAddr, account: usize) -> Result<Arc<str>> {
     let account = json!({"email": email, "password": PASSWORD, "display_name": "Bench"});
     expect(
         201,
-        call(addr, "POST", "/api/v1/accounts", None, Some(&account)),
+        call(addr, "POST", "/api/v1/accounts", None, Some(&account)).await,
     )?;
     let sign_in = json!({"email": email, "password": PASSWORD});
     let tokens = expect(
         201,
-        call(addr, "POST", "/api/v1/sessions", None, Some(&sign_in)),
+        call(addr, "POST", "/api/v1/sessions", None, Some(&sign_in)).await,
     )?;
     Ok(tokens["access_token"]
         .as_str()
@@ -337,18 +352,18 @@ fn sign_up(addr: SocketAddr, account: usize) -> Result<Arc<str>> {
 /// How many streams are open now, and the most that were at once.
 #[derive(Default)]
 struct OpenStreams {
-    now: AtomicUsize,
-    most: AtomicUsize,
+    now: Cell<usize>,
+    most: Cell<usize>,
 }
 
 impl OpenStreams {
     fn opened(&self) {
-        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        self.most.fetch_max(now, Ordering::Relaxed);
+        self.now.set(self.now.get() + 1);
+        self.most.set(self.most.get().max(self.now.get()));
     }
 
     fn closed(&self) {
-        self.now.fetch_sub(1, Ordering::Relaxed);
+        self.now.set(self.now.get() - 1);
     }
 }
 
@@ -365,15 +380,15 @@ struct Reply {
 }
 
 /// Sends one message to `conversation` and follows its reply's stream.
-fn reply(addr: SocketAddr, token: &str, conversation: &str, open: &OpenStreams) -> Reply {
+async fn reply(addr: SocketAddr, token: &str, conversation: &str, open: &OpenStreams) -> Reply {
     let mut reply = Reply::default();
-    if let Err(err) = follow(addr, token, conversation, open, &mut reply) {
+    if let Err(err) = follow(addr, token, conversation, open, &mut reply).await {
         reply.failure = Some(err);
     }
     reply
 }
 
-fn follow(
+async fn follow(
     addr: SocketAddr,
     token: &str,
     conversation: &str,
@@ -388,24 +403,27 @@ fn follow(
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = connect(addr)?;
-    stream
-        .set_read_timeout(Some(SILENCE))
-        .map_err(|err| err.to_string())?;
+    let mut stream = connect(addr).await?;
     let sent = Instant::now();
     stream
         .write_all(request.as_bytes())
+        .await
         .map_err(|err| format!("cannot send: {err}"))?;
-    let mut response = Response::read(stream)?;
+    let mut response = timeout(SILENCE, Response::read(stream))
+        .await
+        .map_err(|_| format!("no answer in {SILENCE:?}"))??;
     if response.status != 200 {
-        let body = response.text().unwrap_or_default();
+        let body = response.text().await.unwrap_or_default();
         return Err(format!("answered {}: {body}", response.status));
     }
     open.opened();
     let mut events = EventParser::default();
     let mut last_append = None;
-    let outcome = (|| {
-        while let Some(chunk) = response.next_chunk()? {
+    let outcome = async {
+        while let Some(chunk) = timeout(SILENCE, response.next_chunk())
+            .await
+            .map_err(|_| format!("the reply was silent for {SILENCE:?}"))??
+        {
             let arrived = Instant::now();
             for event in events.feed(&chunk) {
                 match event {
@@ -422,7 +440,8 @@ fn follow(
             }
         }
         Ok(())
-    })();
+    }
+    .await;
     open.closed();
     outcome
 }
@@ -499,9 +518,9 @@ enum Framing {
 }
 
 impl Response {
-    fn read(stream: TcpStream) -> Result<Self> {
+    async fn read(stream: TcpStream) -> Result<Self> {
         let mut reader = BufReader::new(stream);
-        let status_line = line(&mut reader)?;
+        let status_line = line(&mut reader).await?;
         let status = status_line
             .split_whitespace()
             .nth(1)
@@ -509,7 +528,7 @@ impl Response {
             .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
         let mut headers = HashMap::new();
         loop {
-            let header = line(&mut reader)?;
+            let header = line(&mut reader).await?;
             if header.is_empty() {
                 break;
             }
@@ -538,35 +557,35 @@ impl Response {
 
     /// The body's next piece as it came off the wire (a chunk, when
     /// chunked); `None` at its end.
-    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
         let io = |err: std::io::Error| format!("reading the response: {err}");
         match self.framing {
             Framing::Finished => Ok(None),
             Framing::Length(length) => {
                 let mut body = vec![0; length];
-                self.reader.read_exact(&mut body).map_err(io)?;
+                self.reader.read_exact(&mut body).await.map_err(io)?;
                 self.framing = Framing::Finished;
                 Ok(Some(body))
             }
             Framing::Close => {
                 let mut body = Vec::new();
-                self.reader.read_to_end(&mut body).map_err(io)?;
+                self.reader.read_to_end(&mut body).await.map_err(io)?;
                 self.framing = Framing::Finished;
                 Ok(Some(body))
             }
             Framing::Chunked => {
-                let size_line = line(&mut self.reader)?;
+                let size_line = line(&mut self.reader).await?;
                 let size = size_line.split(';').next().unwrap_or_default().trim();
                 let size = usize::from_str_radix(size, 16)
                     .map_err(|_| format!("a bad chunk size line: {size_line:?}"))?;
                 if size == 0 {
                     // Trailers, if any, up to the blank line.
-                    while !line(&mut self.reader)?.is_empty() {}
+                    while !line(&mut self.reader).await?.is_empty() {}
                     self.framing = Framing::Finished;
                     return Ok(None);
                 }
                 let mut chunk = vec![0; size + 2];
-                self.reader.read_exact(&mut chunk).map_err(io)?;
+                self.reader.read_exact(&mut chunk).await.map_err(io)?;
                 if !chunk.ends_with(b"\r\n") {
                     return Err("a chunk does not end with CRLF".to_owned());
                 }
@@ -577,9 +596,9 @@ impl Response {
     }
 
     /// The whole body, as text.
-    fn text(&mut self) -> Result<String> {
+    async fn text(&mut self) -> Result<String> {
         let mut body = Vec::new();
-        while let Some(chunk) = self.next_chunk()? {
+        while let Some(chunk) = self.next_chunk().await? {
             body.extend(chunk);
         }
         String::from_utf8(body).map_err(|err| err.to_string())
@@ -587,10 +606,11 @@ impl Response {
 }
 
 /// One line of a response's head or chunk framing, without its CRLF.
-fn line(reader: &mut BufReader<TcpStream>) -> Result<String> {
+async fn line(reader: &mut BufReader<TcpStream>) -> Result<String> {
     let mut line = String::new();
     let read = reader
         .read_line(&mut line)
+        .await
         .map_err(|err| format!("reading the response: {err}"))?;
     if read == 0 {
         return Err("the connection closed early".to_owned());
@@ -598,8 +618,8 @@ fn line(reader: &mut BufReader<TcpStream>) -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream> {
-    TcpStream::connect(addr).map_err(|err| {
+async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    TcpStream::connect(addr).await.map_err(|err| {
         // EMFILE: each stream is a socket on both sides.
         if err.raw_os_error() == Some(24) {
             format!("cannot connect: {err} (raise the limit with `ulimit -n`)")
@@ -610,7 +630,7 @@ fn connect(addr: SocketAddr) -> Result<TcpStream> {
 }
 
 /// One request over a fresh connection: the status and the body.
-fn call(
+async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -626,12 +646,13 @@ fn call(
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = connect(addr)?;
+    let mut stream = connect(addr).await?;
     stream
         .write_all(request.as_bytes())
+        .await
         .map_err(|err| format!("cannot send: {err}"))?;
-    let mut response = Response::read(stream)?;
-    let text = response.text()?;
+    let mut response = Response::read(stream).await?;
+    let text = response.text().await?;
     Ok((response.status, text))
 }
 
@@ -831,12 +852,12 @@ fn redis_cleanup(url: &str, prefix: &str) -> Result<usize> {
     } else {
         format!("{host}:6379")
     };
-    let stream = TcpStream::connect(&host).map_err(|err| format!("{host}: {err}"))?;
+    let stream = std::net::TcpStream::connect(&host).map_err(|err| format!("{host}: {err}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
     let mut redis = Redis {
-        reader: BufReader::new(stream.try_clone().map_err(|err| err.to_string())?),
+        reader: std::io::BufReader::new(stream.try_clone().map_err(|err| err.to_string())?),
         writer: stream,
     };
     if let Some(credentials) = credentials {
@@ -884,10 +905,10 @@ fn redis_cleanup(url: &str, prefix: &str) -> Result<usize> {
     }
 }
 
-/// A connection to Redis.
+/// A connection to Redis, used once the load is over: blocking.
 struct Redis {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
 }
 
 /// A RESP reply.
@@ -905,14 +926,19 @@ impl Redis {
         for arg in args {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
-        self.writer
-            .write_all(request.as_bytes())
+        std::io::Write::write_all(&mut self.writer, request.as_bytes())
             .map_err(|err| err.to_string())?;
         self.reply()
     }
 
     fn reply(&mut self) -> Result<Resp> {
-        let line = line(&mut self.reader)?;
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut self.reader, &mut line) {
+            Ok(0) => return Err("Redis closed the connection".to_owned()),
+            Ok(_) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
         let (kind, rest) = line.split_at_checked(1).ok_or("an empty RESP line")?;
         let number = || {
             rest.parse::<i64>()
@@ -926,8 +952,7 @@ impl Redis {
                 Err(_) => Ok(Resp::Nil),
                 Ok(length) => {
                     let mut bytes = vec![0; length + 2];
-                    self.reader
-                        .read_exact(&mut bytes)
+                    std::io::Read::read_exact(&mut self.reader, &mut bytes)
                         .map_err(|err| err.to_string())?;
                     bytes.truncate(length);
                     Ok(Resp::Text(String::from_utf8_lossy(&bytes).into_owned()))

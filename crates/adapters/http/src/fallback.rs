@@ -26,14 +26,21 @@ struct Route {
     methods: Vec<Method>,
     /// `methods` as an `Allow` value, with `HEAD` (answered like `GET`) and `OPTIONS`.
     allow: String,
+    /// Where the parameters are, a bit per segment, the first segment the
+    /// highest: of two templates a path fits (as many segments), the one with
+    /// a literal where the other has a parameter first is the smaller.
+    parameters: u64,
 }
 
 impl Route {
     fn new(template: &str, mut methods: Vec<Method>) -> Self {
-        let segments = template
+        let segments: Vec<Option<String>> = template
             .split('/')
             .map(|segment| (!segment.starts_with('{')).then(|| segment.to_owned()))
             .collect();
+        let parameters = segments
+            .iter()
+            .fold(0, |bits, segment| bits << 1 | u64::from(segment.is_none()));
         if methods.contains(&Method::GET) {
             methods.push(Method::HEAD);
         }
@@ -45,6 +52,7 @@ impl Route {
             segments,
             methods,
             allow,
+            parameters,
         }
     }
 
@@ -93,13 +101,7 @@ impl KnownRoutes {
         self.0
             .iter()
             .filter(|route| route.fits(&path))
-            .min_by_key(|route| {
-                route
-                    .segments
-                    .iter()
-                    .map(Option::is_none)
-                    .collect::<Vec<_>>()
-            })
+            .min_by_key(|route| route.parameters)
     }
 }
 

@@ -176,6 +176,8 @@ pub(crate) async fn limit_requests(
     let address = limits.proxies.client_of(req.request());
     if let Some(address) = address {
         req.extensions_mut().insert(ClientAddress(address));
+        // The request span's: every line logged for the request names it.
+        tracing::Span::current().record("client_ip", tracing::field::display(address));
     }
     let Some(use_cases) = limits.use_cases.clone().filter(|_| !exempt(req.path())) else {
         return next

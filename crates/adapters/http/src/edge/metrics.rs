@@ -14,13 +14,13 @@
 
 use std::time::Instant;
 
+use actix_web::HttpMessage as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 
-/// The route label of a request no route matched.
-const UNROUTED: &str = "(unrouted)";
+use crate::MatchedRoute;
 
 /// Keeps `http_requests_in_flight` right however the request ends, even
 /// when the client goes away and the future is dropped.
@@ -60,7 +60,12 @@ pub(crate) async fn measure(
     let _in_flight = InFlight::start();
     let started = Instant::now();
     let method = method_label(req.method());
-    let route = req.match_pattern().unwrap_or_else(|| UNROUTED.to_owned());
+    // Found by the request log, just outside.
+    let route = req
+        .extensions()
+        .get::<MatchedRoute>()
+        .map_or(MatchedRoute::UNROUTED, |route| &route.0)
+        .to_owned();
     let response = next.call(req).await;
     let status = match &response {
         Ok(response) => response.status(),

@@ -154,7 +154,7 @@ pub(crate) fn bench(args: &[&str]) -> Result {
         .env("WAITER_ADDR", addr.to_string())
         .env("WAITER_DATA_DIR", &data_dir)
         .env("WAITER_LOG", "warn")
-        .env("WAITER_METRICS_ADDR", "127.0.0.1:19999")
+        .env("WAITER_METRICS_ADDR", "off")
         .env("WAITER_REDIS_PREFIX", &redis_prefix)
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")

@@ -977,6 +977,18 @@ pub trait ConversationUseCases: Send + Sync {
         after: u64,
     ) -> Result<Option<ReplyEvents>, ConversationError>;
 
+    /// The events of the reply of `sent`, as [`send_message`] answered it
+    /// to the caller, from the first, then live ones until it ends; `None`
+    /// when its events are no longer kept (a retry of a send long done).
+    /// Unlike [`follow_reply`] it reads nothing from the store: the send
+    /// has just checked the conversation is the caller's, and names the
+    /// reply, so the sender's stream starts without two more reads on the
+    /// way to its first token.
+    ///
+    /// [`send_message`]: ConversationUseCases::send_message
+    /// [`follow_reply`]: ConversationUseCases::follow_reply
+    async fn follow_sent(&self, sent: &Sent) -> Result<Option<ReplyEvents>, ConversationError>;
+
     /// Waits until the reply ends, and returns it as stored. `NotFound`.
     async fn wait_for_reply(
         &self,

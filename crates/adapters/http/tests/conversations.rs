@@ -159,14 +159,14 @@ fn expect_send(mocks: &mut Mocks, conversation: Option<&'static str>, replayed: 
         .returning(move |_, _| Ok(sent(replayed)));
 }
 
-/// Expects the reply of the fixture to be followed from `after`.
-fn expect_follow(mocks: &mut Mocks, after: u64) {
+/// Expects the reply of the fixture's send to be followed by its sender.
+fn expect_follow_sent(mocks: &mut Mocks) {
     mocks
         .conversations
-        .expect_follow_reply()
-        .withf(move |_, id, from| *id == conversation_id() && *from == after)
+        .expect_follow_sent()
+        .withf(|sent| sent.conversation.id == conversation_id())
         .times(1)
-        .returning(|_, _, after| Ok(Some(events_after(after))));
+        .returning(|_| Ok(Some(events_after(0))));
 }
 
 fn expect_wait(mocks: &mut Mocks) {
@@ -348,7 +348,7 @@ async fn a_conversation_started_with_a_message_can_stream_its_reply() {
         })
         .times(1)
         .returning(|_, _| Ok(sent(false)));
-    expect_follow(&mut mocks, 0);
+    expect_follow_sent(&mut mocks);
     let request = streaming(signed_in(TestRequest::post().uri("/api/v1/conversations"))).set_json(
         json!({"title": "Redis", "message": message_json("Can you explain Redis caching?")}),
     );
@@ -677,7 +677,7 @@ async fn a_message_is_201_with_both_messages_once_the_reply_ended() {
 async fn a_message_streams_its_reply_when_asked_to() {
     let mut mocks = Mocks::new();
     expect_send(&mut mocks, Some(CONVERSATION), false);
-    expect_follow(&mut mocks, 0);
+    expect_follow_sent(&mut mocks);
     mocks.conversations.expect_wait_for_reply().never();
     let request = streaming(signed_in(TestRequest::post().uri(&messages_uri())))
         .set_json(message_json("Can you explain Redis caching?"));
@@ -692,7 +692,7 @@ async fn a_message_streams_its_reply_when_asked_to() {
 async fn each_event_is_one_frame_of_seed_json_with_its_position() {
     let mut mocks = Mocks::new();
     expect_send(&mut mocks, Some(CONVERSATION), false);
-    expect_follow(&mut mocks, 0);
+    expect_follow_sent(&mut mocks);
     let request = streaming(signed_in(TestRequest::post().uri(&messages_uri())))
         .set_json(message_json("Can you explain Redis caching?"));
     let answer = send(mocks, request).await;
@@ -749,7 +749,7 @@ async fn a_retried_message_is_marked_as_a_replay() {
 
     let mut mocks = Mocks::new();
     expect_send(&mut mocks, Some(CONVERSATION), true);
-    expect_follow(&mut mocks, 0);
+    expect_follow_sent(&mut mocks);
     let request = streaming(signed_in(TestRequest::post().uri(&messages_uri())))
         .set_json(message_json("Can you explain Redis caching?"));
     let answer = send(mocks, request).await;
@@ -764,9 +764,9 @@ async fn a_stream_no_longer_kept_falls_back_to_the_json_answer() {
     expect_send(&mut mocks, Some(CONVERSATION), true);
     mocks
         .conversations
-        .expect_follow_reply()
+        .expect_follow_sent()
         .times(1)
-        .returning(|_, _, _| Ok(None));
+        .returning(|_| Ok(None));
     expect_wait(&mut mocks);
     let request = streaming(signed_in(TestRequest::post().uri(&messages_uri())))
         .set_json(message_json("Can you explain Redis caching?"));
@@ -926,7 +926,7 @@ async fn send_failures_map_to_their_statuses() {
             .conversations
             .expect_send_message()
             .returning(move |_, _| Err(error()));
-        mocks.conversations.expect_follow_reply().never();
+        mocks.conversations.expect_follow_sent().never();
         let request = streaming(signed_in(TestRequest::post().uri(&messages_uri())))
             .set_json(message_json("Can you explain Redis caching?"));
         let answer = send(mocks, request).await;
@@ -1117,7 +1117,7 @@ async fn the_seed_send_always_streams_to_a_new_or_given_conversation() {
     for conversation in [None, Some(CONVERSATION)] {
         let mut mocks = Mocks::new();
         expect_send(&mut mocks, conversation, false);
-        expect_follow(&mut mocks, 0);
+        expect_follow_sent(&mut mocks);
         let request = signed_in(TestRequest::post().uri("/backend-api/f/conversation"))
             .set_json(seed_body(conversation));
         let answer = send(mocks, request).await;
@@ -1130,7 +1130,7 @@ async fn the_seed_send_always_streams_to_a_new_or_given_conversation() {
 async fn the_seed_send_accepts_a_null_conversation_id() {
     let mut mocks = Mocks::new();
     expect_send(&mut mocks, None, false);
-    expect_follow(&mut mocks, 0);
+    expect_follow_sent(&mut mocks);
     let mut body = seed_body(None);
     body["conversation_id"] = Value::Null;
     let request = signed_in(TestRequest::post().uri("/backend-api/f/conversation")).set_json(&body);

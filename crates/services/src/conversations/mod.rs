@@ -398,6 +398,27 @@ impl ConversationService {
         }
     }
 
+    /// The events of reply `key` after `after`, then live ones until it
+    /// ends; `None` when its log is no longer kept.
+    async fn follow_log(
+        &self,
+        key: ReplyKey,
+        after: u64,
+    ) -> Result<Option<ReplyEvents>, ConversationError> {
+        let mut events = self.shared.log.follow(&key, after);
+        match events.next().await {
+            None => Ok(None),
+            Some(Err(err)) => Err(err.into()),
+            Some(Ok(first)) => Ok(Some(decoded(
+                first,
+                events,
+                key,
+                after,
+                self.shared.streams_cut.subscribe(),
+            ))),
+        }
+    }
+
     /// The caller's conversation: `NotFound` when it is missing or another's.
     async fn owned(
         &self,
@@ -1006,18 +1027,15 @@ impl ConversationUseCases for ConversationService {
             conversation: id,
             reply: reply.id.clone(),
         };
-        let mut events = self.shared.log.follow(&key, after);
-        match events.next().await {
-            None => Ok(None),
-            Some(Err(err)) => Err(err.into()),
-            Some(Ok(first)) => Ok(Some(decoded(
-                first,
-                events,
-                key,
-                after,
-                self.shared.streams_cut.subscribe(),
-            ))),
-        }
+        self.follow_log(key, after).await
+    }
+
+    async fn follow_sent(&self, sent: &Sent) -> Result<Option<ReplyEvents>, ConversationError> {
+        let key = ReplyKey {
+            conversation: sent.conversation.id,
+            reply: sent.reply.id.clone(),
+        };
+        self.follow_log(key, 0).await
     }
 
     async fn wait_for_reply(

@@ -56,6 +56,8 @@ struct StoreState {
     batches: Vec<usize>,
     /// When set, each `save_replies` waits for a permit of it first.
     batch_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// How many times `find` and `messages` were called.
+    reads: usize,
 }
 
 /// A conversation store in a `HashMap`, keeping the port's contract.
@@ -123,7 +125,9 @@ impl ConversationStore for FakeStore {
     }
 
     async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
-        Ok(self.state().conversations.get(&id).cloned())
+        let mut state = self.state();
+        state.reads += 1;
+        Ok(state.conversations.get(&id).cloned())
     }
 
     async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError> {
@@ -201,7 +205,9 @@ impl ConversationStore for FakeStore {
     }
 
     async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
-        Ok(self.state().messages.get(&id).cloned().unwrap_or_default())
+        let mut state = self.state();
+        state.reads += 1;
+        Ok(state.messages.get(&id).cloned().unwrap_or_default())
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
@@ -960,6 +966,32 @@ async fn a_reply_streams_the_seed_protocol_in_order() {
     assert_eq!(metadata.finish_reason.as_deref(), Some("stop"));
     assert_eq!(metadata.usage, finish().usage);
     assert_eq!(metadata.model_slug.as_deref(), Some("scripted-1"));
+}
+
+/// The sender's own stream is the reply's log from its first event, found
+/// without reading the conversation again: the send checked it and names
+/// the reply.
+#[tokio::test]
+async fn the_senders_stream_is_its_reply_read_from_the_log_alone() {
+    let app = harness(&[Step::Text("Hello"), Step::Text(" world"), Step::Finish]);
+    let sent = app.send(None, "Hi").await;
+    let reads = app.store.state().reads;
+    let events = app
+        .service
+        .follow_sent(&sent)
+        .await
+        .unwrap()
+        .expect("the reply's events");
+    let events: Vec<SequencedEvent> = tokio::time::timeout(WAIT, events.collect())
+        .await
+        .expect("the reply ends");
+    assert_eq!(app.store.state().reads, reads, "no store read");
+    assert_eq!(events, app.events(sent.conversation.id, 0).await);
+    assert!(
+        events
+            .iter()
+            .any(|event| event.event == ReplyEvent::Append("Hello".into()))
+    );
 }
 
 #[tokio::test]

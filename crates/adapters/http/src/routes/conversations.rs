@@ -409,14 +409,10 @@ fn created(conversation: &Conversation) -> Result<Replayable, ApiError> {
 /// its events are no longer kept (a retry of a send long done).
 async fn follow_sent(
     conversations: &dyn ConversationUseCases,
-    caller: Caller,
     sent: &Sent,
 ) -> Result<Option<HttpResponse>, ApiError> {
-    let id = sent.conversation.id;
-    let events = conversations
-        .follow_reply(Follower::Caller(caller), id, 0)
-        .await?;
-    Ok(events.map(|events| sse::response(events, id, sent.replayed)))
+    let events = conversations.follow_sent(sent).await?;
+    Ok(events.map(|events| sse::response(events, sent.conversation.id, sent.replayed)))
 }
 
 /// What a send answers: its reply's event stream when the client asked for
@@ -430,7 +426,7 @@ async fn answer_send(
     respond: impl FnOnce(Sent, MessageBody, MessageBody) -> HttpResponse,
 ) -> Result<HttpResponse, ApiError> {
     if sse::wants_event_stream(req)
-        && let Some(stream) = follow_sent(conversations, caller, &sent).await?
+        && let Some(stream) = follow_sent(conversations, &sent).await?
     {
         return Ok(stream);
     }
@@ -876,7 +872,7 @@ pub async fn seed_send_message(
             },
         )
         .await?;
-    if let Some(stream) = follow_sent(conversations.as_ref(), caller, &sent).await? {
+    if let Some(stream) = follow_sent(conversations.as_ref(), &sent).await? {
         return Ok(stream);
     }
     let reply = conversations

@@ -994,6 +994,51 @@ async fn the_senders_stream_is_its_reply_read_from_the_log_alone() {
     );
 }
 
+/// A retry that comes after later sends streams the reply to its own
+/// message, as the first send did, not the conversation's latest.
+#[tokio::test]
+async fn a_retried_send_streams_its_own_reply_not_a_later_one() {
+    let app = harness(&[Step::Text("Hi!"), Step::Finish]);
+    let mut first_send = message(None, "Hello");
+    first_send.id = Some(MessageId::parse("msg_001").unwrap());
+    let first = app
+        .service
+        .send_message(caller(OWNER), first_send.clone())
+        .await
+        .unwrap();
+    app.finished(&first).await;
+    let later = app.send(Some(first.conversation.id), "And then?").await;
+    app.finished(&later).await;
+
+    let mut retry = first_send;
+    retry.conversation = Some(first.conversation.id);
+    let retry = app
+        .service
+        .send_message(caller(OWNER), retry)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.reply.id, first.reply.id);
+    let events = app
+        .service
+        .follow_sent(&retry)
+        .await
+        .unwrap()
+        .expect("the first reply's events are still kept");
+    let events: Vec<SequencedEvent> = tokio::time::timeout(WAIT, events.collect())
+        .await
+        .expect("the stream ends");
+    let added: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            ReplyEvent::ReplyAdded(reply) => Some(reply.id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added, std::slice::from_ref(&first.reply.id));
+    assert_eq!(app.generations(), 2);
+}
+
 #[tokio::test]
 async fn a_finished_reply_is_stored_before_its_stream_ends() {
     let app = harness(&[Step::Text("Hello"), Step::Text(" world"), Step::Finish]);

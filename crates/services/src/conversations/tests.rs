@@ -841,6 +841,19 @@ impl Harness {
             .expect("the reply ends")
     }
 
+    /// Every event of the reply of `sent`, as its sender's stream gives them.
+    async fn sent_events(&self, sent: &Sent) -> Vec<SequencedEvent> {
+        let events = self
+            .service
+            .follow_sent(sent)
+            .await
+            .unwrap()
+            .expect("the reply's events are kept");
+        tokio::time::timeout(WAIT, events.collect())
+            .await
+            .expect("the reply ends")
+    }
+
     /// Waits until the latest reply has some text.
     async fn wait_for_text(&self, id: ConversationId) {
         let mut events = self
@@ -976,15 +989,7 @@ async fn the_senders_stream_is_its_reply_read_from_the_log_alone() {
     let app = harness(&[Step::Text("Hello"), Step::Text(" world"), Step::Finish]);
     let sent = app.send(None, "Hi").await;
     let reads = app.store.state().reads;
-    let events = app
-        .service
-        .follow_sent(&sent)
-        .await
-        .unwrap()
-        .expect("the reply's events");
-    let events: Vec<SequencedEvent> = tokio::time::timeout(WAIT, events.collect())
-        .await
-        .expect("the reply ends");
+    let events = app.sent_events(&sent).await;
     assert_eq!(app.store.state().reads, reads, "no store read");
     assert_eq!(events, app.events(sent.conversation.id, 0).await);
     assert!(
@@ -1019,15 +1024,7 @@ async fn a_retried_send_streams_its_own_reply_not_a_later_one() {
         .unwrap();
     assert!(retry.replayed);
     assert_eq!(retry.reply.id, first.reply.id);
-    let events = app
-        .service
-        .follow_sent(&retry)
-        .await
-        .unwrap()
-        .expect("the first reply's events are still kept");
-    let events: Vec<SequencedEvent> = tokio::time::timeout(WAIT, events.collect())
-        .await
-        .expect("the stream ends");
+    let events = app.sent_events(&retry).await;
     let added: Vec<_> = events
         .iter()
         .filter_map(|event| match &event.event {

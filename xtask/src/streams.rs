@@ -4,8 +4,10 @@
 //! It builds the release binary and starts `waiter serve` on a free loopback
 //! port with a scratch data dir: the embedded default (SQLite and the
 //! in-process cache and event logs) unless `--database URL` or `--redis URL`
-//! say otherwise, every rate limit and the metrics listener off (and the
-//! accounts' replies in flight allowed up to their share of N), logs at
+//! say otherwise, every rate limit off (and the accounts' replies in flight
+//! allowed up to their share of N), the metrics listener off unless
+//! `--metrics ADDR` gives it an address to be scraped at during the load,
+//! logs at
 //! `warn`, and the built-in assistant at its default pace (`--delay` to change
 //! it). It signs `--accounts K` accounts up and in (one per ten streams
 //! unless told), creates N conversations shared among them, and then
@@ -68,10 +70,13 @@ struct Options {
     delay: Option<String>,
     database: Option<String>,
     redis: Option<String>,
+    /// Where the server's Prometheus metrics listen, to scrape during the
+    /// load (the store's timings, the replies' first text); off unless given.
+    metrics: Option<String>,
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
-    const HELP: &str = "use --streams N, --replies M, --accounts K, --ramp DURATION, --delay DURATION, --database URL, --redis URL";
+    const HELP: &str = "use --streams N, --replies M, --accounts K, --ramp DURATION, --delay DURATION, --database URL, --redis URL, --metrics ADDR";
     let count = |value: Option<&&str>, flag: &str| -> Result<usize> {
         value
             .and_then(|n| n.parse().ok())
@@ -86,6 +91,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         delay: None,
         database: None,
         redis: None,
+        metrics: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -107,6 +113,13 @@ fn parse(args: &[&str]) -> Result<Options> {
             }
             "--redis" => {
                 options.redis = Some(args.next().ok_or("--redis needs a URL")?.to_string())
+            }
+            "--metrics" => {
+                let addr = args.next().ok_or("--metrics needs an address")?;
+                addr.parse::<SocketAddr>().map_err(|_| {
+                    format!("--metrics needs an address such as 127.0.0.1:9100, not {addr}")
+                })?;
+                options.metrics = Some(addr.to_string());
             }
             other => return Err(format!("unknown bench option {other}; {HELP}")),
         }
@@ -154,7 +167,10 @@ pub(crate) fn bench(args: &[&str]) -> Result {
         .env("WAITER_ADDR", addr.to_string())
         .env("WAITER_DATA_DIR", &data_dir)
         .env("WAITER_LOG", "warn")
-        .env("WAITER_METRICS_ADDR", "off")
+        .env(
+            "WAITER_METRICS_ADDR",
+            options.metrics.as_deref().unwrap_or("off"),
+        )
         .env("WAITER_REDIS_PREFIX", &redis_prefix)
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
@@ -998,8 +1014,12 @@ mod tests {
             "5ms",
             "--ramp",
             "1.5s",
+            "--metrics",
+            "127.0.0.1:9100",
         ])
         .unwrap();
+        assert_eq!(options.metrics.as_deref(), Some("127.0.0.1:9100"));
+        assert!(parse(&["--streams", "2", "--metrics", "nowhere"]).is_err());
         assert_eq!((options.streams, options.replies), (2, 3));
         assert_eq!(options.ramp, Duration::from_millis(1500));
         assert_eq!(duration("250ms"), Some(Duration::from_millis(250)));

@@ -165,6 +165,8 @@ impl<D: Dialect> Writes<D> {
 }
 
 impl Queue {
+    /// Waits for `write`'s turn, then runs it: what a write does on the
+    /// writer thread.
     async fn write_in_turn<T, E>(
         self: Arc<Self>,
         write: impl Future<Output = Result<T, E>>,

@@ -88,16 +88,6 @@ pub struct SqlAccountStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
-/// A handle on the same pools, as a write takes along to the writer thread.
-impl<D: Dialect> Clone for SqlAccountStore<D> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            writes: self.writes.clone(),
-        }
-    }
-}
-
 /// An `accounts` row without its password hash, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct AccountRow<T> {

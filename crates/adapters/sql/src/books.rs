@@ -85,16 +85,6 @@ pub struct SqlBookStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
-/// A handle on the same pools, as a write takes along to the writer thread.
-impl<D: Dialect> Clone for SqlBookStore<D> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            writes: self.writes.clone(),
-        }
-    }
-}
-
 /// A `books` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct BookRow<T> {

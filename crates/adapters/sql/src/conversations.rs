@@ -289,16 +289,6 @@ pub struct SqlConversationStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
-/// A handle on the same pools, as a write takes along to the writer thread.
-impl<D: Dialect> Clone for SqlConversationStore<D> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            writes: self.writes.clone(),
-        }
-    }
-}
-
 /// A `conversations` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct ConversationRow<T> {

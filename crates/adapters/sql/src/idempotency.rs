@@ -38,16 +38,6 @@ pub struct SqlIdempotencyStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
-/// A handle on the same pools, as a write takes along to the writer thread.
-impl<D: Dialect> Clone for SqlIdempotencyStore<D> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            writes: self.writes.clone(),
-        }
-    }
-}
-
 /// A row of `idempotency_keys`.
 #[derive(Debug, FromRow)]
 struct RememberedRow {

@@ -43,6 +43,30 @@ pub use dialect::{Column, Dialect, Param, Pools, UniqueKey, pool_options};
 pub use idempotency::SqlIdempotencyStore;
 pub use sessions::{SessionLocking, SqlSessionStore};
 
+/// `Clone` for each store: a handle on its database's pools and write queue
+/// (a write takes one along to the writer thread). Written out, since a
+/// derive would ask the sqlx driver type to be `Clone`.
+macro_rules! clone_handles {
+    ($($handle:ident),+) => {$(
+        impl<D: Dialect> Clone for $handle<D> {
+            fn clone(&self) -> Self {
+                Self {
+                    pool: self.pool.clone(),
+                    writes: self.writes.clone(),
+                }
+            }
+        }
+    )+};
+}
+
+clone_handles!(
+    SqlAccountStore,
+    SqlSessionStore,
+    SqlBookStore,
+    SqlConversationStore,
+    SqlIdempotencyStore
+);
+
 /// The sqlx driver of dialect `D`.
 type Db<D> = <D as Dialect>::Database;
 /// A connection of dialect `D`.

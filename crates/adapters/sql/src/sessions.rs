@@ -98,16 +98,6 @@ pub struct SqlSessionStore<D: Dialect> {
     pub(crate) writes: Writes<D>,
 }
 
-/// A handle on the same pools, as a write takes along to the writer thread.
-impl<D: Dialect> Clone for SqlSessionStore<D> {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            writes: self.writes.clone(),
-        }
-    }
-}
-
 /// A `sessions` row, with instants stored as `T`.
 #[derive(Debug, FromRow)]
 struct SessionRow<T> {

@@ -12,7 +12,7 @@
 //!   app (see `hot_paths.rs`).
 //! - `bench --catalog [--books N] [--database NAME] [--reuse] [--keep]`: catalog latency
 //!   over HTTP on PostgreSQL with N seeded books (see `bench.rs`).
-//! - `bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]`:
+//! - `bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL] [--metrics ADDR] [--binary PATH]`:
 //!   N assistant replies streaming at once from one scratch server (SQLite and
 //!   in-process by default), each stream sending M messages one after another:
 //!   first-token and inter-chunk latency percentiles, replies completed, and the
@@ -33,7 +33,7 @@ use std::process::{Command, ExitCode};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--duration 10s] [--threads N] [--connections N] [--rounds N] [--books N] [--postgres URL] [--redis URL] [--only bare,embedded,postgres] [--baseline PATH] [--keep] | bench --catalog [--books N] [--database NAME] [--reuse] [--keep] | bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL]>";
+const USAGE: &str = "usage: cargo xtask <test | openapi [--check] | tidy | fuzz [--seconds N] | ci | bench [--duration 10s] [--threads N] [--connections N] [--rounds N] [--books N] [--postgres URL] [--redis URL] [--only bare,embedded,postgres] [--baseline PATH] [--keep] | bench --catalog [--books N] [--database NAME] [--reuse] [--keep] | bench --streams N [--replies M] [--ramp DURATION] [--delay DURATION] [--database URL] [--redis URL] [--metrics ADDR] [--binary PATH]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,15 +1,15 @@
 //! `cargo xtask bench --streams N`: many assistant replies streaming at once
 //! from one instance, measured from outside the server.
 //!
-//! It builds the release binary and starts `waiter serve` on a free loopback
-//! port with a scratch data dir: the embedded default (SQLite and the
+//! It builds the release binary (or takes an earlier build's, `--binary
+//! PATH`, to measure a change side by side with what it replaces) and starts
+//! `waiter serve` on a free loopback port with a scratch data dir: the embedded default (SQLite and the
 //! in-process cache and event logs) unless `--database URL` or `--redis URL`
 //! say otherwise, every rate limit off (and the accounts' replies in flight
 //! allowed up to their share of N), the metrics listener off unless
 //! `--metrics ADDR` gives it an address to be scraped at during the load,
-//! logs at
-//! `warn`, and the built-in assistant at its default pace (`--delay` to change
-//! it). It signs `--accounts K` accounts up and in (one per ten streams
+//! logs at `warn`, and the built-in assistant at its default pace
+//! (`--delay` to change it). It signs `--accounts K` accounts up and in (one per ten streams
 //! unless told), creates N conversations shared among them, and then
 //! opens N streams at once, one per conversation (a conversation has one reply
 //! in flight at a time), each sending `--replies M` messages one after the
@@ -36,6 +36,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -73,10 +74,13 @@ struct Options {
     /// Where the server's Prometheus metrics listen, to scrape during the
     /// load (the store's timings, the replies' first text); off unless given.
     metrics: Option<String>,
+    /// A `waiter` binary to run instead of building the workspace's: an
+    /// earlier build, to measure a change side by side with what it replaces.
+    binary: Option<PathBuf>,
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
-    const HELP: &str = "use --streams N, --replies M, --accounts K, --ramp DURATION, --delay DURATION, --database URL, --redis URL, --metrics ADDR";
+    const HELP: &str = "use --streams N, --replies M, --accounts K, --ramp DURATION, --delay DURATION, --database URL, --redis URL, --metrics ADDR, --binary PATH";
     let count = |value: Option<&&str>, flag: &str| -> Result<usize> {
         value
             .and_then(|n| n.parse().ok())
@@ -92,6 +96,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         database: None,
         redis: None,
         metrics: None,
+        binary: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -120,6 +125,9 @@ fn parse(args: &[&str]) -> Result<Options> {
                     format!("--metrics needs an address such as 127.0.0.1:9100, not {addr}")
                 })?;
                 options.metrics = Some(addr.to_string());
+            }
+            "--binary" => {
+                options.binary = Some(args.next().ok_or("--binary needs a path")?.into());
             }
             other => return Err(format!("unknown bench option {other}; {HELP}")),
         }
@@ -155,8 +163,13 @@ fn duration(raw: &str) -> Option<Duration> {
 
 pub(crate) fn bench(args: &[&str]) -> Result {
     let options = parse(args)?;
-    crate::cargo(&["build", "--release", "--package", "waiter"])?;
-    let binary = root().join("target/release/waiter");
+    let binary = match &options.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            crate::cargo(&["build", "--release", "--package", "waiter"])?;
+            root().join("target/release/waiter")
+        }
+    };
     let addr = free_port()?;
     let run_id = format!("{}-{}", std::process::id(), unix_seconds());
     let data_dir = std::env::temp_dir().join(format!("waiter-streams-bench-{run_id}"));

@@ -32,11 +32,25 @@
 //! connection and one `XREAD` per burst of events, whatever the number of
 //! followers. The hub learns of a newly watched stream through a wake-up
 //! stream of its own, which interrupts its wait at once.
+//!
+//! # An instance's own replies ring without Redis
+//!
+//! Most followers follow a reply their own instance generates: the sender's
+//! stream, and a reconnection that lands where the reply runs. So an append
+//! that succeeds rings the hub's bell for that stream itself, with the
+//! entry it just wrote, and the hub leaves a stream appended here in the
+//! last [`LOCAL_QUIET`] out of its `XREAD`. Without this, the `XREAD` names
+//! every watched stream, and with a thousand replies streaming it returned
+//! after almost every append: Redis scanned a thousand keys, and the hub
+//! parsed the reply, hundreds of times a second. If another instance takes
+//! the reply over, this one stops appending, and the hub waits on the
+//! stream again within [`LOCAL_QUIET`]. `close` rings too, with nothing
+//! new, so that followers read the end for themselves.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -147,6 +161,13 @@ const HUB_RETRY: Duration = Duration::from_millis(500);
 const RECHECK: Duration = Duration::from_secs(10);
 /// How long the hub's wake-up stream outlives its last use.
 const WAKE_TTL: Duration = Duration::from_secs(60);
+/// How long after this instance last appended to a stream the hub leaves it
+/// out of its `XREAD`: long enough to span a model's pause between chunks,
+/// short enough that a reply another instance takes over reaches the
+/// followers here about as soon as a failover does.
+const LOCAL_QUIET: Duration = Duration::from_secs(1);
+/// The hub's shortest wait: Redis reads `BLOCK 0` as "forever".
+const HUB_MIN_BLOCK: Duration = Duration::from_millis(1);
 
 /// A [`ReplyEventLog`] in Redis, shared by every instance configured with
 /// the same key prefix.
@@ -195,13 +216,16 @@ impl ReplyEventLog for RedisReplyEventLog {
     /// An append out of order or after `close` fails with
     /// [`PortError::Unexpected`]: it is the writer's bug.
     async fn append(&self, key: &ReplyKey, seq: u64, payload: &[u8]) -> Result<(), PortError> {
+        let stream = self.stream_key(key);
         let mut invocation = APPEND_SCRIPT.prepare_invoke();
         invocation
-            .key(self.stream_key(key))
+            .key(&stream)
             .arg(seq)
             .arg(payload)
             .arg(millis(ABANDONED_LOG_TTL));
-        self.namespace.invoke::<()>(invocation).await
+        self.namespace.invoke::<()>(invocation).await?;
+        self.hub.appended_here(&stream, seq, payload);
+        Ok(())
     }
 
     /// Closing a log that does not exist does nothing; closing one again
@@ -210,9 +234,12 @@ impl ReplyEventLog for RedisReplyEventLog {
     /// (its waiting followers then end at their next re-check, not at once:
     /// a deleted stream announces nothing).
     async fn close(&self, key: &ReplyKey, keep: Duration) -> Result<(), PortError> {
+        let stream = self.stream_key(key);
         let mut invocation = CLOSE_SCRIPT.prepare_invoke();
-        invocation.key(self.stream_key(key)).arg(millis(keep));
-        self.namespace.invoke::<()>(invocation).await
+        invocation.key(&stream).arg(millis(keep));
+        self.namespace.invoke::<()>(invocation).await?;
+        self.hub.closed_here(&stream);
+        Ok(())
     }
 
     /// Reads the stream with the followers' script, [`SNAPSHOT_BATCH`]
@@ -304,10 +331,10 @@ fn entry((id, fields): RawEntry) -> Result<Entry, PortError> {
     }
 }
 
-/// What the hub rings a bell with: the latest entries it has read from
-/// the stream (at most [`RECENT`]), which directly follow event `after`.
-/// A follower within that window takes what it lacks from it without a
-/// read of its own; one further behind reads.
+/// What the hub rings a bell with: the latest entries it has seen of the
+/// stream (at most [`RECENT`]), which directly follow event `after`. A
+/// follower within that window takes what it lacks from it without a read
+/// of its own; one further behind reads.
 #[derive(Debug)]
 struct Recent {
     after: u64,
@@ -323,14 +350,34 @@ impl Recent {
         }
     }
 
-    /// Adds entries that directly follow the window, dropping the oldest
-    /// beyond [`RECENT`].
-    fn extend(&mut self, entries: Vec<Entry>) {
-        self.entries.extend(entries);
+    /// The position of the window's last entry.
+    fn end(&self) -> u64 {
+        self.after + self.entries.len() as u64
+    }
+
+    /// Adds `entries`, the first at position `first`, keeping the window
+    /// unbroken: entries it already holds are skipped (the hub may see an
+    /// entry both from this instance's append and from its `XREAD`), and
+    /// entries beyond a gap start it afresh, so a follower that lacks what
+    /// fell in the gap reads it. Drops the oldest beyond [`RECENT`].
+    /// Returns whether anything was added.
+    fn add(&mut self, first: u64, entries: Vec<Entry>) -> bool {
+        if first > self.end() + 1 {
+            *self = Self::starting_after(first - 1);
+        }
+        let known = (self.end() + 1).saturating_sub(first);
+        let before = self.entries.len();
+        self.entries.extend(
+            entries
+                .into_iter()
+                .skip(usize::try_from(known).unwrap_or(usize::MAX)),
+        );
+        let added = self.entries.len() > before;
         while self.entries.len() > RECENT {
             self.entries.pop_front();
             self.after = self.after.saturating_add(1);
         }
+        added
     }
 
     /// The entries after event `last`, if the window holds every one of
@@ -487,6 +534,9 @@ struct HubState {
 struct Watched {
     /// The id of the last entry the hub has seen (or was told of).
     last_id: String,
+    /// Until when the hub leaves the stream out of its `XREAD`: this
+    /// instance appended to it [`LOCAL_QUIET`] before.
+    appended_here_until: Option<Instant>,
     bell: watch::Sender<Recent>,
 }
 
@@ -507,6 +557,7 @@ impl Hub {
                 .entry(stream.to_owned())
                 .or_insert_with(|| Watched {
                     last_id: format!("0-{last}"),
+                    appended_here_until: None,
                     bell: watch::Sender::new(Recent::starting_after(last)),
                 });
             let bell = watched.bell.subscribe();
@@ -522,6 +573,36 @@ impl Hub {
             let _ = self.wake().await;
         }
         bell
+    }
+
+    /// Rings `stream`'s followers, if it has any here, with event `seq`
+    /// this instance just appended, and leaves the stream out of the hub's
+    /// `XREAD` for a while.
+    fn appended_here(&self, stream: &str, seq: u64, payload: &[u8]) {
+        let mut state = self.state();
+        let Some(watched) = state.streams.get_mut(stream) else {
+            return;
+        };
+        if seq_of(&watched.last_id).is_some_and(|last| last < seq) {
+            watched.last_id = format!("0-{seq}");
+        }
+        watched.appended_here_until = Some(Instant::now() + LOCAL_QUIET);
+        let event = Entry::Event(LoggedEvent {
+            seq,
+            payload: payload.to_vec(),
+        });
+        watched
+            .bell
+            .send_if_modified(|recent| recent.add(seq, vec![event]));
+    }
+
+    /// Rings `stream`'s followers, if it has any here, with nothing new, so
+    /// that they read the end this instance just wrote (or find the log
+    /// dropped).
+    fn closed_here(&self, stream: &str) {
+        if let Some(watched) = self.state().streams.get(stream) {
+            watched.bell.send_modify(|_| {});
+        }
     }
 
     /// Interrupts the hub's wait, so that it starts watching a new stream.
@@ -573,22 +654,10 @@ impl Hub {
     async fn run(self: Arc<Self>) {
         let mut wake_id = String::from("0-0");
         loop {
-            let watched: Vec<(String, String)> = {
-                let mut state = self.state();
-                state
-                    .streams
-                    .retain(|_, watched| watched.bell.receiver_count() > 0);
-                if state.streams.is_empty() {
-                    state.running = false;
-                    return;
-                }
-                state
-                    .streams
-                    .iter()
-                    .map(|(key, watched)| (key.clone(), watched.last_id.clone()))
-                    .collect()
+            let Some((waited_on, block)) = self.to_wait_on() else {
+                return;
             };
-            match self.wait(&watched, &wake_id).await {
+            match self.wait(&waited_on, block, &wake_id).await {
                 Ok(arrived) => self.ring(arrived, &mut wake_id),
                 Err(_) => {
                     self.ring_all();
@@ -598,18 +667,44 @@ impl Hub {
         }
     }
 
+    /// The streams to wait on, each with the id of the last entry seen, and how long to block: until the first stream appended here
+    /// must be waited on again, at most [`HUB_BLOCK`]. Forgets the streams
+    /// nobody follows any more; `None`, and the hub marked stopped, when
+    /// none is left.
+    fn to_wait_on(&self) -> Option<(Vec<(String, String)>, Duration)> {
+        let mut state = self.state();
+        state
+            .streams
+            .retain(|_, watched| watched.bell.receiver_count() > 0);
+        if state.streams.is_empty() {
+            state.running = false;
+            return None;
+        }
+        let now = Instant::now();
+        let mut block = HUB_BLOCK;
+        let mut waited_on = Vec::new();
+        for (key, watched) in &state.streams {
+            match watched.appended_here_until {
+                Some(until) if until > now => block = block.min(until - now),
+                _ => waited_on.push((key.clone(), watched.last_id.clone())),
+            }
+        }
+        Some((waited_on, block.max(HUB_MIN_BLOCK)))
+    }
+
     /// One `XREAD BLOCK` on the wake-up stream and `watched`; returns each
     /// stream that got entries, with them.
     async fn wait(
         &self,
         watched: &[(String, String)],
+        block: Duration,
         wake_id: &str,
     ) -> Result<Vec<(String, Vec<RawEntry>)>, PortError> {
         let mut connection = self.connect().await?;
         let mut command = redis::cmd("XREAD");
         command
             .arg("BLOCK")
-            .arg(millis(HUB_BLOCK))
+            .arg(millis(block))
             .arg("STREAMS")
             .arg(&self.wake_key);
         for (key, _) in watched {
@@ -632,24 +727,32 @@ impl Hub {
     fn ring(&self, arrived: Vec<(String, Vec<RawEntry>)>, wake_id: &mut String) {
         let mut state = self.state();
         for (key, entries) in arrived {
-            let Some(last_id) = entries.last().map(|(id, _)| id.clone()) else {
+            let Some((first_id, last_id)) = entries.first().zip(entries.last()) else {
                 continue;
             };
             if key == self.wake_key {
-                *wake_id = last_id;
+                wake_id.clone_from(&last_id.0);
                 continue;
             }
             let Some(watched) = state.streams.get_mut(&key) else {
                 continue;
             };
+            let (first, last) = (seq_of(&first_id.0), seq_of(&last_id.0));
+            // Entries this instance appended may have moved it further.
+            if seq_of(&watched.last_id) < last || last.is_none() {
+                watched.last_id.clone_from(&last_id.0);
+            }
             let entries = entries.into_iter().map(entry).collect::<Result<_, _>>();
-            let restart = seq_of(&last_id);
-            watched.last_id = last_id;
-            watched.bell.send_modify(|recent| match (entries, restart) {
-                (Ok(entries), _) => recent.extend(entries),
-                (Err(_), Some(restart)) => *recent = Recent::starting_after(restart),
-                (Err(_), None) => *recent = Recent::starting_after(u64::MAX),
-            });
+            match (entries, first) {
+                (Ok(entries), Some(first)) => {
+                    watched
+                        .bell
+                        .send_if_modified(|recent| recent.add(first, entries));
+                }
+                _ => watched.bell.send_modify(|recent| {
+                    *recent = Recent::starting_after(last.unwrap_or(u64::MAX));
+                }),
+            }
         }
     }
 }
@@ -714,14 +817,14 @@ mod tests {
     fn the_window_gives_what_a_follower_lacks_only_when_it_holds_all_of_it() {
         let mut recent = Recent::starting_after(2);
         assert_eq!(seqs(recent.after(2)), None, "nothing arrived yet");
-        recent.extend(vec![event(3), event(4)]);
+        assert!(recent.add(3, vec![event(3), event(4)]));
         assert_eq!(seqs(recent.after(2)), Some(vec![Some(3), Some(4)]));
         assert_eq!(seqs(recent.after(3)), Some(vec![Some(4)]));
         assert_eq!(seqs(recent.after(4)), None, "caught up");
         assert_eq!(seqs(recent.after(1)), None, "event 2 is not in the window");
 
-        recent.extend((5..=RECENT as u64 + 4).map(event).collect());
-        recent.extend(vec![Entry::End]);
+        assert!(recent.add(5, (5..=RECENT as u64 + 4).map(event).collect()));
+        assert!(recent.add(RECENT as u64 + 5, vec![Entry::End]));
         let newest = RECENT as u64 + 4;
         assert_eq!(recent.entries.len(), RECENT);
         assert_eq!(
@@ -738,6 +841,31 @@ mod tests {
             Some(vec![None]),
             "only the end is left"
         );
+    }
+
+    #[test]
+    fn an_entry_seen_twice_is_added_once() {
+        let mut recent = Recent::starting_after(0);
+        assert!(recent.add(1, vec![event(1)]), "appended here");
+        assert!(
+            recent.add(1, vec![event(1), event(2)]),
+            "read by the hub, with one more"
+        );
+        assert!(!recent.add(2, vec![event(2)]), "nothing new");
+        assert_eq!(seqs(recent.after(0)), Some(vec![Some(1), Some(2)]));
+    }
+
+    #[test]
+    fn entries_beyond_a_gap_start_the_window_afresh() {
+        let mut recent = Recent::starting_after(0);
+        recent.add(1, vec![event(1)]);
+        assert!(recent.add(4, vec![event(4)]));
+        assert_eq!(
+            seqs(recent.after(1)),
+            None,
+            "a follower at 1 lacks 2 and 3, so it reads them itself"
+        );
+        assert_eq!(seqs(recent.after(3)), Some(vec![Some(4)]));
     }
 
     #[test]

@@ -366,6 +366,57 @@ async fn instances_with_the_same_prefix_share_reply_event_logs() {
     .await;
 }
 
+/// A follower of a reply its own instance was writing, rung without Redis,
+/// keeps up when another instance takes the reply over: its hub waits on
+/// the stream in Redis again.
+#[tokio::test]
+async fn a_follower_keeps_up_when_another_instance_takes_its_reply_over() {
+    use futures::StreamExt;
+    use waiter_domain::{ConversationId, MessageId};
+    use waiter_ports::conversations::ReplyKey;
+
+    let prefix = unique_prefix();
+    let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
+        return;
+    };
+    cleaning_up(&[&first], async {
+        let (here, there) = (
+            RedisReplyEventLog::sharing(&first),
+            RedisReplyEventLog::sharing(&second),
+        );
+        let key = ReplyKey {
+            conversation: ConversationId::from_ulid(Ulid::generate()),
+            reply: MessageId::generated(Ulid::generate()),
+        };
+        here.append(&key, 1, b"one").await.unwrap();
+        let mut follower = here.follow(&key, 0);
+        let next = async |follower: &mut waiter_ports::conversations::LoggedEvents| {
+            tokio::time::timeout(Duration::from_secs(5), follower.next())
+                .await
+                .expect("an event or the end in time")
+                .map(|event| event.expect("an event").payload)
+        };
+        assert_eq!(next(&mut follower).await.as_deref(), Some(&b"one"[..]));
+
+        // Waiting when the event is appended here: rung by the append.
+        let (two, ()) = tokio::join!(next(&mut follower), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            here.append(&key, 2, b"two").await.unwrap();
+        });
+        assert_eq!(two.as_deref(), Some(&b"two"[..]));
+
+        // Then the other instance writes the rest.
+        let (three, ()) = tokio::join!(next(&mut follower), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            there.append(&key, 3, b"three").await.unwrap();
+        });
+        assert_eq!(three.as_deref(), Some(&b"three"[..]));
+        there.close(&key, TTL).await.unwrap();
+        assert_eq!(next(&mut follower).await, None);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn instances_with_the_same_prefix_share_entries() {
     let prefix = unique_prefix();

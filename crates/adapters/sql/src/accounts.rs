@@ -13,9 +13,8 @@ use waiter_ports::identity::{
     NewAccountRecord, UpdateAccountError,
 };
 
+use crate::calls::Calls;
 use crate::idempotency::begin_creating;
-use crate::timed::timed;
-use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps emails unique.
@@ -85,7 +84,7 @@ const LIST_AFTER: &str = concat!(
 #[derive(Debug)]
 pub struct SqlAccountStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes<D>,
+    pub(crate) calls: Calls<D>,
 }
 
 /// An `accounts` row without its password hash, with instants stored as `T`.
@@ -157,9 +156,9 @@ where
         remember: Option<IdempotencyRecord>,
     ) -> Result<Account, InsertAccountError> {
         let store = self.clone();
-        self.writes
-            .run("accounts.insert", async move {
-                let mut tx = begin_creating::<D>(store.writes.pool(), remember.as_ref()).await??;
+        self.calls
+            .write("accounts.insert", async move {
+                let mut tx = begin_creating::<D>(store.calls.writer(), remember.as_ref()).await??;
                 let row = sqlx::query_as::<_, AccountRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.email.as_str())
@@ -181,48 +180,54 @@ where
     }
 
     async fn find(&self, id: AccountId) -> Result<Option<Account>, PortError> {
-        timed("accounts.find", async {
-            sqlx::query_as::<_, AccountRow<D::Timestamp>>(FIND)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(Account::try_from)
-                .transpose()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("accounts.find", async move {
+                sqlx::query_as::<_, AccountRow<D::Timestamp>>(FIND)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(Account::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn find_credentials_by_email(
         &self,
         email: &Email,
     ) -> Result<Option<AccountCredentials>, PortError> {
-        timed("accounts.find_credentials_by_email", async {
-            sqlx::query_as::<_, CredentialsRow<D::Timestamp>>(FIND_CREDENTIALS_BY_EMAIL)
-                .bind(email.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(AccountCredentials::try_from)
-                .transpose()
-        })
-        .await
+        let (pool, email) = (self.pool.clone(), email.clone());
+        self.calls
+            .read("accounts.find_credentials_by_email", async move {
+                sqlx::query_as::<_, CredentialsRow<D::Timestamp>>(FIND_CREDENTIALS_BY_EMAIL)
+                    .bind(email.as_str())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(AccountCredentials::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn find_credentials(
         &self,
         id: AccountId,
     ) -> Result<Option<AccountCredentials>, PortError> {
-        timed("accounts.find_credentials", async {
-            sqlx::query_as::<_, CredentialsRow<D::Timestamp>>(FIND_CREDENTIALS)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(AccountCredentials::try_from)
-                .transpose()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("accounts.find_credentials", async move {
+                sqlx::query_as::<_, CredentialsRow<D::Timestamp>>(FIND_CREDENTIALS)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(AccountCredentials::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn update(
@@ -231,8 +236,8 @@ where
         changes: AccountChanges,
     ) -> Result<Account, UpdateAccountError> {
         let store = self.clone();
-        self.writes
-            .run("accounts.update", async move {
+        self.calls
+            .write("accounts.update", async move {
                 let updated = sqlx::query_as::<_, AccountRow<D::Timestamp>>(UPDATE)
                     .bind(id.as_uuid())
                     .bind(changes.expected_version.map(Version::get))
@@ -241,7 +246,7 @@ where
                     .bind(changes.role.map(Role::as_str))
                     .bind(changes.password_hash.as_ref().map(PasswordHash::as_str))
                     .bind(D::Timestamp::from(changes.updated_at))
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, EMAIL_KEY) => UpdateAccountError::EmailTaken,
@@ -252,7 +257,7 @@ where
                 }
 
                 let stale = stale_version::<D>(
-                    store.writes.pool(),
+                    store.calls.writer(),
                     VERSION,
                     id.as_uuid(),
                     changes.expected_version,
@@ -267,11 +272,11 @@ where
 
     async fn delete(&self, id: AccountId) -> Result<bool, PortError> {
         let store = self.clone();
-        self.writes
-            .run("accounts.delete", async move {
+        self.calls
+            .write("accounts.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 Ok(deleted.is_some())
@@ -280,21 +285,23 @@ where
     }
 
     async fn list(&self, page: AccountPage) -> Result<Vec<Account>, PortError> {
-        timed("accounts.list", async {
-            let query = match page.after {
-                Some(after) => sqlx::query_as::<_, AccountRow<D::Timestamp>>(LIST_AFTER)
-                    .bind(i64::from(page.limit))
-                    .bind(after.as_uuid()),
-                None => sqlx::query_as(LIST).bind(i64::from(page.limit)),
-            };
-            query
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .into_iter()
-                .map(Account::try_from)
-                .collect()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("accounts.list", async move {
+                let query = match page.after {
+                    Some(after) => sqlx::query_as::<_, AccountRow<D::Timestamp>>(LIST_AFTER)
+                        .bind(i64::from(page.limit))
+                        .bind(after.as_uuid()),
+                    None => sqlx::query_as(LIST).bind(i64::from(page.limit)),
+                };
+                query
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .into_iter()
+                    .map(Account::try_from)
+                    .collect()
+            })
+            .await
     }
 }

@@ -23,9 +23,8 @@ use waiter_ports::catalog::{
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
+use crate::calls::Calls;
 use crate::idempotency::begin_creating;
-use crate::timed::timed;
-use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The constraint that keeps ISBNs unique.
@@ -82,7 +81,7 @@ pub trait BookLoading: Dialect {
 #[derive(Debug)]
 pub struct SqlBookStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes<D>,
+    pub(crate) calls: Calls<D>,
 }
 
 /// A `books` row, with instants stored as `T`.
@@ -196,7 +195,7 @@ where
 {
     /// Why a conditional write of book `id` matched no row.
     async fn refusal(&self, id: BookId, expected_version: Option<Version>) -> WriteBookError {
-        match stale_version::<D>(self.writes.pool(), VERSION, id.as_uuid(), expected_version).await
+        match stale_version::<D>(self.calls.writer(), VERSION, id.as_uuid(), expected_version).await
         {
             Ok(Some(current)) => WriteBookError::VersionMismatch { current },
             Ok(None) => WriteBookError::NotFound,
@@ -226,8 +225,8 @@ where
         remember: Option<IdempotencyRecord>,
     ) -> Result<Book, InsertBookError> {
         let store = self.clone();
-        self.writes
-            .run("books.insert", async move {
+        self.calls
+            .write("books.insert", async move {
                 let row = NewBookRow::from(record);
                 let insert = sqlx::query_as::<_, BookRow<D::Timestamp>>(INSERT)
                     .bind(row.id)
@@ -253,12 +252,12 @@ where
                 // pooled connection.
                 let stored = match remember {
                     None => insert
-                        .fetch_one(store.writes.pool())
+                        .fetch_one(store.calls.writer())
                         .await
                         .map_err(refused)?,
                     Some(remember) => {
                         let mut tx =
-                            begin_creating::<D>(store.writes.pool(), Some(&remember)).await??;
+                            begin_creating::<D>(store.calls.writer(), Some(&remember)).await??;
                         let stored = insert.fetch_one(&mut *tx).await.map_err(refused)?;
                         tx.commit().await.map_err(D::port_error)?;
                         stored
@@ -271,131 +270,140 @@ where
 
     async fn bulk_insert(&self, records: BookRecords) -> Result<u64, PortError> {
         let store = self.clone();
-        self.writes
-            .run("books.bulk_insert", async move {
+        self.calls
+            .write("books.bulk_insert", async move {
                 let mut rows = records.map(NewBookRow::from).peekable();
                 if rows.peek().is_none() {
                     return Ok(0);
                 }
-                D::bulk_insert(store.writes.pool(), rows).await
+                D::bulk_insert(store.calls.writer(), rows).await
             })
             .await
     }
 
     async fn find(&self, id: BookId) -> Result<Option<Book>, PortError> {
-        timed("books.find", async {
-            sqlx::query_as::<_, BookRow<D::Timestamp>>(FIND)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(Book::try_from)
-                .transpose()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("books.find", async move {
+                sqlx::query_as::<_, BookRow<D::Timestamp>>(FIND)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(Book::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn list(&self, query: BookQuery) -> Result<Vec<Book>, PortError> {
-        timed("books.list", async {
-            let BookQuery {
-                filter,
-                sort,
-                after,
-                limit,
-            } = query;
-            let column = sort_column(sort.key);
-            let unfiltered = filter == BookFilter::default();
-            // `push_bind` panics if a value fails to encode; none of these can
-            // (a cursor's instant is UTC, whose encodings are total).
-            let mut statement = QueryBuilder::<Db<D>>::new(LIST);
-            if let Some(author) = filter.author {
-                statement
-                    .push(" AND author_folded = ")
-                    .push_bind(folded(&author));
-            }
-            if let Some(q) = filter.q {
-                let pattern = contains_pattern(&q);
-                statement
-                    .push(" AND (title_folded LIKE ")
-                    .push_bind(pattern.clone())
-                    .push(" ESCAPE '\\' OR author_folded LIKE ")
-                    .push_bind(pattern)
-                    .push(" ESCAPE '\\')");
-            }
-            if let Some(date) = filter.published_after {
-                statement.push(" AND published_date > ").push_bind(date);
-            }
-            if let Some(date) = filter.published_before {
-                statement.push(" AND published_date < ").push_bind(date);
-            }
-            if let Some(after) = after {
-                if !after.fits(sort) {
-                    return Err(D::port_error(sqlx::Error::InvalidArgument(format!(
-                        "a cursor of {:?} cannot continue a list sorted by {}",
-                        after.value,
-                        sort.key.as_str()
-                    ))));
+        let pool = self.pool.clone();
+        self.calls
+            .read("books.list", async move {
+                let BookQuery {
+                    filter,
+                    sort,
+                    after,
+                    limit,
+                } = query;
+                let column = sort_column(sort.key);
+                let unfiltered = filter == BookFilter::default();
+                // `push_bind` panics if a value fails to encode; none of these can
+                // (a cursor's instant is UTC, whose encodings are total).
+                let mut statement = QueryBuilder::<Db<D>>::new(LIST);
+                if let Some(author) = filter.author {
+                    statement
+                        .push(" AND author_folded = ")
+                        .push_bind(folded(&author));
                 }
+                if let Some(q) = filter.q {
+                    let pattern = contains_pattern(&q);
+                    statement
+                        .push(" AND (title_folded LIKE ")
+                        .push_bind(pattern.clone())
+                        .push(" ESCAPE '\\' OR author_folded LIKE ")
+                        .push_bind(pattern)
+                        .push(" ESCAPE '\\')");
+                }
+                if let Some(date) = filter.published_after {
+                    statement.push(" AND published_date > ").push_bind(date);
+                }
+                if let Some(date) = filter.published_before {
+                    statement.push(" AND published_date < ").push_bind(date);
+                }
+                if let Some(after) = after {
+                    if !after.fits(sort) {
+                        return Err(D::port_error(sqlx::Error::InvalidArgument(format!(
+                            "a cursor of {:?} cannot continue a list sorted by {}",
+                            after.value,
+                            sort.key.as_str()
+                        ))));
+                    }
+                    statement
+                        .push(" AND (")
+                        .push(column)
+                        .push(", id) ")
+                        .push(if sort.descending { "<" } else { ">" })
+                        .push(" (");
+                    match after.value {
+                        SortValue::Date(date) => statement.push_bind(date),
+                        SortValue::Text(text) => statement.push_bind(text),
+                        SortValue::Cents(cents) => statement.push_bind(cents),
+                        SortValue::Instant(instant) => {
+                            statement.push_bind(D::Timestamp::from(instant))
+                        }
+                    };
+                    statement.push(", ").push_bind(after.id.as_uuid()).push(")");
+                }
+                let direction = if sort.descending { " DESC" } else { " ASC" };
                 statement
-                    .push(" AND (")
+                    .push(" ORDER BY ")
                     .push(column)
-                    .push(", id) ")
-                    .push(if sort.descending { "<" } else { ">" })
-                    .push(" (");
-                match after.value {
-                    SortValue::Date(date) => statement.push_bind(date),
-                    SortValue::Text(text) => statement.push_bind(text),
-                    SortValue::Cents(cents) => statement.push_bind(cents),
-                    SortValue::Instant(instant) => statement.push_bind(D::Timestamp::from(instant)),
-                };
-                statement.push(", ").push_bind(after.id.as_uuid()).push(")");
-            }
-            let direction = if sort.descending { " DESC" } else { " ASC" };
-            statement
-                .push(" ORDER BY ")
-                .push(column)
-                .push(direction)
-                .push(", id")
-                .push(direction)
-                .push(" LIMIT ")
-                .push_bind(i64::from(limit));
-            // A filtered list is a one-off statement, so PostgreSQL plans it
-            // with the actual values every time. A cached statement may
-            // switch to a generic plan after five runs, and a generic plan
-            // cannot tell a rare `q` (best found through the trigram indexes)
-            // from a common one (best found by walking the sort index): at
-            // 1 000 000 books the generic plan took 430 ms for a rare word,
-            // the planned-per-value one 1 ms. An unfiltered list is a walk of
-            // its `(column, id)` index whatever the cursor, so it is prepared
-            // once per connection: a one-off statement costs another round
-            // trip (parse and describe before binding) and a plan per call.
-            statement
-                .build_query_as::<BookRow<D::Timestamp>>()
-                .persistent(unfiltered)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .into_iter()
-                .map(Book::try_from)
-                .collect()
-        })
-        .await
+                    .push(direction)
+                    .push(", id")
+                    .push(direction)
+                    .push(" LIMIT ")
+                    .push_bind(i64::from(limit));
+                // A filtered list is a one-off statement, so PostgreSQL plans it
+                // with the actual values every time. A cached statement may
+                // switch to a generic plan after five runs, and a generic plan
+                // cannot tell a rare `q` (best found through the trigram indexes)
+                // from a common one (best found by walking the sort index): at
+                // 1 000 000 books the generic plan took 430 ms for a rare word,
+                // the planned-per-value one 1 ms. An unfiltered list is a walk of
+                // its `(column, id)` index whatever the cursor, so it is prepared
+                // once per connection: a one-off statement costs another round
+                // trip (parse and describe before binding) and a plan per call.
+                statement
+                    .build_query_as::<BookRow<D::Timestamp>>()
+                    .persistent(unfiltered)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .into_iter()
+                    .map(Book::try_from)
+                    .collect()
+            })
+            .await
     }
 
     async fn recent(&self, limit: u32) -> Result<Vec<Book>, PortError> {
-        timed("books.recent", async {
-            self.list(BookQuery {
-                filter: Default::default(),
-                sort: BookSort {
-                    key: BookSortKey::PublishedDate,
-                    descending: true,
-                },
-                after: None,
-                limit,
+        let store = self.clone();
+        self.calls
+            .read("books.recent", async move {
+                store
+                    .list(BookQuery {
+                        filter: Default::default(),
+                        sort: BookSort {
+                            key: BookSortKey::PublishedDate,
+                            descending: true,
+                        },
+                        after: None,
+                        limit,
+                    })
+                    .await
             })
             .await
-        })
-        .await
     }
 
     async fn update(
@@ -406,8 +414,8 @@ where
         updated_at: Timestamp,
     ) -> Result<Book, WriteBookError> {
         let store = self.clone();
-        self.writes
-            .run("books.update", async move {
+        self.calls
+            .write("books.update", async move {
                 let updated = sqlx::query_as::<_, BookRow<D::Timestamp>>(UPDATE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
@@ -419,7 +427,7 @@ where
                     .bind(draft.published_date)
                     .bind(draft.price.cents())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(|error| match error {
                         error if D::violates(&error, ISBN_KEY) => WriteBookError::IsbnTaken,
@@ -439,12 +447,12 @@ where
         expected_version: Option<Version>,
     ) -> Result<(), WriteBookError> {
         let store = self.clone();
-        self.writes
-            .run("books.delete", async move {
+        self.calls
+            .write("books.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {

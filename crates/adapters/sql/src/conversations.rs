@@ -59,9 +59,8 @@ use waiter_ports::conversations::{
 };
 use waiter_ports::idempotency::IdempotencyRecord;
 
+use crate::calls::Calls;
 use crate::idempotency::begin_creating;
-use crate::timed::timed;
-use crate::writes::Writes;
 use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
 
 /// The key that makes a message id usable once per conversation.
@@ -286,7 +285,7 @@ const INTERRUPT: &str = "UPDATE messages SET status = 'interrupted', updated_at 
 #[derive(Debug)]
 pub struct SqlConversationStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes<D>,
+    pub(crate) calls: Calls<D>,
 }
 
 /// A `conversations` row, with instants stored as `T`.
@@ -474,7 +473,7 @@ where
         id: ConversationId,
         expected_version: Option<Version>,
     ) -> WriteConversationError {
-        match stale_version::<D>(self.writes.pool(), VERSION, id.as_uuid(), expected_version).await
+        match stale_version::<D>(self.calls.writer(), VERSION, id.as_uuid(), expected_version).await
         {
             Ok(Some(current)) => WriteConversationError::VersionMismatch { current },
             Ok(None) => WriteConversationError::NotFound,
@@ -576,7 +575,7 @@ where
             .bind(message.conversation_id.as_uuid())
             .bind(message.id.as_str())
             .bind(retry_key)
-            .fetch_optional(self.writes.pool())
+            .fetch_optional(self.calls.writer())
             .await;
         match sent {
             Ok(Some(id)) => match MessageId::parse(&id) {
@@ -621,14 +620,14 @@ where
             && round.len() <= ROWS_PER_STATEMENT
             && ending.is_empty()
         {
-            let written = save_rows::<D>(self.writes.pool(), saves, &metadata, round).await?;
+            let written = save_rows::<D>(self.calls.writer(), saves, &metadata, round).await?;
             mark_saved(&mut saved, saves, round, &written);
             return Ok(saved);
         }
 
         let mut tx = self
-            .writes
-            .pool()
+            .calls
+            .writer()
             .begin_with(D::BEGIN_WRITE)
             .await
             .map_err(D::port_error)?;
@@ -952,9 +951,9 @@ where
         remember: Option<IdempotencyRecord>,
     ) -> Result<Conversation, InsertConversationError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.insert", async move {
-                let mut tx = begin_creating::<D>(store.writes.pool(), remember.as_ref()).await??;
+        self.calls
+            .write("conversations.insert", async move {
+                let mut tx = begin_creating::<D>(store.calls.writer(), remember.as_ref()).await??;
                 let stored = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(INSERT)
                     .bind(record.id.as_uuid())
                     .bind(record.owner.as_uuid())
@@ -971,46 +970,50 @@ where
     }
 
     async fn find(&self, id: ConversationId) -> Result<Option<Conversation>, PortError> {
-        timed("conversations.find", async {
-            sqlx::query_as::<_, ConversationRow<D::Timestamp>>(FIND)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(Conversation::try_from)
-                .transpose()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("conversations.find", async move {
+                sqlx::query_as::<_, ConversationRow<D::Timestamp>>(FIND)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(Conversation::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn list(&self, query: ConversationQuery) -> Result<ConversationPage, PortError> {
-        timed("conversations.list", async {
-            let statement = match query.order {
-                ConversationOrder::Updated => LIST_BY_UPDATED,
-                ConversationOrder::Created => LIST_BY_CREATED,
-            };
-            let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
-                .bind(query.owner.as_uuid())
-                .bind(i64::from(query.limit))
-                .bind(i64::from(query.offset))
-                .bind(last_message_chars())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .into_iter()
-                .map(ConversationSummary::try_from)
-                .collect::<Result<_, _>>()?;
-            let total = sqlx::query_scalar::<_, i64>(COUNT)
-                .bind(query.owner.as_uuid())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(ConversationPage {
-                items,
-                total: u64::try_from(total).map_err(PortError::unexpected)?,
+        let pool = self.pool.clone();
+        self.calls
+            .read("conversations.list", async move {
+                let statement = match query.order {
+                    ConversationOrder::Updated => LIST_BY_UPDATED,
+                    ConversationOrder::Created => LIST_BY_CREATED,
+                };
+                let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
+                    .bind(query.owner.as_uuid())
+                    .bind(i64::from(query.limit))
+                    .bind(i64::from(query.offset))
+                    .bind(last_message_chars())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .into_iter()
+                    .map(ConversationSummary::try_from)
+                    .collect::<Result<_, _>>()?;
+                let total = sqlx::query_scalar::<_, i64>(COUNT)
+                    .bind(query.owner.as_uuid())
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(ConversationPage {
+                    items,
+                    total: u64::try_from(total).map_err(PortError::unexpected)?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn rename(
@@ -1021,14 +1024,14 @@ where
         updated_at: Timestamp,
     ) -> Result<Conversation, WriteConversationError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.rename", async move {
+        self.calls
+            .write("conversations.rename", async move {
                 let renamed = sqlx::query_as::<_, ConversationRow<D::Timestamp>>(RENAME)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
                     .bind(title.as_str())
                     .bind(D::Timestamp::from(updated_at))
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 match renamed {
@@ -1045,12 +1048,12 @@ where
         expected_version: Option<Version>,
     ) -> Result<(), WriteConversationError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.delete", async move {
+        self.calls
+            .write("conversations.delete", async move {
                 let deleted = sqlx::query_scalar::<_, Uuid>(DELETE)
                     .bind(id.as_uuid())
                     .bind(expected_version.map(Version::get))
-                    .fetch_optional(store.writes.pool())
+                    .fetch_optional(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 match deleted {
@@ -1062,26 +1065,28 @@ where
     }
 
     async fn messages(&self, id: ConversationId) -> Result<Vec<Message>, PortError> {
-        timed("conversations.messages", async {
-            sqlx::query_as::<_, MessageRow<D::Timestamp>>(MESSAGES)
-                .bind(id.as_uuid())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .into_iter()
-                .map(Message::try_from)
-                .collect()
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("conversations.messages", async move {
+                sqlx::query_as::<_, MessageRow<D::Timestamp>>(MESSAGES)
+                    .bind(id.as_uuid())
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .into_iter()
+                    .map(Message::try_from)
+                    .collect()
+            })
+            .await
     }
 
     async fn append_exchange(&self, exchange: NewExchange) -> Result<Conversation, AppendError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.append_exchange", async move {
+        self.calls
+            .write("conversations.append_exchange", async move {
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -1098,8 +1103,8 @@ where
 
     async fn start(&self, opening: NewOpening) -> Result<Conversation, AppendError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.start", async move {
+        self.calls
+            .write("conversations.start", async move {
                 let NewOpening {
                     conversation: record,
                     exchange,
@@ -1108,8 +1113,8 @@ where
                 } = opening;
                 let owner = record.owner.as_uuid();
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -1145,7 +1150,7 @@ where
                     // the databases here): the key's holder has committed.
                     if let Some(key) = opening_key.as_deref()
                         && D::violates(&error, OPENING_KEY_KEY)
-                        && let Some(started) = opened::<D>(store.writes.pool(), owner, key).await?
+                        && let Some(started) = opened::<D>(store.calls.writer(), owner, key).await?
                     {
                         return Err(started);
                     }
@@ -1169,8 +1174,8 @@ where
         }];
         let store = self.clone();
         let saved = self
-            .writes
-            .run("conversations.save_reply", async move {
+            .calls
+            .write("conversations.save_reply", async move {
                 store.save_batch(&save).await
             })
             .await?;
@@ -1183,8 +1188,8 @@ where
             return Ok(Vec::new());
         }
         let store = self.clone();
-        self.writes
-            .run("conversations.save_replies", async move {
+        self.calls
+            .write("conversations.save_replies", async move {
                 store.save_batch(&saves).await
             })
             .await
@@ -1196,11 +1201,11 @@ where
         now: Timestamp,
     ) -> Result<Vec<InterruptedReply>, PortError> {
         let store = self.clone();
-        self.writes
-            .run("conversations.interrupt_abandoned", async move {
+        self.calls
+            .write("conversations.interrupt_abandoned", async move {
                 let abandoned = sqlx::query_as::<_, (Uuid, String)>(ABANDONED)
                     .bind(D::Timestamp::from(written_before))
-                    .fetch_all(store.writes.pool())
+                    .fetch_all(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 let mut interrupted = Vec::new();
@@ -1209,8 +1214,8 @@ where
                 // final status, so it bumps the conversation's version too.
                 for (conversation, reply) in abandoned {
                     let mut tx = store
-                        .writes
-                        .pool()
+                        .calls
+                        .writer()
                         .begin_with(D::BEGIN_WRITE)
                         .await
                         .map_err(D::port_error)?;

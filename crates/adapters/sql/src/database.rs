@@ -8,8 +8,7 @@ use sqlx::{Connection, Pool};
 use waiter_ports::PortError;
 use waiter_ports::health::Probe;
 
-use crate::timed::timed;
-use crate::writes::Writes;
+use crate::calls::Calls;
 use crate::{
     Dialect, SqlAccountStore, SqlBookStore, SqlConversationStore, SqlIdempotencyStore,
     SqlSessionStore,
@@ -23,9 +22,9 @@ use crate::{
 pub struct SqlDatabase<D: Dialect> {
     /// What reads use.
     pool: Pool<D::Database>,
-    /// Where this process's writes queue, on a database with one writer,
-    /// and the connections they use.
-    writes: Writes<D>,
+    /// Where the stores' calls run, where writes queue on a database with
+    /// one writer, and the connections writes use.
+    calls: Calls<D>,
 }
 
 /// How long start-up keeps trying to reach the database.
@@ -35,7 +34,7 @@ impl<D: Dialect> Clone for SqlDatabase<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -53,7 +52,7 @@ impl<D: Dialect> SqlDatabase<D> {
             match D::connect(url).await {
                 Ok(pools) => {
                     return Ok(Self {
-                        writes: Writes::new(&pools)?,
+                        calls: Calls::new(&pools)?,
                         pool: pools.readers,
                     });
                 }
@@ -68,7 +67,7 @@ impl<D: Dialect> SqlDatabase<D> {
     /// Applies every embedded migration not yet applied; safe to run on every start.
     pub async fn migrate(&self) -> Result<(), PortError> {
         D::MIGRATOR
-            .run(self.writes.pool())
+            .run(self.calls.writer())
             .await
             .map_err(|error| match error {
                 // The database could not run it: classified like any other failure.
@@ -82,7 +81,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn accounts(&self) -> SqlAccountStore<D> {
         SqlAccountStore {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 
@@ -90,7 +89,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn sessions(&self) -> SqlSessionStore<D> {
         SqlSessionStore {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 
@@ -98,7 +97,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn books(&self) -> SqlBookStore<D> {
         SqlBookStore {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 
@@ -106,7 +105,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn conversations(&self) -> SqlConversationStore<D> {
         SqlConversationStore {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 
@@ -114,7 +113,7 @@ impl<D: Dialect> SqlDatabase<D> {
     pub fn idempotency(&self) -> SqlIdempotencyStore<D> {
         SqlIdempotencyStore {
             pool: self.pool.clone(),
-            writes: self.writes.clone(),
+            calls: self.calls.clone(),
         }
     }
 
@@ -128,7 +127,7 @@ impl<D: Dialect> SqlDatabase<D> {
     /// last connection closes, so a closed database is one self-contained file.
     pub async fn close(&self) {
         self.pool.close().await;
-        self.writes.pool().close().await;
+        self.calls.writer().close().await;
     }
 }
 
@@ -139,10 +138,12 @@ impl<D: Dialect> Probe for SqlDatabase<D> {
     }
 
     async fn ping(&self) -> Result<(), PortError> {
-        timed("database.ping", async {
-            let mut connection = self.pool.acquire().await.map_err(D::port_error)?;
-            connection.ping().await.map_err(D::port_error)
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("database.ping", async move {
+                let mut connection = pool.acquire().await.map_err(D::port_error)?;
+                connection.ping().await.map_err(D::port_error)
+            })
+            .await
     }
 }

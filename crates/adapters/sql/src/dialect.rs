@@ -34,7 +34,7 @@ pub trait Dialect: Send + Sync + 'static {
     const BEGIN_WRITE: &'static str;
 
     /// True when the database takes one writer at a time (SQLite): the
-    /// stores' writes then queue in process first (see `writes.rs`), so a
+    /// stores' writes then queue in process first (see `calls.rs`), so a
     /// lock held by another process is told apart from a busy moment at once.
     const ONE_WRITER: bool;
 

@@ -11,8 +11,7 @@ use waiter_ports::idempotency::{
     Fingerprint, IdempotencyRecord, IdempotencyStore, KeyTaken, Remembered, StoredResponse,
 };
 
-use crate::timed::timed;
-use crate::writes::Writes;
+use crate::calls::Calls;
 use crate::{Column, Connection, Db, Dialect, Param, Row};
 
 const FIND: &str = "SELECT fingerprint, status, headers, body FROM idempotency_keys
@@ -35,7 +34,7 @@ const PRUNE: &str = "DELETE FROM idempotency_keys WHERE expires_at <= $1";
 #[derive(Debug)]
 pub struct SqlIdempotencyStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes<D>,
+    pub(crate) calls: Calls<D>,
 }
 
 /// A row of `idempotency_keys`.
@@ -153,26 +152,28 @@ where
     for<'q> &'q str: Param<'q, Db<D>>,
 {
     async fn find(&self, key: &str, now: Timestamp) -> Result<Option<Remembered>, PortError> {
-        timed("idempotency.find", async {
-            sqlx::query_as::<_, RememberedRow>(FIND)
-                .bind(key)
-                .bind(D::Timestamp::from(now))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?
-                .map(Remembered::try_from)
-                .transpose()
-        })
-        .await
+        let (pool, key) = (self.pool.clone(), key.to_owned());
+        self.calls
+            .read("idempotency.find", async move {
+                sqlx::query_as::<_, RememberedRow>(FIND)
+                    .bind(key.as_str())
+                    .bind(D::Timestamp::from(now))
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?
+                    .map(Remembered::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn prune(&self, now: Timestamp) -> Result<(), PortError> {
         let store = self.clone();
-        self.writes
-            .run("idempotency.prune", async move {
+        self.calls
+            .write("idempotency.prune", async move {
                 sqlx::query(PRUNE)
                     .bind(D::Timestamp::from(now))
-                    .execute(store.writes.pool())
+                    .execute(store.calls.writer())
                     .await
                     .map_err(D::port_error)?;
                 Ok(())

@@ -22,13 +22,13 @@
 
 mod accounts;
 mod books;
+mod calls;
 mod conversations;
 mod database;
 mod dialect;
 mod idempotency;
 mod sessions;
 mod timed;
-mod writes;
 
 use sqlx::{ColumnIndex, Executor, Pool};
 use uuid::Uuid;
@@ -43,8 +43,8 @@ pub use dialect::{Column, Dialect, Param, Pools, UniqueKey, pool_options};
 pub use idempotency::SqlIdempotencyStore;
 pub use sessions::{SessionLocking, SqlSessionStore};
 
-/// `Clone` for each store: a handle on its database's pools and write queue
-/// (a write takes one along to the writer thread). Written out, since a
+/// `Clone` for each store: a handle on its database's pools and calls
+/// (a call takes one along to the database's thread). Written out, since a
 /// derive would ask the sqlx driver type to be `Clone`.
 macro_rules! clone_handles {
     ($($handle:ident),+) => {$(
@@ -52,7 +52,7 @@ macro_rules! clone_handles {
             fn clone(&self) -> Self {
                 Self {
                     pool: self.pool.clone(),
-                    writes: self.writes.clone(),
+                    calls: self.calls.clone(),
                 }
             }
         }

@@ -10,8 +10,7 @@ use waiter_ports::identity::{
     RotateRefreshTokenError, SessionEnding, SessionStore,
 };
 
-use crate::timed::timed;
-use crate::writes::Writes;
+use crate::calls::Calls;
 use crate::{Column, Connection, Db, Dialect, Param, Row};
 
 /// The columns a [`SessionRow`] reads, named once so every query selects the same.
@@ -95,7 +94,7 @@ pub trait SessionLocking: Dialect {
 #[derive(Debug)]
 pub struct SqlSessionStore<D: Dialect> {
     pub(crate) pool: Pool<D::Database>,
-    pub(crate) writes: Writes<D>,
+    pub(crate) calls: Calls<D>,
 }
 
 /// A `sessions` row, with instants stored as `T`.
@@ -151,12 +150,12 @@ where
 {
     async fn create(&self, record: NewSessionRecord) -> Result<(), PortError> {
         let store = self.clone();
-        self.writes
-            .run("sessions.create", async move {
+        self.calls
+            .write("sessions.create", async move {
                 let session = record.session;
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -189,15 +188,17 @@ where
     }
 
     async fn find(&self, id: SessionId) -> Result<Option<Session>, PortError> {
-        timed("sessions.find", async {
-            let row = sqlx::query_as::<_, SessionRow<D::Timestamp>>(FIND)
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(row.map(Session::from))
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("sessions.find", async move {
+                let row = sqlx::query_as::<_, SessionRow<D::Timestamp>>(FIND)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(row.map(Session::from))
+            })
+            .await
     }
 
     async fn list_for_account(
@@ -205,16 +206,18 @@ where
         account_id: AccountId,
         now: Timestamp,
     ) -> Result<Vec<Session>, PortError> {
-        timed("sessions.list_for_account", async {
-            let rows = sqlx::query_as::<_, SessionRow<D::Timestamp>>(LIST_FOR_ACCOUNT)
-                .bind(account_id.as_uuid())
-                .bind(D::Timestamp::from(now))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(rows.into_iter().map(Session::from).collect())
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("sessions.list_for_account", async move {
+                let rows = sqlx::query_as::<_, SessionRow<D::Timestamp>>(LIST_FOR_ACCOUNT)
+                    .bind(account_id.as_uuid())
+                    .bind(D::Timestamp::from(now))
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(rows.into_iter().map(Session::from).collect())
+            })
+            .await
     }
 
     async fn rotate_refresh_token(
@@ -222,11 +225,11 @@ where
         rotation: RefreshTokenRotation,
     ) -> Result<Session, RotateRefreshTokenError> {
         let store = self.clone();
-        self.writes
-            .run("sessions.rotate_refresh_token", async move {
+        self.calls
+            .write("sessions.rotate_refresh_token", async move {
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -310,11 +313,11 @@ where
 
     async fn delete(&self, id: SessionId, ending: SessionEnding) -> Result<bool, PortError> {
         let store = self.clone();
-        self.writes
-            .run("sessions.delete", async move {
+        self.calls
+            .write("sessions.delete", async move {
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -337,11 +340,11 @@ where
         ending: SessionEnding,
     ) -> Result<Vec<SessionId>, PortError> {
         let store = self.clone();
-        self.writes
-            .run("sessions.delete_for_account", async move {
+        self.calls
+            .write("sessions.delete_for_account", async move {
                 let mut tx = store
-                    .writes
-                    .pool()
+                    .calls
+                    .writer()
                     .begin_with(D::BEGIN_WRITE)
                     .await
                     .map_err(D::port_error)?;
@@ -363,29 +366,33 @@ where
         since: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<Revocation>, PortError> {
-        timed("sessions.revocations_since", async {
-            let rows = sqlx::query_as::<_, RevocationRow<D::Timestamp>>(REVOCATIONS_SINCE)
-                .bind(D::Timestamp::from(since))
-                .bind(D::Timestamp::from(now))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(rows.into_iter().map(Revocation::from).collect())
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("sessions.revocations_since", async move {
+                let rows = sqlx::query_as::<_, RevocationRow<D::Timestamp>>(REVOCATIONS_SINCE)
+                    .bind(D::Timestamp::from(since))
+                    .bind(D::Timestamp::from(now))
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(rows.into_iter().map(Revocation::from).collect())
+            })
+            .await
     }
 
     async fn is_revoked(&self, id: SessionId, now: Timestamp) -> Result<bool, PortError> {
-        timed("sessions.is_revoked", async {
-            let found = sqlx::query_scalar::<_, Uuid>(IS_REVOKED)
-                .bind(id.as_uuid())
-                .bind(D::Timestamp::from(now))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::port_error)?;
-            Ok(found.is_some())
-        })
-        .await
+        let pool = self.pool.clone();
+        self.calls
+            .read("sessions.is_revoked", async move {
+                let found = sqlx::query_scalar::<_, Uuid>(IS_REVOKED)
+                    .bind(id.as_uuid())
+                    .bind(D::Timestamp::from(now))
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(D::port_error)?;
+                Ok(found.is_some())
+            })
+            .await
     }
 }
 

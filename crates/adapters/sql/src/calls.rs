@@ -1,5 +1,16 @@
-//! The queue a database's writers wait in, inside the process, and the
-//! connection and thread they write on.
+//! Where a database's calls run: a thread of their own, and, on a
+//! database that takes one writer at a time, a queue for the writes.
+//!
+//! Every store call runs on the database's thread ([`DatabaseThread`]).
+//! Each statement is a round trip to the database (or, for SQLite, to the
+//! connection's thread), and a call resumes after each one only when a
+//! runtime polls it again. On the HTTP workers, busy with a thousand event
+//! streams, that wait was most of a call's time, and the call held its
+//! connection all along, so the calls queued behind for the pool's few
+//! connections waited for it too: with 1 000 replies streaming on
+//! PostgreSQL, a conversation read took 170 ms on average, nearly all of it
+//! spent waiting for a connection. The database's thread polls nothing but
+//! store calls, so a connection is held for the database's time only.
 //!
 //! SQLite takes one writer at a time. Left to SQLite, this server's own
 //! writers would queue on the file's lock, each for up to its busy timeout,
@@ -8,24 +19,13 @@
 //! seconds before a 503. So on such a database the stores' writes queue
 //! here instead, one at a time, and only a lock held *elsewhere* ever meets
 //! SQLite's (then short) busy timeout. When it does, the writers queued
-//! behind fail at once rather than each waiting the timeout in turn.
+//! behind fail at once rather than each waiting the timeout in turn. The
+//! write whose turn it is writes on a connection of its own
+//! ([`Pools::writer`]): were it to wait for one of the readers'
+//! connections, it would wait behind every read queued for them, and under
+//! load the whole queue of writes with it.
 //!
-//! The write whose turn it is holds the database's only writer for as long
-//! as it runs, so two things keep that short:
-//!
-//! - it writes on a connection of its own ([`Pools::writer`]): were it to
-//!   wait for one of the readers' connections, it would wait behind every
-//!   read queued for them, and under load the whole queue of writes with it;
-//! - it runs on a thread of its own ([`WriterThread`]). Each statement is a
-//!   round trip to the connection's thread, and the write resumes after
-//!   each one only when a runtime polls it again; on the HTTP workers,
-//!   busy with a thousand event streams, that wait was most of a write's
-//!   time (3 ms for a send's five statements, 0.3 ms with the workers idle),
-//!   and every write queued behind paid it too. The writer thread polls
-//!   nothing but writes.
-//!
-//! PostgreSQL locks rows, not the database: its writes do not queue here,
-//! and run where they are called.
+//! PostgreSQL locks rows, not the database: its writes do not queue here.
 
 use std::fmt;
 use std::future::Future;
@@ -51,26 +51,28 @@ const TURN_WAIT: Duration = Duration::from_secs(5);
 /// would meet the same lock.
 const FAIL_FAST_FOR: Duration = Duration::from_secs(1);
 
-/// One database's queue of writers and their connection; cloned into each
-/// store.
-pub(crate) struct Writes<D: Dialect> {
+/// One database's thread, its writers' queue and their connections; cloned
+/// into each store.
+pub(crate) struct Calls<D: Dialect> {
     writer: Pool<D::Database>,
+    thread: Arc<DatabaseThread>,
     /// `None` where the database takes many writers at once.
     queue: Option<Arc<Queue>>,
 }
 
-impl<D: Dialect> Clone for Writes<D> {
+impl<D: Dialect> Clone for Calls<D> {
     fn clone(&self) -> Self {
         Self {
             writer: self.writer.clone(),
+            thread: self.thread.clone(),
             queue: self.queue.clone(),
         }
     }
 }
 
-impl<D: Dialect> fmt::Debug for Writes<D> {
+impl<D: Dialect> fmt::Debug for Calls<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Writes")
+        f.debug_struct("Calls")
             .field("queued", &self.queue.is_some())
             .finish_non_exhaustive()
     }
@@ -81,20 +83,18 @@ struct Queue {
     turn: Semaphore,
     /// Until when writes fail at once, after one failed as unavailable.
     failing_until: Mutex<Option<Instant>>,
-    /// Where the writes run.
-    thread: WriterThread,
 }
 
-/// A thread with a runtime of its own, where a database's queued writes
-/// run; it ends when the last store of its database is dropped.
+/// A thread with a runtime of its own, where a database's calls run; it
+/// ends when the last store of its database is dropped.
 #[derive(Debug)]
-struct WriterThread {
+struct DatabaseThread {
     runtime: Handle,
-    /// Dropped with the queue, which tells the thread to end.
+    /// Dropped with the last store, which tells the thread to end.
     _stop: oneshot::Sender<()>,
 }
 
-impl WriterThread {
+impl DatabaseThread {
     fn start() -> Result<Self, PortError> {
         let runtime = runtime::Builder::new_current_thread()
             .enable_all()
@@ -103,7 +103,7 @@ impl WriterThread {
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name("db-writer".to_owned())
+            .name("database".to_owned())
             .spawn(move || runtime.block_on(async move { stopped.await.ok() }))
             .map_err(PortError::unexpected)?;
         Ok(Self {
@@ -113,37 +113,37 @@ impl WriterThread {
     }
 }
 
-impl<D: Dialect> Writes<D> {
-    /// Writes on `pools`' writer, queued on a [`WriterThread`] if dialect
-    /// `D` takes one writer at a time.
+impl<D: Dialect> Calls<D> {
+    /// Calls on a new [`DatabaseThread`], writing on `pools`' writer,
+    /// queued if dialect `D` takes one writer at a time.
     pub(crate) fn new(pools: &Pools<D::Database>) -> Result<Self, PortError> {
         let queue = if D::ONE_WRITER {
             Some(Arc::new(Queue {
                 turn: Semaphore::new(1),
                 failing_until: Mutex::new(None),
-                thread: WriterThread::start()?,
             }))
         } else {
             None
         };
         Ok(Self {
             writer: pools.writer.clone(),
+            thread: Arc::new(DatabaseThread::start()?),
             queue,
         })
     }
 
-    /// The connections writes use: only within [`Self::run`].
-    pub(crate) fn pool(&self) -> &Pool<D::Database> {
+    /// The connections writes use: only within [`Self::write`].
+    pub(crate) fn writer(&self) -> &Pool<D::Database> {
         &self.writer
     }
 
     /// Runs the store method `operation` (recorded like [`timed`]) once it
-    /// is this write's turn, on the writer thread. A write that waited
+    /// is this write's turn, on the database's thread. A write that waited
     /// [`TURN_WAIT`], or that follows a write the database refused as
     /// unavailable within [`FAIL_FAST_FOR`], fails as `Unavailable` without
     /// running. Once started, a write runs to its end even if its caller
     /// stops waiting for it.
-    pub(crate) async fn run<T, E>(
+    pub(crate) async fn write<T, E>(
         &self,
         operation: &'static str,
         write: impl Future<Output = Result<T, E>> + Send + 'static,
@@ -153,20 +153,47 @@ impl<D: Dialect> Writes<D> {
         E: StoreError + From<PortError> + Send + 'static,
     {
         let Some(queue) = &self.queue else {
-            return timed(operation, write).await;
+            return self.on_thread(timed(operation, write)).await;
         };
-        let queued = timed(operation, Arc::clone(queue).write_in_turn(write));
-        match queue.thread.runtime.spawn(queued).await {
+        self.on_thread(timed(operation, Arc::clone(queue).write_in_turn(write)))
+            .await
+    }
+
+    /// Runs the store method `operation` (recorded like [`timed`]) on the
+    /// database's thread, at once: reads never queue.
+    pub(crate) async fn read<T, E>(
+        &self,
+        operation: &'static str,
+        read: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: StoreError + From<PortError> + Send + 'static,
+    {
+        self.on_thread(timed(operation, read)).await
+    }
+
+    /// Runs `call` on the database's thread; it runs to its end even if
+    /// its caller stops waiting for it.
+    async fn on_thread<T, E>(
+        &self,
+        call: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PortError> + Send + 'static,
+    {
+        match self.thread.runtime.spawn(call).await {
             Ok(outcome) => outcome,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => Err(unavailable("the writer thread has ended").into()),
+            Err(_) => Err(unavailable("the database thread has ended").into()),
         }
     }
 }
 
 impl Queue {
-    /// Waits for `write`'s turn, then runs it: what a write does on the
-    /// writer thread.
+    /// Waits for `write`'s turn, then runs it: what a queued write does on
+    /// the database's thread.
     async fn write_in_turn<T, E>(
         self: Arc<Self>,
         write: impl Future<Output = Result<T, E>>,

@@ -15,7 +15,7 @@ use waiter_ports::identity::{
 
 use crate::calls::Calls;
 use crate::idempotency::begin_creating;
-use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
+use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, limited, stale_version};
 
 /// The constraint that keeps emails unique.
 const EMAIL_KEY: UniqueKey = UniqueKey {
@@ -72,12 +72,12 @@ const DELETE: &str = "DELETE FROM accounts WHERE id = $1 RETURNING id";
 const LIST: &str = concat!(
     "SELECT ",
     account_columns!(),
-    " FROM accounts ORDER BY id LIMIT $1"
+    " FROM accounts ORDER BY id LIMIT $limit"
 );
 const LIST_AFTER: &str = concat!(
     "SELECT ",
     account_columns!(),
-    " FROM accounts WHERE id > $2 ORDER BY id LIMIT $1"
+    " FROM accounts WHERE id > $1 ORDER BY id LIMIT $limit"
 );
 
 /// Accounts in the `accounts` table.
@@ -289,10 +289,11 @@ where
         self.calls
             .read("accounts.list", async move {
                 let query = match page.after {
-                    Some(after) => sqlx::query_as::<_, AccountRow<D::Timestamp>>(LIST_AFTER)
-                        .bind(i64::from(page.limit))
-                        .bind(after.as_uuid()),
-                    None => sqlx::query_as(LIST).bind(i64::from(page.limit)),
+                    Some(after) => sqlx::query_as::<_, AccountRow<D::Timestamp>>(limited(
+                        LIST_AFTER, page.limit,
+                    ))
+                    .bind(after.as_uuid()),
+                    None => sqlx::query_as(limited(LIST, page.limit)),
                 };
                 query
                     .fetch_all(&pool)

@@ -362,8 +362,9 @@ where
                     .push(direction)
                     .push(", id")
                     .push(direction)
+                    // Written in, not bound: see `limited`.
                     .push(" LIMIT ")
-                    .push_bind(i64::from(limit));
+                    .push(limit);
                 // A filtered list is a one-off statement, so PostgreSQL plans it
                 // with the actual values every time. A cached statement may
                 // switch to a generic plan after five runs, and a generic plan

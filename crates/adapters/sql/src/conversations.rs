@@ -61,7 +61,7 @@ use waiter_ports::idempotency::IdempotencyRecord;
 
 use crate::calls::Calls;
 use crate::idempotency::begin_creating;
-use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, stale_version};
+use crate::{Column, Connection, Db, Dialect, Param, Row, UniqueKey, limited, stale_version};
 
 /// The key that makes a message id usable once per conversation.
 const MESSAGE_ID_KEY: UniqueKey = UniqueKey {
@@ -105,22 +105,22 @@ macro_rules! message_columns {
     };
 }
 
-/// The conversations of owner `$1`, each with the first `$4` characters of
-/// its newest message, from the `$3`th, at most `$2`; the ordering is
-/// appended.
+/// The conversations of owner `$1`, each with the first `$3` characters of
+/// its newest message, from the `$2`th, at most `$limit` (see [`limited`]);
+/// the ordering is appended.
 macro_rules! list {
     ($order:literal) => {
         concat!(
             "SELECT ",
             conversation_columns!(),
-            ", (SELECT substr(text, 1, $4) FROM messages
+            ", (SELECT substr(text, 1, $3) FROM messages
                 WHERE conversation_id = conversations.id
                 ORDER BY seq DESC LIMIT 1) AS last_message
              FROM conversations
              WHERE owner_id = $1
              ORDER BY ",
             $order,
-            " LIMIT $2 OFFSET $3"
+            " LIMIT $limit OFFSET $2"
         )
     };
 }
@@ -992,17 +992,17 @@ where
                     ConversationOrder::Updated => LIST_BY_UPDATED,
                     ConversationOrder::Created => LIST_BY_CREATED,
                 };
-                let items = sqlx::query_as::<_, SummaryRow<D::Timestamp>>(statement)
-                    .bind(query.owner.as_uuid())
-                    .bind(i64::from(query.limit))
-                    .bind(i64::from(query.offset))
-                    .bind(last_message_chars())
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(D::port_error)?
-                    .into_iter()
-                    .map(ConversationSummary::try_from)
-                    .collect::<Result<_, _>>()?;
+                let items =
+                    sqlx::query_as::<_, SummaryRow<D::Timestamp>>(limited(statement, query.limit))
+                        .bind(query.owner.as_uuid())
+                        .bind(i64::from(query.offset))
+                        .bind(last_message_chars())
+                        .fetch_all(&pool)
+                        .await
+                        .map_err(D::port_error)?
+                        .into_iter()
+                        .map(ConversationSummary::try_from)
+                        .collect::<Result<_, _>>()?;
                 let total = sqlx::query_scalar::<_, i64>(COUNT)
                     .bind(query.owner.as_uuid())
                     .fetch_one(&pool)

@@ -30,7 +30,7 @@ mod idempotency;
 mod sessions;
 mod timed;
 
-use sqlx::{ColumnIndex, Executor, Pool};
+use sqlx::{AssertSqlSafe, ColumnIndex, Executor, Pool};
 use uuid::Uuid;
 use waiter_domain::Version;
 use waiter_ports::PortError;
@@ -73,6 +73,18 @@ type Db<D> = <D as Dialect>::Database;
 type Connection<D> = <Db<D> as sqlx::Database>::Connection;
 /// A result row of dialect `D`.
 type Row<D> = <Db<D> as sqlx::Database>::Row;
+
+/// `sql` with its `$limit` written in as a number, not bound.
+///
+/// SQLite plans a statement for the value bound to its `LIMIT` (since
+/// 3.47), so it prepares the statement again at its next run whenever that
+/// parameter is bound, and every run binds afresh: on the first page of
+/// books, preparing took an eighth of the server's time. With the number
+/// written in, each limit is a statement of its own, prepared once per
+/// connection (a list's limit takes at most a hundred values).
+fn limited(sql: &str, limit: u32) -> AssertSqlSafe<String> {
+    AssertSqlSafe(sql.replacen("$limit", &limit.to_string(), 1))
+}
 
 /// Why a conditional write (`… WHERE id = $1 AND version = COALESCE($2, version)`)
 /// matched no row: `Some(current)` when the row has moved on from the

@@ -1,5 +1,7 @@
 //! [`SessionStore`] on `sessions` and their `refresh_tokens`.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Executor, FromRow, Pool};
 use uuid::Uuid;
@@ -45,17 +47,24 @@ const REFRESH: &str = concat!(
      RETURNING ",
     session_columns!()
 );
-/// Deletes the used tokens of session `$1` but token `$2` and the `$3` most
-/// recently used others. Pruning on every rotation keeps a session at a
-/// handful of rows, so the `session_id` index is all this needs.
-const PRUNE_USED_TOKENS: &str = "DELETE FROM refresh_tokens
-     WHERE session_id = $1 AND used_at IS NOT NULL AND token_hash <> $2
-       AND token_hash NOT IN (
-           SELECT token_hash FROM refresh_tokens
-           WHERE session_id = $1 AND used_at IS NOT NULL AND token_hash <> $2
-           ORDER BY used_at DESC, token_hash DESC
-           LIMIT $3
-       )";
+/// Deletes the used tokens of session `$1` but token `$2` and the
+/// [`REMEMBERED_USED_TOKENS`]` - 1` most recently used others, a number
+/// written in rather than bound (see [`limited`](crate::limited)). Pruning
+/// on every rotation keeps a session at a handful of rows, so the
+/// `session_id` index is all this needs.
+static PRUNE_USED_TOKENS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM refresh_tokens
+         WHERE session_id = $1 AND used_at IS NOT NULL AND token_hash <> $2
+           AND token_hash NOT IN (
+               SELECT token_hash FROM refresh_tokens
+               WHERE session_id = $1 AND used_at IS NOT NULL AND token_hash <> $2
+               ORDER BY used_at DESC, token_hash DESC
+               LIMIT {}
+           )",
+        REMEMBERED_USED_TOKENS - 1
+    )
+});
 const DELETE: &str = "DELETE FROM sessions WHERE id = $1 RETURNING id";
 /// Records that session `$1` ended at `$2` and its tokens stay refused until
 /// `$3`. A session is deleted once, but the conflict clause keeps a repeated
@@ -298,10 +307,9 @@ where
                     .map_err(D::port_error)?;
                 // Forget all but the most recently rotated-away tokens, always
                 // keeping the one just retired.
-                sqlx::query(PRUNE_USED_TOKENS)
+                sqlx::query(PRUNE_USED_TOKENS.as_str())
                     .bind(session_id)
                     .bind(&rotation.presented.0[..])
-                    .bind(i64::from(REMEMBERED_USED_TOKENS) - 1)
                     .execute(&mut *tx)
                     .await
                     .map_err(D::port_error)?;

@@ -9,6 +9,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -61,6 +62,41 @@ on_both_backends_with! {
         &[crate::BEHIND_A_PROXY, ("--rate-limit-refresh", "2/1m")];
     messages_are_limited_per_account_on_every_route_that_sends_one:
         &[("--rate-limit-messages", "2/1m")];
+    the_request_log_line_names_the_client_behind_a_trusted_proxy:
+        &[crate::BEHIND_A_PROXY];
+}
+
+/// What every server of this test binary logs, as the JSON lines written in
+/// production; installed once, for the whole process (the servers' workers
+/// run on threads of their own).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .with_writer(move || Appender(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        logs
+    }))
+}
+
+struct Appender(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Appender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The items of a structured-field list (`"a";q=1;w=2, "b";…`), by name,
@@ -168,6 +204,24 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_limit(app: &Test
     let other = app.list_recent_books().forwarded_for("203.0.113.2").await;
     assert_eq!(other.status(), StatusCode::OK);
     assert_eq!(ratelimit(&other, "client").0, 1);
+}
+
+async fn the_request_log_line_names_the_client_behind_a_trusted_proxy(app: &TestApp) {
+    let logs = captured_logs();
+    let id = format!("book_{}", ulid::Ulid::generate());
+    let response = app.get_book(&id).forwarded_for("203.0.113.9").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let path = format!("/api/v1/books/{id}");
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).expect("UTF-8 lines");
+    let line: Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "request" && line["span"]["path"] == path.as_str())
+        .expect("a request line for the call");
+    assert_eq!(line["span"]["client_ip"], "203.0.113.9");
+    assert_eq!(line["status"], 404);
+    assert_eq!(line["route"], "/api/v1/books/{id}");
+    assert!(line["span"]["request_id"].is_string());
 }
 
 async fn a_signed_in_client_is_counted_by_account_wherever_it_calls_from(app: &TestApp) {

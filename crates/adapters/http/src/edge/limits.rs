@@ -173,12 +173,11 @@ pub(crate) async fn limit_requests(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let address = limits.proxies.client_of(req.request());
-    if let Some(address) = address {
-        req.extensions_mut().insert(ClientAddress(address));
-        // The request span's: every line logged for the request names it.
-        tracing::Span::current().record("client_ip", tracing::field::display(address));
-    }
+    // Told from the proxies in front when the request span was opened.
+    let address = req
+        .extensions()
+        .get::<ClientAddress>()
+        .map(|client| client.0);
     let Some(use_cases) = limits.use_cases.clone().filter(|_| !exempt(req.path())) else {
         return next
             .call(req)

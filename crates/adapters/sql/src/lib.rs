@@ -44,7 +44,7 @@ pub use idempotency::SqlIdempotencyStore;
 pub use sessions::{SessionLocking, SqlSessionStore};
 
 /// `Clone` for each store: a handle on its database's pools and calls
-/// (a call takes one along to the database's thread). Written out, since a
+/// (a call takes one along to the database's runtime). Written out, since a
 /// derive would ask the sqlx driver type to be `Clone`.
 macro_rules! clone_handles {
     ($($handle:ident),+) => {$(

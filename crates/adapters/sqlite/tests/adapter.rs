@@ -64,7 +64,7 @@ async fn an_in_memory_database_keeps_its_data_and_honours_the_contract() {
     .await;
 }
 
-/// Writes run on the database's own thread: one whose caller stops
+/// Writes run on the database's own runtime: one whose caller stops
 /// waiting for it (a client gone, a timeout) still ends, committed, rather
 /// than being cut off where its caller left it.
 #[tokio::test]

@@ -372,8 +372,7 @@ async fn instances_with_the_same_prefix_share_reply_event_logs() {
 #[tokio::test]
 async fn a_follower_keeps_up_when_another_instance_takes_its_reply_over() {
     use futures::StreamExt;
-    use waiter_domain::{ConversationId, MessageId};
-    use waiter_ports::conversations::ReplyKey;
+    use waiter_ports::conversations::LoggedEvents;
 
     let prefix = unique_prefix();
     let (Some(first), Some(second)) = (connect(&prefix).await, connect(&prefix).await) else {
@@ -384,13 +383,10 @@ async fn a_follower_keeps_up_when_another_instance_takes_its_reply_over() {
             RedisReplyEventLog::sharing(&first),
             RedisReplyEventLog::sharing(&second),
         );
-        let key = ReplyKey {
-            conversation: ConversationId::from_ulid(Ulid::generate()),
-            reply: MessageId::generated(Ulid::generate()),
-        };
+        let key = new_reply_key();
         here.append(&key, 1, b"one").await.unwrap();
         let mut follower = here.follow(&key, 0);
-        let next = async |follower: &mut waiter_ports::conversations::LoggedEvents| {
+        let next = async |follower: &mut LoggedEvents| {
             tokio::time::timeout(Duration::from_secs(5), follower.next())
                 .await
                 .expect("an event or the end in time")
